@@ -1,0 +1,31 @@
+"""Command line of the bundle: ``python -m scripts <command> [--flags]`` (built with ``fire``).
+
+Run ``python -m scripts --help`` for the list of commands and ``python -m scripts <command> --help``
+for one command's flags.
+"""
+
+from __future__ import annotations
+
+import fire
+
+
+def _commands() -> dict:
+    # imported lazily so that ``--help`` is quick and one broken optional module cannot block the rest
+    from scripts.example_data import download_example
+
+    commands = {"download_example": download_example}
+    try:
+        from scripts.drr import drr_cli
+    except ImportError:  # pragma: no cover - the DRR module lands with the DRR issue
+        pass
+    else:
+        commands["drr"] = drr_cli
+    return commands
+
+
+def main() -> None:
+    fire.Fire(_commands(), name="python -m scripts")
+
+
+if __name__ == "__main__":
+    main()
