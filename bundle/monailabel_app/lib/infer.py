@@ -1,0 +1,211 @@
+"""MONAI Label infer task of PerX2CT: a study (PA + lateral) in, a CT volume with its own affine out.
+
+Everything model-specific comes from the bundle's ``configs/inference.json`` (read with
+``monai.bundle.ConfigParser``): ``preprocessing`` (``LoadRadiographsd`` ... -> ``image`` (2, 128, 128)),
+``network_def``, ``inferer`` (``ReconstructionInferer`` -> ``pred`` (1, 128, 128, 128)) and the writer
+``SaveReconstructiond`` from ``postprocessing`` (which places the volume with
+``scripts.inference.reconstruction_affine``). Nothing is written twice here.
+
+Why not MONAI Label's ``BundleInferTask``: it appends ``Restored``, which resamples the prediction onto
+the *input's* grid - for 2D radiographs in and a 3D CT out that is meaningless - and it replaces the
+bundle's loader and writer by its own. This task instead
+
+* splits the study file into the two radiograph files the bundle's ``preprocessing`` reads,
+* runs the bundle's ``inferer`` with the bundle's network and checkpoint,
+* writes the result with the bundle's own ``SaveReconstructiond`` (only its ``output_dir`` moved to a
+  temporary folder), so the returned NIfTI carries the reconstruction's affine: 128^3 voxels of 2.5 mm
+  centred on the isocentre (the origin unless the request passes ``isocentre_mm``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import shutil
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from monai.bundle import ConfigParser
+from monai.transforms import Compose
+from monailabel.interfaces.tasks.infer_v2 import InferType
+from monailabel.tasks.infer.basic_infer import BasicInferTask
+
+from lib.study import split_study
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["PerX2CTInfer"]
+
+
+@contextmanager
+def _bundle_on_path(bundle_root: str):
+    """Make ``import scripts`` resolve to this bundle's package while configs are parsed."""
+    added = bundle_root not in sys.path
+    if added:
+        sys.path.insert(0, bundle_root)
+    loaded = sys.modules.get("scripts")
+    if loaded is not None and not str(getattr(loaded, "__file__", "")).startswith(str(Path(bundle_root).resolve())):
+        for name in [m for m in sys.modules if m == "scripts" or m.startswith("scripts.")]:
+            del sys.modules[name]  # another bundle's `scripts` (MONAI Label unloads it the same way)
+    try:
+        yield
+    finally:
+        if added and bundle_root in sys.path:
+            sys.path.remove(bundle_root)
+
+
+class _SplitStudyd:
+    """Pre-transform: the study file in ``image`` -> ``pa`` / ``lateral`` files in a temporary folder."""
+
+    def __init__(self) -> None:
+        self.folders: list[str] = []
+
+    def cleanup(self) -> None:
+        while self.folders:
+            shutil.rmtree(self.folders.pop(), ignore_errors=True)
+
+    def __call__(self, data: dict) -> dict:
+        d = dict(data)
+        study = d.get("image_path") or d.get("image")
+        if not isinstance(study, str) or not Path(study).is_file():
+            raise ValueError(f"PerX2CT expects a study file (2-frame NIfTI, frame 0 PA, frame 1 lateral), got {study!r}")
+        folder = tempfile.mkdtemp(prefix="perx2ct_study_")
+        self.folders.append(folder)
+        d.update(split_study(study, folder))
+        name = Path(study).name
+        d.setdefault("case_id", name[: -len(".nii.gz")] if name.endswith(".nii.gz") else Path(study).stem)
+        return d
+
+
+class PerX2CTInfer(BasicInferTask):
+    """Reconstruction infer task built from a bundle folder.
+
+    Args:
+        bundle_root: the bundle (``configs/inference.json``, ``configs/metadata.json``, ``scripts/``).
+        ckpt_path: the state dict to load; default: the config's ``ckpt_path`` (``models/model.pt``).
+        model_preset: override of the config's ``model_preset`` (must match the checkpoint).
+        config_file: the inference config, relative to ``bundle_root`` or absolute.
+    """
+
+    def __init__(
+        self,
+        bundle_root: str,
+        ckpt_path: str | None = None,
+        model_preset: str | None = None,
+        config_file: str = "configs/inference.json",
+        preload: bool = False,
+    ) -> None:
+        self.bundle_root = str(Path(bundle_root).resolve())
+        config = Path(config_file) if Path(config_file).is_absolute() else Path(self.bundle_root) / config_file
+        meta_file = Path(self.bundle_root) / "configs" / "metadata.json"
+        for f in (config, meta_file):
+            if not f.is_file():
+                raise FileNotFoundError(f"PerX2CT bundle file not found: {f} (pass --conf bundle_path BUNDLE_ROOT)")
+        self.parser = ConfigParser()
+        self.parser.read_config(str(config))
+        self.parser.read_meta(str(meta_file))
+        self.parser["bundle_root"] = self.bundle_root
+        if model_preset:
+            self.parser["model_preset"] = model_preset
+        metadata = json.loads(meta_file.read_text())
+
+        with _bundle_on_path(self.bundle_root):
+            ckpt = ckpt_path or self.parser.get_parsed_content("ckpt_path")
+            if not Path(ckpt).is_file():
+                raise FileNotFoundError(
+                    f"PerX2CT checkpoint not found: {ckpt}. Pass --conf ckpt_path MODEL.pt (a state dict saved from "
+                    f"network_def with the same model_preset), or put it at models/model.pt (see large_files.yml)"
+                )
+            network = self.parser.get_parsed_content("network_def", instantiate=True)
+            self._writer_template = self._find_writer()
+
+        self.version = metadata.get("version")
+        super().__init__(
+            path=str(Path(ckpt).resolve()),
+            network=network,
+            type=InferType.OTHERS,
+            labels=None,
+            dimension=3,
+            description=f"PerX2CT {self.version}: CT volume (128^3, 2.5 mm, HU) from a PA and a lateral radiograph",
+            input_key="image",
+            output_label_key="pred",
+            load_strict=True,
+            preload=preload,
+        )
+        self.model_preset = self.parser["model_preset"]
+
+    def info(self) -> dict[str, Any]:
+        i = super().info()
+        i["version"] = self.version
+        i["model_preset"] = self.model_preset
+        i["input"] = "study: <id>.nii.gz, (W, H, 2) frame 0 PA, frame 1 lateral"
+        i["output"] = "NIfTI, 128^3 float32 HU, 2.5 mm, RAS affine centred on the isocentre (origin by default)"
+        return i
+
+    def _find_writer(self):
+        from scripts.inference import SaveReconstructiond
+
+        post = self.parser.get_parsed_content("postprocessing", instantiate=True)
+        transforms = list(post.transforms) if isinstance(post, Compose) else list(post or [])
+        writers = [t for t in transforms if isinstance(t, SaveReconstructiond)]
+        if len(writers) != 1:
+            raise ValueError(
+                f"{self.bundle_root}/configs/inference.json: postprocessing must contain exactly one "
+                f"SaveReconstructiond, found {len(writers)}"
+            )
+        return writers[0]
+
+    def _parsed_list(self, key: str) -> list[Callable]:
+        with _bundle_on_path(self.bundle_root):
+            c = self.parser.get_parsed_content(key, instantiate=True)
+        return list(c.transforms) if isinstance(c, Compose) else list(c or [])
+
+    def pre_transforms(self, data=None) -> Sequence[Callable]:
+        return [_SplitStudyd(), *self._parsed_list("preprocessing")]
+
+    def run_pre_transforms(self, data: dict[str, Any], transforms):
+        try:
+            return super().run_pre_transforms(data, transforms)
+        finally:  # the split radiographs are read by now (or the request failed)
+            for t in transforms:
+                if isinstance(t, _SplitStudyd):
+                    t.cleanup()
+
+    def inferer(self, data=None):
+        with _bundle_on_path(self.bundle_root):
+            return self.parser.get_parsed_content("inferer", instantiate=True)
+
+    def post_transforms(self, data=None) -> Sequence[Callable]:
+        from scripts.inference import SaveReconstructiond
+
+        return [t for t in self._parsed_list("postprocessing") if not isinstance(t, SaveReconstructiond)]
+
+    def writer(self, data: dict[str, Any], extension=None, dtype=None):
+        """Write with the bundle's ``SaveReconstructiond`` into a temporary folder; return the NIfTI."""
+        out_dir = Path(tempfile.mkdtemp(prefix="perx2ct_out_"))
+        try:
+            writer = copy.copy(self._writer_template)
+            writer.output_dir = out_dir
+            key = self.output_label_key
+            d = writer({k: v for k, v in data.items() if k not in ("image",)})
+            written = Path(d[f"{key}_path"])
+            result = tempfile.NamedTemporaryFile(prefix=f"{written.name[:-7]}_", suffix=".nii.gz", delete=False).name
+            shutil.move(str(written), result)
+        finally:
+            shutil.rmtree(out_dir, ignore_errors=True)
+        iso = data.get("isocentre_mm", (0.0, 0.0, 0.0))
+        iso = [float(v) for v in (iso.tolist() if hasattr(iso, "tolist") else iso)]
+        pred = data[key]
+        shape = list(pred.shape[-3:]) if torch.is_tensor(pred) or hasattr(pred, "shape") else None
+        return result, {
+            "case_id": str(data.get("case_id", "")),
+            "shape": shape,
+            "spacing_mm": float(writer.size_mm) / shape[0] if shape else None,
+            "isocentre_mm": iso,
+            "units": "HU" if writer.output_hu else "target scale [0, 1]",
+        }

@@ -1,0 +1,138 @@
+"""The MONAI Label datastore item of this app: one *study* = one 2-frame NIfTI file.
+
+Layout: ``STUDIES/<study_id>.nii.gz`` holds an array of shape (W, H, 2): frame 0 is the PA radiograph,
+frame 1 the lateral one. Each frame is stored the way MONAI's ``LoadImage`` returns a 2D image: the
+first array axis runs along image columns (left to right as displayed), the second along rows (top to
+bottom). 8-bit grey images keep their raw ``uint8`` pixels (the PNGs the prepare workflow writes);
+anything else is stored as the network input the bundle's loader makes of it (``float32`` in [0, 1],
+128 x 128). The affine is a plain
+in-plane pixel-spacing diagonal (1 mm unless given); it is informative only, the bundle's loader
+resizes the radiographs anyway.
+
+Why one file: MONAI Label's ``LocalDatastore`` maps *one file* to *one image id* (``<id>.<ext>``), and
+every endpoint (``/datastore`` upload, ``/infer/{model}?image=<id>``, ``/infer/{model}`` with a file
+upload, labels) passes one file per image. A naming convention (``<id>_pa.png`` + ``<id>_lateral.png``)
+would appear as two unrelated images and need a custom datastore; a study folder is not listed by
+``LocalDatastore`` at all. A 2-frame NIfTI keeps the pair together with no datastore code.
+
+At inference the infer task splits a study back into two files the bundle's own preprocessing reads
+(``pa.png`` / ``lateral.png`` for 8-bit frames, byte for byte what ``make_study`` read; 2D NIfTI
+otherwise), so the model sees exactly what ``python -m monai.bundle run`` would give it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+__all__ = ["FRAMES", "make_study", "read_radiograph", "read_study", "split_study"]
+
+FRAMES = ("pa", "lateral")  # frame order along the last axis of a study
+
+
+def _read_8bit(path: Path) -> np.ndarray | None:
+    """An 8-bit grey PNG/JPEG/BMP/TIFF as its raw (W, H) ``uint8`` pixels; None for anything else."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            if img.mode != "L":
+                return None
+            return np.ascontiguousarray(np.asarray(img).T)  # PIL (rows, cols) -> MONAI's (W, H)
+    except Exception:  # noqa: BLE001 - not a Pillow image (NIfTI, DICOM): the bundle's reader handles it
+        return None
+
+
+def read_radiograph(path: str | os.PathLike, view: str, detector_shape: tuple[int, int] = (128, 128)) -> np.ndarray:
+    """One radiograph as a (W, H) frame: raw ``uint8`` for 8-bit grey images, else the network input.
+
+    Anything that is not an 8-bit grey image (16-bit PNG, colour, NIfTI, DICOM DX/CR with its pixel
+    spacing) goes through the bundle's own ``scripts.radiograph.load_radiograph`` (crop/pad to the
+    detector, normalise, resize to ``detector_shape``, quantise) and is stored as float32 in [0, 1];
+    reading it back through the same loader changes nothing.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{view} radiograph not found: {path}")
+    raw = _read_8bit(path)
+    if raw is not None:
+        return raw
+    from scripts.radiograph import load_radiograph  # the bundle's reader (run from the bundle root)
+
+    img = load_radiograph(path, view, detector_shape=detector_shape)
+    return np.ascontiguousarray(img[0].numpy().astype(np.float32).T)
+
+
+def make_study(pa: str, lateral: str, output: str, pixel_spacing_mm: float = 1.0) -> str:
+    """Write the study ``output`` (``<study_id>.nii.gz``) from a PA and a lateral radiograph file.
+
+    Args:
+        pa: the PA (posterior-anterior) radiograph, as displayed (PNG/JPEG, NIfTI or DICOM).
+        lateral: the lateral radiograph, as displayed.
+        output: the study file to write, usually ``STUDIES/<study_id>.nii.gz`` (the id is the file name).
+        pixel_spacing_mm: in-plane spacing written to the NIfTI header (informative only).
+    """
+    frames = [read_radiograph(pa, "pa"), read_radiograph(lateral, "lateral")]
+    if frames[0].shape != frames[1].shape or frames[0].dtype != frames[1].dtype:
+        # mixed sizes or formats: store both as the network input (same size by construction)
+        frames = [f if f.dtype == np.float32 else _as_network_input(f) for f in frames]
+    data = np.stack(frames, axis=-1)
+    affine = np.diag([pixel_spacing_mm, pixel_spacing_mm, 1.0, 1.0])
+    img = nib.Nifti1Image(data, affine)
+    img.header["descrip"] = b"PerX2CT study: frame 0 PA, frame 1 lateral"
+    out = Path(output)
+    if not out.name.endswith((".nii.gz", ".nii")):
+        raise ValueError(f"study file must end with .nii.gz (or .nii): {output}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.nii.gz")
+    try:
+        nib.save(img, str(tmp))
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return str(out)
+
+
+def _as_network_input(frame: np.ndarray) -> np.ndarray:
+    from scripts.radiograph import LoadRadiograph
+
+    return np.ascontiguousarray(LoadRadiograph()(frame.T.astype(np.float64) / 255.0)[0].numpy().astype(np.float32).T)
+
+
+def read_study(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The two frames of a study: ``{"pa": (W, H), "lateral": (W, H)}``."""
+    data = np.asarray(nib.load(str(path)).dataobj)
+    if data.ndim == 4 and data.shape[2] == 1:  # (W, H, 1, 2): tolerate an explicit singleton z
+        data = data[:, :, 0, :]
+    if data.ndim != 3 or data.shape[-1] != 2:
+        raise ValueError(
+            f"{path}: a PerX2CT study is a (W, H, 2) NIfTI (frame 0 PA, frame 1 lateral), got shape {data.shape}; "
+            "make one with `python -m bundle make_study --pa PA --lateral LATERAL --output STUDY.nii.gz`"
+        )
+    return {name: data[..., i] for i, name in enumerate(FRAMES)}
+
+
+def split_study(path: str | os.PathLike, folder: str | os.PathLike) -> dict[str, Any]:
+    """Write the frames of study ``path`` into ``folder`` as files the bundle's loader reads.
+
+    Returns ``{"pa": file, "lateral": file}``: ``pa.png`` / ``lateral.png`` for 8-bit frames, 2D
+    ``pa.nii.gz`` / ``lateral.nii.gz`` (float32) otherwise.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    out: dict[str, Any] = {}
+    for name, frame in read_study(path).items():
+        if frame.dtype == np.uint8:
+            from PIL import Image
+
+            file = folder / f"{name}.png"
+            Image.fromarray(np.ascontiguousarray(frame.T)).save(file)
+        else:
+            file = folder / f"{name}.nii.gz"
+            nib.save(nib.Nifti1Image(frame.astype(np.float32), np.eye(4)), str(file))
+        out[name] = str(file)
+    return out
