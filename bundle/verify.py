@@ -372,6 +372,8 @@ def verify(
     """
     if model_preset is None:
         model_preset = None if ckpt_file else "small"
+    for name in ("monai.bundle.scripts", "monai.apps.utils", "monai.apps"):
+        logging.getLogger(name).setLevel(logging.WARNING)  # MONAI's per-call input summaries
     names = [n.strip() for n in only.split(",")] if isinstance(only, str) else (list(only) if only else None)
     results = run_checks(bundle_root, names, schema=schema, ckpt_file=ckpt_file, model_preset=model_preset, device=device, atol=atol)
     for r in results:
