@@ -447,6 +447,24 @@ def _itk_to_metatensor(image, filename_or_obj: str, extra_meta: dict[str, Any], 
     return MetaTensor(torch.from_numpy(arr[None]), affine=torch.as_tensor(affine, dtype=torch.float64), meta=meta)
 
 
+def _check_nifti_finite(path: Path) -> None:
+    """ITK's NIfTI reader silently turns NaN/inf into 0, so float NIfTI data are checked with nibabel."""
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+    except Exception as e:  # noqa: BLE001 - nibabel raises several types
+        raise CTLoadError(f"{path}: not a readable NIfTI file ({e}); check the file") from e
+    if img.get_data_dtype().kind != "f":
+        return
+    data = np.asanyarray(img.dataobj)
+    bad = ~np.isfinite(data)
+    if bad.any():
+        raise CTLoadError(
+            f"{path}: {int(bad.sum())} voxels are NaN or inf; fix or mask them (e.g. set them to -1024 HU) and save again"
+        )
+
+
 def _case_id(path: Path) -> str:
     name = path.name
     for s in _VOLUME_SUFFIXES + (".dcm",):
@@ -480,6 +498,8 @@ def load_ct(path: str | os.PathLike):
         raise CTLoadError(f"{p}: no such file or folder; give a DICOM folder, a patient folder or a NIfTI/MHA file")
     extra: dict[str, Any] = {"case_id": _case_id(p.resolve())}
     if p.is_file() and _is_volume_file(p):
+        if p.name.lower().endswith((".nii", ".nii.gz")):
+            _check_nifti_finite(p)
         try:
             image = itk.imread(str(p), itk.F)
         except Exception as e:  # noqa: BLE001 - ITK raises several types

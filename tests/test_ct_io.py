@@ -1,0 +1,306 @@
+"""Loading CTs (real DICOM series, compressed DICOM, NIfTI/MHA), the errors for bad inputs, and the
+normalisation chain keeping world positions."""
+
+from __future__ import annotations
+
+import glob
+import random
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+import torch
+
+from scripts.ct_io import CTLoadError, affine_to_lps_grid, find_dicom_series, load_ct, lps_to_ras
+from scripts.transforms import CTTarget, CTTargetd, LoadCT, LoadCTd, NormalizeCT, NormalizeCTd
+
+_LOADED: dict[str, object] = {}
+
+
+def _lidc3_files(shared: Path) -> list[str]:
+    return sorted(glob.glob(str(shared / "LIDC-IDRI-0003" / "*" / "*" / "*.dcm")))
+
+
+def _sorted_by_z(files: list[str]) -> list[str]:
+    return sorted(files, key=lambda f: float(pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient[2]))
+
+
+@pytest.fixture(scope="module")
+def lidc3(shared_data_dir):
+    if "lidc3" not in _LOADED:
+        _LOADED["lidc3"] = load_ct(shared_data_dir / "LIDC-IDRI-0003")
+    return _LOADED["lidc3"]
+
+
+@pytest.fixture(scope="module")
+def some_slices(shared_data_dir) -> list[str]:
+    """Ten consecutive slices (by position) of LIDC-IDRI-0003."""
+    return _sorted_by_z(_lidc3_files(shared_data_dir))[60:70]
+
+
+def _copy(files, dst: Path, names=None) -> Path:
+    dst.mkdir(parents=True, exist_ok=True)
+    for i, f in enumerate(files):
+        shutil.copy(f, dst / (names[i] if names else Path(f).name))
+    return dst
+
+
+# ------------------------------------------------------------------------------------ real series
+def test_patient_folder_picks_ct_series(lidc3, shared_data_dir):
+    patient = shared_data_dir / "LIDC-IDRI-0003"
+    assert list(patient.glob("*/*/*.xml")), "the test data should hold the non-DICOM xml"
+    series = find_dicom_series(patient)
+    assert len(series) == 1 and series[0].num_slices == 140 and series[0].modality == "CT"
+    assert lidc3.shape == (1, 512, 512, 140) and lidc3.dtype == torch.float32
+    assert lidc3.meta["case_id"] == "LIDC-IDRI-0003" and lidc3.meta["num_slices"] == 140
+    assert lidc3.meta["filename_or_obj"] == str(patient)
+
+
+def test_affine_and_spacing_match_dicom_tags(lidc3, shared_data_dir):
+    files = _sorted_by_z(_lidc3_files(shared_data_dir))
+    first, last = (pydicom.dcmread(f, stop_before_pixels=True) for f in (files[0], files[-1]))
+    row_sp, col_sp = (float(v) for v in first.PixelSpacing)
+    spacing, origin = affine_to_lps_grid(lidc3.affine)
+    np.testing.assert_allclose(spacing, [col_sp, row_sp, 2.5], atol=1e-6)
+    np.testing.assert_allclose(lidc3.meta["spacing"], spacing)
+    lps = lps_to_ras(lidc3.affine.numpy())
+    np.testing.assert_allclose(lps @ [0, 0, 0, 1], [*map(float, first.ImagePositionPatient), 1], atol=1e-4)
+    np.testing.assert_allclose(lps @ [0, 0, 139, 1], [*map(float, last.ImagePositionPatient), 1], atol=1e-3)
+    # MONAI's RAS convention: x and y flipped
+    assert lidc3.affine[0, 0] == pytest.approx(-col_sp) and lidc3.affine[2, 2] == pytest.approx(2.5)
+
+
+def test_hu_matches_pydicom_and_padding(lidc3, shared_data_dir):
+    files = _sorted_by_z(_lidc3_files(shared_data_dir))
+    k = 70
+    ds = pydicom.dcmread(files[k])
+    hu = ds.pixel_array.astype(np.float64) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    assert hu.min() <= -2048, "this slice has padding outside the scan circle"
+    expected = np.where(hu <= -2000, -1024.0, hu)
+    got = lidc3.numpy()[0, :, :, k]  # (x, y) = (column, row)
+    np.testing.assert_array_equal(got.T, expected.astype(np.float32))
+    assert float(lidc3.min()) > -2000
+    assert got[0, 0] == -1024.0
+
+
+def test_order_independent_of_file_names(tmp_path, some_slices):
+    names = [f"img{n:03d}.dcm" for n in random.Random(3).sample(range(100), len(some_slices))]
+    shuffled = load_ct(_copy(some_slices, tmp_path / "shuffled", names))
+    plain = load_ct(_copy(some_slices, tmp_path / "plain"))
+    assert shuffled.shape == (1, 512, 512, 10)
+    np.testing.assert_array_equal(shuffled.numpy(), plain.numpy())
+    np.testing.assert_allclose(shuffled.affine.numpy(), plain.affine.numpy())
+    z = lps_to_ras(shuffled.affine.numpy()) @ [0, 0, 0, 1]
+    assert z[2] == pytest.approx(float(pydicom.dcmread(some_slices[0], stop_before_pixels=True).ImagePositionPatient[2]))
+
+
+@pytest.mark.parametrize("compression", ["JPEG2000", "JPEG"])
+def test_compressed_transfer_syntax(tmp_path, some_slices, compression):
+    """Re-encode slices with ITK/GDCM (JPEG 2000 lossless / JPEG lossless): identical HU and geometry."""
+    import itk
+
+    files = some_slices[:4]
+    src = _copy(files, tmp_path / "raw")
+    dst = tmp_path / compression
+    dst.mkdir()
+    image_type = itk.Image[itk.SS, 2]
+    for f in files:
+        rio = itk.GDCMImageIO.New()
+        reader = itk.ImageFileReader[image_type].New(FileName=f, ImageIO=rio)
+        reader.Update()
+        img = reader.GetOutput()
+        img.SetMetaDataDictionary(rio.GetMetaDataDictionary())
+        wio = itk.GDCMImageIO.New()
+        wio.SetCompressionType(getattr(itk.GDCMImageIOEnums, f"Compression_{compression}"))
+        wio.KeepOriginalUIDOn()
+        writer = itk.ImageFileWriter[image_type].New(Input=img, FileName=str(dst / Path(f).name), ImageIO=wio)
+        writer.SetUseCompression(True)
+        writer.Update()
+    ts = pydicom.dcmread(next(dst.iterdir()), stop_before_pixels=True).file_meta.TransferSyntaxUID
+    assert ts.is_compressed, f"{compression}: GDCM wrote {ts.name}"
+    a, b = load_ct(src), load_ct(dst)
+    assert b.meta["transfer_syntax"] == str(ts)
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+    np.testing.assert_allclose(a.affine.numpy(), b.affine.numpy())
+
+
+def test_lungdx_8mm_loads_and_normalises(shared_data_dir):
+    vol = LoadCT()(shared_data_dir / "LungDx-A0002-8mm")
+    assert vol.shape == (1, 512, 512, 30)
+    np.testing.assert_allclose(vol.meta["spacing"][2], 8.0)
+    centre_in = lps_to_ras(vol.affine.numpy()) @ [255.5, 255.5, 14.5, 1]
+    out = NormalizeCT()(vol)
+    assert out.shape == (1, 320, 320, 320)
+    np.testing.assert_allclose(np.linalg.norm(out.affine.numpy()[:3, :3], axis=0), [1, 1, 1], atol=1e-6)
+    centre_out = lps_to_ras(out.affine.numpy()) @ [159.5, 159.5, 159.5, 1]
+    assert np.abs(centre_out - centre_in).max() <= 1.0
+    # z: 232 mm of data padded to 320 mm with air; body (muscle, bone) present in the middle
+    assert float(out[0, :, :, 0].max()) == -1024.0 and float(out.max()) > 500
+
+
+# ------------------------------------------------------------------------------------ volumes, landmarks
+def _bead_nifti(path: Path, affine_ras: np.ndarray, shape=(150, 130, 60), bead_idx=(100, 40, 45)) -> np.ndarray:
+    arr = np.full(shape, -1000.0, np.float32)
+    arr[tuple(bead_idx)] = 3000.0
+    nib.save(nib.Nifti1Image(arr, affine_ras), str(path))
+    return (affine_ras @ [*bead_idx, 1])[:3]  # RAS world
+
+
+def _find_bead_ras(img, threshold: float) -> np.ndarray:
+    a = img.numpy()[0]
+    i = np.array(np.unravel_index(np.argmax(a), a.shape))
+    lo = np.maximum(i - 3, 0)
+    w = a[lo[0] : i[0] + 4, lo[1] : i[1] + 4, lo[2] : i[2] + 4]
+    w = np.clip(w - threshold, 0, None)
+    g = np.mgrid[tuple(slice(0, s) for s in w.shape)]
+    c = lo + np.array([(w * g[k]).sum() / w.sum() for k in range(3)])
+    return (img.affine.numpy() @ [*c, 1])[:3]
+
+
+def test_landmark_keeps_world_position_through_chain(tmp_path):
+    # a NIfTI in RAS storage order (flipped x, y relative to LPS), anisotropic, off-centre origin
+    affine = np.array([[0.7, 0, 0, -60.0], [0, 0.8, 0, -30.0], [0, 0, 2.5, 40.0], [0, 0, 0, 1]])
+    bead_ras = _bead_nifti(tmp_path / "bead.nii.gz", affine)
+    d = LoadCTd(keys="ct")({"ct": str(tmp_path / "bead.nii.gz")})
+    vol = d["ct"]
+    spacing, _ = affine_to_lps_grid(vol.affine)  # LPS axis-aligned
+    np.testing.assert_allclose(spacing, [0.7, 0.8, 2.5], atol=1e-5)
+    np.testing.assert_allclose(_find_bead_ras(vol, -1000), bead_ras, atol=1e-4)
+    d = NormalizeCTd(keys="ct")(d)
+    norm = d["ct"]
+    assert norm.shape == (1, 320, 320, 320)
+    np.testing.assert_allclose(np.abs(np.diag(norm.affine.numpy())[:3]), [1, 1, 1], atol=1e-6)
+    assert np.abs(_find_bead_ras(norm, -1000) - bead_ras).max() <= 1.0
+    d = CTTargetd(keys="ct", keep_hu_key="ct_hu")(d)
+    tgt = d["ct"]
+    assert tgt.shape == (1, 128, 128, 128) and tgt.dtype == torch.float32
+    assert float(tgt.min()) >= 0 and float(tgt.max()) <= 1
+    np.testing.assert_allclose(tgt.meta["spacing"], [2.5, 2.5, 2.5], atol=1e-6)
+    assert d["ct_hu"] is norm
+    # same centre as the 1 mm cube
+    c1 = norm.affine.numpy() @ [159.5, 159.5, 159.5, 1]
+    c2 = tgt.affine.numpy() @ [63.5, 63.5, 63.5, 1]
+    np.testing.assert_allclose(c1, c2, atol=1e-6)
+    assert np.abs(_find_bead_ras(tgt, (-1000 + 1024) / 2500) - bead_ras).max() <= 2.5
+
+
+def test_ct_target_intensity_mapping():
+    from monai.data import MetaTensor
+
+    for hu, expected in [(-3000.0, 0.0), (-1024.0, 0.0), (0.0, 1024 / 2500), (476.0, 0.6), (1476.0, 1.0), (4000.0, 1.0)]:
+        y = CTTarget(output_size=4)(MetaTensor(torch.full((1, 10, 10, 10), hu)))
+        assert y.shape == (1, 4, 4, 4) and y.dtype == torch.float32
+        np.testing.assert_allclose(y.numpy(), expected, rtol=1e-6, atol=1e-7)
+
+
+def test_mha_matches_monai_itkreader(tmp_path, lidc3):
+    """Our affine is what MONAI's ITKReader gives (affine_lps_to_ras=True) for an LPS MHA."""
+    import itk
+    from monai.transforms import LoadImage
+
+    small = lidc3[:, ::4, ::4, ::4]
+    spacing, origin = affine_to_lps_grid(lidc3.affine)
+    img = itk.image_from_array(np.ascontiguousarray(small.numpy()[0].transpose(2, 1, 0)))
+    img.SetSpacing((spacing * 4).tolist())
+    img.SetOrigin(origin.tolist())
+    itk.imwrite(img, str(tmp_path / "small.mha"))
+    ours = load_ct(tmp_path / "small.mha")
+    theirs = LoadImage(reader="ITKReader", image_only=True, ensure_channel_first=True)(str(tmp_path / "small.mha"))
+    np.testing.assert_allclose(ours.affine.numpy(), np.asarray(theirs.affine), atol=1e-5)
+    np.testing.assert_array_equal(ours.numpy(), np.asarray(theirs))
+
+
+def test_permuted_and_oblique_volumes(tmp_path):
+    # signed permutation (stored as sagittal stack: array axes S, A, L): exact re-orientation
+    perm = np.array([[0, 0, -1.5, 50.0], [0, -1.0, 0, 20.0], [2.0, 0, 0, -80.0], [0, 0, 0, 1]])
+    bead = _bead_nifti(tmp_path / "perm.nii.gz", perm, shape=(40, 50, 60), bead_idx=(10, 20, 30))
+    vol = load_ct(tmp_path / "perm.nii.gz")
+    assert vol.shape == (1, 60, 50, 40)
+    np.testing.assert_allclose(affine_to_lps_grid(vol.affine)[0], [1.5, 1.0, 2.0])
+    np.testing.assert_allclose(_find_bead_ras(vol, -1000), bead, atol=1e-4)
+    # oblique (20 degrees about z): resampled onto an axis-aligned grid, bead within a voxel
+    t = np.deg2rad(20)
+    rot = np.array([[np.cos(t), -np.sin(t), 0], [np.sin(t), np.cos(t), 0], [0, 0, 1]])
+    obl = np.eye(4)
+    obl[:3, :3] = rot @ np.diag([1.0, 1.0, 2.0])
+    obl[:3, 3] = [-20, 10, 0]
+    arr = np.full((40, 40, 20), -1000.0, np.float32)
+    arr[18:22, 8:12, 9:12] = 2000.0
+    nib.save(nib.Nifti1Image(arr, obl), str(tmp_path / "oblique.nii.gz"))
+    vol = load_ct(tmp_path / "oblique.nii.gz")
+    affine_to_lps_grid(vol.affine)  # axis-aligned
+    bead = (obl @ [19.5, 9.5, 10, 1])[:3]
+    assert np.abs(_find_bead_ras(vol, 0) - bead).max() <= 1.0
+    assert float(vol.min()) == -1024.0  # new corners outside the scan are air
+
+
+# ------------------------------------------------------------------------------------ bad inputs
+def test_error_empty_and_no_dicom(tmp_path, shared_data_dir):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CTLoadError, match="no DICOM files found"):
+        load_ct(tmp_path / "empty")
+    xml = next((shared_data_dir / "LIDC-IDRI-0003").glob("*/*/*.xml"))
+    only_xml = _copy([xml], tmp_path / "xml")
+    with pytest.raises(CTLoadError, match=r"no DICOM.*\.dcm"):
+        load_ct(only_xml)
+    with pytest.raises(CTLoadError, match="no such file"):
+        load_ct(tmp_path / "missing")
+
+
+def test_error_single_slice(tmp_path, some_slices):
+    with pytest.raises(CTLoadError, match="series has 1 slice; need a 3D CT"):
+        load_ct(_copy(some_slices[:1], tmp_path / "one"))
+
+
+def test_error_truncated_file(tmp_path, some_slices):
+    folder = _copy(some_slices[:5], tmp_path / "trunc")
+    victim = folder / Path(some_slices[2]).name
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) - 20000])
+    with pytest.raises(CTLoadError, match=r"truncated DICOM file: pixel data short") as e:
+        load_ct(folder)
+    assert victim.name in str(e.value)
+
+
+def test_error_not_ct(tmp_path, some_slices):
+    folder = tmp_path / "mr"
+    folder.mkdir()
+    for f in some_slices[:4]:
+        ds = pydicom.dcmread(f)
+        ds.Modality = "MR"
+        ds.save_as(folder / Path(f).name)
+    with pytest.raises(CTLoadError, match="series is MR, need CT"):
+        load_ct(folder)
+
+
+def test_error_missing_slice(tmp_path, some_slices):
+    folder = _copy(some_slices[:4] + some_slices[6:], tmp_path / "gap")
+    with pytest.raises(CTLoadError, match=r"missing slices: gap of 7.50 mm between slice positions") as e:
+        load_ct(folder)
+    assert "about 2 slice(s) missing" in str(e.value)
+
+
+def test_error_non_uniform_spacing(tmp_path, some_slices):
+    folder = _copy(some_slices[:6], tmp_path / "nonuni")
+    victim = folder / Path(some_slices[3]).name
+    ds = pydicom.dcmread(victim)
+    ipp = [float(v) for v in ds.ImagePositionPatient]
+    ds.ImagePositionPatient = [ipp[0], ipp[1], ipp[2] + 0.8]
+    ds.save_as(victim)
+    with pytest.raises(CTLoadError, match="non-uniform slice spacing"):
+        load_ct(folder)
+
+
+def test_error_nan_in_nifti(tmp_path):
+    arr = np.zeros((10, 10, 10), np.float32)
+    arr[3, 4, 5] = np.nan
+    arr[1, 1, 1] = np.inf
+    nib.save(nib.Nifti1Image(arr, np.eye(4)), str(tmp_path / "nan.nii.gz"))
+    with pytest.raises(CTLoadError, match=r"2 voxels are NaN or inf"):
+        load_ct(tmp_path / "nan.nii.gz")
+    nib.save(nib.Nifti1Image(np.zeros((10, 10), np.float32), np.eye(4)), str(tmp_path / "flat.nii"))
+    with pytest.raises(CTLoadError, match="need a 3D CT"):
+        load_ct(tmp_path / "flat.nii")
