@@ -252,7 +252,13 @@ def check_net_in_out(root: Path, model_preset: str | None = "small", device: str
 
 
 def check_ckpt_export(
-    root: Path, ckpt_file: str | None = None, model_preset: str | None = "small", atol: float = 1e-4, device: str = "cpu", **_: Any
+    root: Path,
+    ckpt_file: str | None = None,
+    model_preset: str | None = "small",
+    atol: float = 1e-4,
+    device: str = "cpu",
+    use_trace: bool = False,
+    **_: Any,
 ) -> tuple[str, str]:
     import torch
     from monai.bundle import ckpt_export
@@ -280,10 +286,12 @@ def check_ckpt_export(
                 ckpt_file=ckpt,
                 meta_file=str(root / "configs" / "metadata.json"),
                 config_file=str(root / "configs" / "inference.json"),
+                use_trace=use_trace,
+                **({"input_shape": [1, *_input_shape(parser)]} if use_trace else {}),
                 **overrides,
             )
         except Exception as e:  # noqa: BLE001
-            raise CheckFailed(f"ckpt_export failed ({source}, preset {parser['model_preset']}): {type(e).__name__}: {e}") from None
+            raise CheckFailed(f"ckpt_export ({'trace' if use_trace else 'script'}) failed ({source}, preset {parser['model_preset']}): {type(e).__name__}: {e}") from None
         ts = torch.jit.load(ts_path, map_location=device).eval()
         net = parser.get_parsed_content("network_def")
         net.load_state_dict(torch.load(ckpt, map_location=device, weights_only=True))
@@ -298,7 +306,12 @@ def check_ckpt_export(
             f"TorchScript output differs from eager: shapes {tuple(eager.shape)} / {tuple(scripted.shape)}, "
             f"max abs diff {diff:.3g} > {atol:g}"
         )
-    return "PASS", f"TorchScript from {source} reloads; max |eager - scripted| = {diff:.2g} <= {atol:g}"
+    return "PASS", f"TorchScript ({'traced' if use_trace else 'scripted'}) from {source} reloads; max |eager - scripted| = {diff:.2g} <= {atol:g}"
+
+
+def _input_shape(parser) -> list[int]:
+    inp = parser.get("_meta_#network_data_format#inputs#image")
+    return [int(inp["num_channels"]), *(int(s) for s in inp["spatial_shape"])]
 
 
 def check_readme_sections(root: Path, **_: Any) -> tuple[str, str]:
@@ -357,6 +370,7 @@ def verify(
     only: str | list[str] | None = None,
     device: str = "cpu",
     atol: float = 1e-4,
+    use_trace: bool = False,
 ) -> None:
     """Run the Model Zoo's checks on the bundle at ``bundle_root``; exit status 1 if any fails.
 
@@ -369,13 +383,16 @@ def verify(
         only: comma-separated subset of checks.
         device: device for the network checks.
         atol: tolerance of the eager/TorchScript comparison.
+        use_trace: export with ``torch.jit.trace`` instead of scripting (the Model Zoo's default).
     """
     if model_preset is None:
         model_preset = None if ckpt_file else "small"
     for name in ("monai.bundle.scripts", "monai.apps.utils", "monai.apps"):
         logging.getLogger(name).setLevel(logging.WARNING)  # MONAI's per-call input summaries
     names = [n.strip() for n in only.split(",")] if isinstance(only, str) else (list(only) if only else None)
-    results = run_checks(bundle_root, names, schema=schema, ckpt_file=ckpt_file, model_preset=model_preset, device=device, atol=atol)
+    results = run_checks(
+        bundle_root, names, schema=schema, ckpt_file=ckpt_file, model_preset=model_preset, device=device, atol=atol, use_trace=use_trace
+    )
     for r in results:
         print(r.line(), flush=True)
     failed = [r.name for r in results if not r.ok]
