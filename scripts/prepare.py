@@ -427,10 +427,12 @@ def prepare_case(case_id: str, source: str, output_dir: str | os.PathLike, prepr
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
         data, original = run_chain(preprocessing, {"case_id": case_id, ct_key: str(source)}, ct_key=ct_key)
+        seconds = original.pop("seconds", {})
         info = {
             "case_id": case_id,
             "source": os.path.abspath(source),
             "original": original,
+            "seconds": seconds,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "versions": _versions(),
         }

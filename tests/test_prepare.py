@@ -1,0 +1,359 @@
+"""Tests of the prepare workflow (configs/prepare.json, scripts/prepare.py) with the real transforms.
+
+Most cases are tiny synthetic NIfTI CTs (64^3 voxels at 5 mm, about 4 s each through the chain);
+the bad DICOM inputs are made from the shared LungDx-A0002-8mm series (30 slices), which is also
+prepared end to end once. Every workflow run is ``python -m monai.bundle run`` in a subprocess from
+the repository root, as a user runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+
+from scripts.prepare import (
+    CASE_FILES,
+    PrepareError,
+    assign_split,
+    complete_cases,
+    discover_cases,
+    is_case_complete,
+    read_split_file,
+    split_counts,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = "configs/prepare.json"
+TIMEOUT_S = 300
+
+# a NIfTI affine with a flipped axis and an offset origin (RAS, 5 mm voxels)
+AFFINE = np.array([[-5.0, 0, 0, 150.0], [0, 5.0, 0, -140.0], [0, 0, 5.0, -100.0], [0, 0, 0, 1]])
+BEAD_VOX = (20, 30, 40)  # voxel index of a small dense bead (the landmark)
+
+GOOD = ("case_a", "case_b")
+BAD_REASONS = {
+    # case id -> words the failure reason must contain
+    "bad_empty": ("no DICOM files found",),
+    "bad_single_slice": ("1 slice", "3D CT"),
+    "bad_truncated": ("truncated",),
+    "bad_mr": ("MR", "need CT"),
+    "bad_nan": ("NaN",),
+    "bad_missing_slices": ("missing slices",),
+}
+
+
+# ------------------------------------------------------------------------------------ helpers
+def write_ct(path: Path, seed: int = 0, nan: bool = False) -> None:
+    """A 64^3 5 mm chest-like phantom in HU: air, a water body, a bone block at the head end, a bead."""
+    rng = np.random.default_rng(seed)
+    a = np.full((64, 64, 64), -1000.0, np.float32)
+    a[12:52, 16:48, 6:58] = 20.0 + rng.normal(0, 5, (40, 32, 52))  # body
+    a[24:40, 36:44, 42:54] = 700.0  # bone, superior (high k = superior in this RAS affine)
+    i, j, k = BEAD_VOX
+    a[i - 1 : i + 2, j - 1 : j + 2, k - 1 : k + 2] = 3000.0
+    if nan:
+        a[30:32, 30:32, 30:32] = np.nan
+    img = nib.Nifti1Image(a, AFFINE)
+    img.set_qform(AFFINE, code=1)
+    img.set_sform(AFFINE, code=1)
+    nib.save(img, str(path))
+
+
+def copy_series(src: Path, dst: Path) -> list[Path]:
+    dst.mkdir(parents=True)
+    files = sorted(src.glob("*.dcm"))
+    for f in files:
+        shutil.copyfile(f, dst / f.name)
+    return sorted(dst.glob("*.dcm"))
+
+
+def make_raw(root: Path, series: Path) -> Path:
+    """RAW with the two good NIfTI cases and one of each bad input (plus things discovery ignores)."""
+    import pydicom
+
+    raw = root / "raw"
+    raw.mkdir()
+    for n, cid in enumerate(GOOD):
+        write_ct(raw / f"{cid}.nii.gz", seed=n)
+    (raw / "bad_empty").mkdir()
+    one = raw / "bad_single_slice"
+    one.mkdir()
+    shutil.copyfile(series / "1-15.dcm", one / "1-15.dcm")
+    files = copy_series(series, raw / "bad_truncated")
+    with open(files[10], "r+b") as f:
+        f.truncate(os.path.getsize(files[10]) // 2)
+    for f in copy_series(series, raw / "bad_mr"):
+        ds = pydicom.dcmread(f)
+        ds.Modality = "MR"
+        ds.save_as(f)
+    files = copy_series(series, raw / "bad_missing_slices")
+    files[14].unlink()
+    write_ct(raw / "bad_nan.nii", nan=True)
+    (raw / "README.md").write_text("not a case")
+    (raw / ".hidden").mkdir()
+    return raw
+
+
+def run_prepare(raw: Path, out: Path, *args: str, torchrun: int = 0, popen: bool = False, log: Path | None = None):
+    cmd = [sys.executable]
+    if torchrun:
+        cmd += ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(torchrun)]
+    cmd += ["-m", "monai.bundle", "run", "--config_file", CONFIG, "--dataset_dir", str(raw), "--output_dir", str(out), *args]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if popen:
+        fh = open(log, "w")  # noqa: SIM115 - closed by the caller through the process
+        return subprocess.Popen(cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, env=env)
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT_S, env=env)
+
+
+def output_text(p: subprocess.CompletedProcess) -> str:
+    return p.stdout + p.stderr
+
+
+def read_json(path: Path):
+    return json.loads(Path(path).read_text())
+
+
+def all_ids(datalist: dict) -> list[str]:
+    return [e["case_id"] for name in ("training", "validation", "test") for e in datalist[name]]
+
+
+# ------------------------------------------------------------------------------------ fixtures
+@pytest.fixture(scope="module")
+def lungdx(shared_data_dir) -> Path:
+    return shared_data_dir / "LungDx-A0002-8mm"
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory, lungdx):
+    """RAW of good and bad cases, prepared once without interruption: (raw, out, process)."""
+    root = tmp_path_factory.mktemp("mixed")
+    raw = make_raw(root, lungdx)
+    out = root / "out_ref"
+    proc = run_prepare(raw, out)
+    return raw, out, proc
+
+
+# ------------------------------------------------------------------------------------ pure functions
+def test_discover_cases(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    write_ct(raw / "b case.nii.gz")
+    (raw / "a.mha").write_bytes(b"x")
+    (raw / "a.raw").write_bytes(b"x")  # companion of an .mhd: not a case
+    (raw / "LIDC-IDRI-0001").mkdir()
+    (raw / "notes.txt").write_text("x")
+    (raw / ".cache").mkdir()
+    (raw / ".x.nii").write_bytes(b"x")
+    (raw / "prepared").mkdir()
+    cases = discover_cases(raw, exclude=[raw / "prepared"])
+    assert [c for c, _ in cases] == ["LIDC-IDRI-0001", "a", "b_case"]
+    assert cases[2][1] == str(raw / "b case.nii.gz")
+    (raw / "a").mkdir()
+    with pytest.raises(PrepareError, match="unique"):
+        discover_cases(raw)
+    with pytest.raises(PrepareError, match="not a folder"):
+        discover_cases(tmp_path / "nope")
+
+
+def test_split_rules(tmp_path):
+    ids = [f"c{i:02d}" for i in range(23)]
+    assert split_counts(23, [0.8, 0.1, 0.1]) == (19, 2, 2)  # 18.4, 2.3, 2.3: the leftover goes to training
+    assert split_counts(2, [0.8, 0.1, 0.1]) == (2, 0, 0)
+    assert split_counts(10, "[1,1,2]") == (3, 2, 5)  # 2.5, 2.5, 5 -> tie broken toward training
+    assert split_counts(7, [0, 0, 1]) == (0, 0, 7)
+    with pytest.raises(PrepareError):
+        split_counts(3, [0.5, -0.1, 0.6])
+    s = assign_split(ids, [0.8, 0.1, 0.1], seed=3)
+    assert sorted(all_ids({k: [{"case_id": c} for c in v] for k, v in s.items()})) == ids  # exactly one list each
+    assert assign_split(list(reversed(ids)), [0.8, 0.1, 0.1], seed=3) == s  # input order does not matter
+    assert assign_split(ids, [0.8, 0.1, 0.1], seed=4) != s
+    assert assign_split(ids, [0, 0, 1]) == {"training": [], "validation": [], "test": ids}
+    f = tmp_path / "split.json"
+    f.write_text(json.dumps({"_comment": "x", "training": ["c01", "c02", "gone"], "validation": ["c03"], "test": ["c03"]}))
+    assert assign_split(ids, split_file=str(f)) == {"training": ["c01", "c02"], "validation": ["c03"], "test": ["c03"]}
+    f.write_text(json.dumps({"train": ["c01"]}))
+    with pytest.raises(PrepareError, match="unknown keys"):
+        read_split_file(f)
+    f.write_text(json.dumps({"training": ["x"]}))
+    with pytest.raises(PrepareError, match="names none"):
+        assign_split(ids, split_file=str(f))
+
+
+# ------------------------------------------------------------------------------------ workflow
+def test_bad_cases_are_recorded_and_the_batch_carries_on(mixed):
+    raw, out, proc = mixed
+    text = output_text(proc)
+    assert proc.returncode == 0, text
+    assert re.search(r"prepared 2, skipped 0 \(already done\), failed 6 \(see .*failures\.json\)", proc.stdout), text
+    assert complete_cases(out) == list(GOOD)
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+    failures = read_json(out / "failures.json")
+    by_id = {f["case_id"]: f for f in failures}
+    assert set(by_id) == set(BAD_REASONS)
+    for cid, words in BAD_REASONS.items():
+        assert by_id[cid]["error"] == "CTLoadError", by_id[cid]
+        assert Path(by_id[cid]["source"]).name.startswith(cid)
+        for w in words:
+            assert w in by_id[cid]["reason"], (cid, by_id[cid]["reason"])
+
+    datalist = read_json(out / "datalist.json")
+    assert sorted(all_ids(datalist)) == list(GOOD)
+    for entry in datalist["training"] + datalist["validation"] + datalist["test"]:
+        assert set(entry) == {"case_id", "pa", "lateral", "ct"}
+        for key in ("pa", "lateral", "ct"):
+            assert not Path(entry[key]).is_absolute() and (out / entry[key]).is_file()
+
+    for cid in GOOD:
+        case = out / cid
+        assert sorted(p.name for p in case.iterdir()) == sorted(CASE_FILES)
+        img = nib.load(str(case / "ct.nii.gz"))
+        ct = np.asarray(img.dataobj)
+        assert ct.shape == (128, 128, 128) and ct.dtype == np.float32
+        assert 0.0 <= ct.min() and ct.max() <= 1.0
+        np.testing.assert_allclose(np.linalg.norm(img.affine[:3, :3], axis=0), 2.5, atol=1e-6)
+        assert img.header.get_sform(coded=True)[1] == 1 and img.header.get_qform(coded=True)[1] == 1
+        # landmark: the bead is where the raw NIfTI put it, in RAS world mm
+        bead_ras = (AFFINE @ np.array([*BEAD_VOX, 1.0]))[:3]
+        peak = np.argwhere(ct >= 0.99).mean(axis=0)  # centre of the clipped (1.0) bead, output voxels
+        found = (img.affine @ np.array([*peak, 1.0]))[:3]
+        assert np.linalg.norm(found - bead_ras) < 2.5, (found, bead_ras)
+        for view in ("pa", "lateral"):
+            png = Image.open(case / f"{view}.png")
+            assert png.mode == "L" and png.size == (128, 128)
+            a = np.asarray(png, dtype=np.float32)
+            assert a.max() > 200
+            # rows run head to feet: the bone block sits at the head end of the body
+            body_rows = np.nonzero(a.mean(axis=1) > 10)[0]
+            mid = (body_rows[0] + body_rows[-1]) // 2
+            assert a[body_rows[0] : mid].mean() > a[mid : body_rows[-1] + 1].mean(), view
+        info = read_json(case / "case.json")
+        assert info["case_id"] == cid and Path(info["source"]).name == f"{cid}.nii.gz"
+        assert info["original"]["shape"] == [64, 64, 64]
+        np.testing.assert_allclose(info["original"]["spacing_mm"], 5.0)
+        assert info["geometry"]["sad_mm"] == 700.0 and info["geometry"]["detector_shape"] == [128, 128]
+        # the isocentre is the centre of the normalised cube, in LPS mm: the raw volume's centre
+        centre_ras = (AFFINE @ np.array([31.5, 31.5, 31.5, 1.0]))[:3]
+        np.testing.assert_allclose(info["isocentre_mm"], centre_ras * [-1, -1, 1], atol=1.0)
+        assert info["isocentre_mm"] == info["geometry"]["isocentre_mm"]
+        assert {"monai", "torch", "itk"} <= set(info["versions"])
+
+
+def test_only_bad_cases_exit_non_zero(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "empty").mkdir()
+    write_ct(raw / "nan.nii.gz", nan=True)
+    out = tmp_path / "out"
+    proc = run_prepare(raw, out)
+    assert proc.returncode != 0
+    assert "no case succeeded out of 2" in proc.stderr and "failures.json" in proc.stderr, output_text(proc)
+    assert [f["case_id"] for f in read_json(out / "failures.json")] == ["empty", "nan"]
+
+
+def test_kill_and_resume_gives_the_same_datalist(mixed, tmp_path):
+    raw, ref, _ = mixed
+    out = tmp_path / "out"
+    log = tmp_path / "killed.log"
+    p = run_prepare(raw, out, popen=True, log=log)
+    try:
+        t0 = time.time()
+        while not complete_cases(out):
+            assert p.poll() is None, log.read_text()
+            assert time.time() - t0 < TIMEOUT_S, "no case finished in time"
+            time.sleep(0.05)
+        time.sleep(0.5)  # well inside the next case (several seconds)
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait(30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == -signal.SIGKILL
+    assert complete_cases(out) == ["case_a"]
+    left = [e.name for e in out.iterdir()]
+    assert any(n.startswith(".tmp-case_b-") for n in left), left  # killed mid-case
+    assert not (out / "datalist.json").exists()
+    # outputs appear only complete: no visible folder without all files
+    assert all(is_case_complete(out / n) for n in left if not n.startswith(".") and (out / n).is_dir())
+
+    proc = run_prepare(raw, out)
+    assert proc.returncode == 0, output_text(proc)
+    assert "prepared 1, skipped 1 (already done), failed 6" in proc.stdout
+    assert not [e.name for e in out.iterdir() if e.name.startswith(".")]
+    assert read_json(out / "datalist.json") == read_json(ref / "datalist.json")
+    assert read_json(out / "failures.json") == read_json(ref / "failures.json")
+
+
+def test_split_options(mixed, tmp_path):
+    _, ref, _ = mixed
+    raw = ref.parent / "raw"
+    out = tmp_path / "out"
+    shutil.copytree(ref, out)
+    proc = run_prepare(raw, out, "--split", "[0,0,1]")
+    assert proc.returncode == 0, output_text(proc)
+    assert "prepared 0, skipped 2 (already done), failed 6" in proc.stdout
+    datalist = read_json(out / "datalist.json")
+    assert datalist["training"] == [] and datalist["validation"] == [] and all_ids(datalist) == list(GOOD)
+
+    split_file = tmp_path / "split.json"
+    split_file.write_text(json.dumps({"training": ["case_b"], "validation": [], "test": ["case_a", "not_prepared"]}))
+    proc = run_prepare(raw, out, "--split_file", str(split_file))
+    assert proc.returncode == 0, output_text(proc)
+    assert "not_prepared" in proc.stderr  # reported
+    datalist = read_json(out / "datalist.json")
+    assert [e["case_id"] for e in datalist["training"]] == ["case_b"]
+    assert [e["case_id"] for e in datalist["test"]] == ["case_a"]
+    assert datalist["validation"] == []
+
+
+def test_torchrun_shards_the_cases(mixed, tmp_path):
+    raw, ref, _ = mixed
+    out = tmp_path / "out"
+    proc = run_prepare(raw, out, torchrun=2)
+    text = output_text(proc)
+    assert proc.returncode == 0, text
+    done: dict[str, list[int]] = {}
+    for rank, cid in re.findall(r"prepare\[rank (\d)\] \w+: (\S+): (?:prepared in|FAILED)", text):
+        done.setdefault(cid, []).append(int(rank))
+    cases = [c for c, _ in discover_cases(raw)]
+    assert sorted(done) == cases and all(len(r) == 1 for r in done.values()), done  # each case once
+    for i, cid in enumerate(cases):
+        assert done[cid] == [i % 2], (cid, done[cid])  # rank r takes every 2nd case from r
+    assert len(re.findall(r"^prepared 2, skipped 0 \(already done\), failed 6", proc.stdout, re.M)) == 1  # rank 0 only
+    assert read_json(out / "datalist.json") == read_json(ref / "datalist.json")
+    assert read_json(out / "failures.json") == read_json(ref / "failures.json")
+    assert sorted(e.name for e in out.iterdir()) == sorted([*GOOD, "datalist.json", "failures.json"])
+
+
+def test_real_dicom_case(lungdx, tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "LungDx-A0002").symlink_to(lungdx, target_is_directory=True)
+    out = tmp_path / "out"
+    t0 = time.time()
+    proc = run_prepare(raw, out, "--split", "[0,1,0]")
+    assert proc.returncode == 0, output_text(proc)
+    print(f"real DICOM case (30 slices) prepared in {time.time() - t0:.1f} s including start-up")
+    assert read_json(out / "failures.json") == []
+    assert [e["case_id"] for e in read_json(out / "datalist.json")["validation"]] == ["LungDx-A0002"]
+    img = nib.load(str(out / "LungDx-A0002" / "ct.nii.gz"))
+    assert img.shape == (128, 128, 128)
+    np.testing.assert_allclose(np.linalg.norm(img.affine[:3, :3], axis=0), 2.5, atol=1e-6)
+    info = read_json(out / "LungDx-A0002" / "case.json")
+    assert info["original"]["num_slices"] == 30 and info["original"]["shape"] == [512, 512, 30]
+    np.testing.assert_allclose(info["original"]["spacing_mm"][2], 8.0, atol=1e-3)
+    for view in ("pa", "lateral"):
+        assert Image.open(out / "LungDx-A0002" / f"{view}.png").size == (128, 128)
