@@ -30,7 +30,7 @@ CTTargetd) runs on ``{"case_id": id, "ct": path}`` and :func:`save_case` writes,
   also as ``isocentre_mm``), original shape and spacing, output description, package versions.
 
 A finished case folder always holds all four files (:data:`CASE_FILES`); on a rerun such a folder is
-skipped, and stale ``.tmp-*`` folders are removed at start. A failing case never stops the batch:
+skipped (delete it to prepare the case again), and stale ``.tmp-*`` folders are removed at start. A failing case never stops the batch:
 ``OUT/failures.json`` (a list of ``{"case_id", "source", "reason", "error"}``, sorted by case id) lists
 the cases of the last run that are not prepared; a case that succeeds on a rerun leaves it.
 
@@ -134,6 +134,7 @@ def discover_cases(raw_dir: str | os.PathLike, exclude: Sequence[str | os.PathLi
                            "(DICOM series folders, TCIA patient folders, NIfTI/MHA files)")
     skip = {os.path.realpath(p) for p in exclude}
     found: dict[str, list[str]] = {}
+    loose_dicom = 0
     for entry in sorted(os.scandir(root), key=lambda e: e.name):
         if entry.name.startswith("."):
             continue
@@ -145,11 +146,15 @@ def discover_cases(raw_dir: str | os.PathLike, exclude: Sequence[str | os.PathLi
             stem = _volume_stem(entry.name)
             if stem is None:
                 logger.debug("ignoring %s: not a volume file or a folder", entry.path)
+                loose_dicom += entry.name.lower().endswith(".dcm")
                 continue
             cid = safe_case_id(stem)
         else:
             continue
         found.setdefault(cid, []).append(str(root / entry.name))
+    if loose_dicom:
+        logger.warning("%s holds %d DICOM file(s) directly, which are ignored: put each CT series (or patient) "
+                       "in its own sub-folder, one folder per case", root, loose_dicom)
     dups = {c: p for c, p in found.items() if len(p) > 1}
     if dups:
         lines = "; ".join(f"{c!r} from {', '.join(p)}" for c, p in sorted(dups.items()))

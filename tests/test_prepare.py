@@ -258,10 +258,17 @@ def test_only_bad_cases_exit_non_zero(tmp_path):
     (raw / "empty").mkdir()
     write_ct(raw / "nan.nii.gz", nan=True)
     out = tmp_path / "out"
-    proc = run_prepare(raw, out)
+    proc = run_prepare(raw, out, "--num_workers", "2")  # also the worker-process path
     assert proc.returncode != 0
     assert "no case succeeded out of 2" in proc.stderr and "failures.json" in proc.stderr, output_text(proc)
     assert [f["case_id"] for f in read_json(out / "failures.json")] == ["empty", "nan"]
+    # the user fixes one case: the rerun prepares it and it leaves failures.json
+    write_ct(raw / "nan.nii.gz")
+    proc = run_prepare(raw, out)
+    assert proc.returncode == 0, output_text(proc)
+    assert "prepared 1, skipped 0 (already done), failed 1" in proc.stdout
+    assert [f["case_id"] for f in read_json(out / "failures.json")] == ["empty"]
+    assert all_ids(read_json(out / "datalist.json")) == ["nan"]
 
 
 def test_kill_and_resume_gives_the_same_datalist(mixed, tmp_path):
