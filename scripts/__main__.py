@@ -11,9 +11,9 @@ import fire
 
 def _commands() -> dict:
     # imported lazily so that ``--help`` is quick and one broken optional module cannot block the rest
-    from scripts.example_data import download_example
+    from scripts.example_data import download_example_cli
 
-    commands = {"download_example": download_example}
+    commands = {"download_example": download_example_cli}
     try:
         from scripts.drr import drr_cli
     except ImportError:  # pragma: no cover - the DRR module lands with the DRR issue
