@@ -1,0 +1,148 @@
+"""Datasets of the training, evaluation and inference workflows.
+
+``dataset_dir`` may hold either
+
+* **prepared cases** (the output of ``configs/prepare.json``: ``datalist.json`` plus one folder per case
+  with ``ct.nii.gz``, ``pa.png``, ``lateral.png``), or
+* **raw CTs** (DICOM series, TCIA patient folders, NIfTI/MHA files): every case then goes through the
+  very transform chain that ``configs/prepare.json`` declares (``raw_preprocessing`` in train.json
+  is ``%configs/prepare.json#preprocessing``), cached on disk by ``PersistentDataset`` so the DRRs are
+  made once.
+
+Both end in the same items: ``image`` (2, 128, 128) float32 [0, 1] (PA, lateral), ``label``
+(1, 128, 128, 128) float32 [0, 1] in LPS array order, and ``case_id``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from monai.transforms import Compose, ConcatItemsd, CopyItemsd, DeleteItemsd, EnsureChannelFirstd, EnsureTyped, LoadImaged
+
+__all__ = ["load_datalist", "case_transform", "require_cases", "require_file"]
+
+logger = logging.getLogger(__name__)
+
+
+class DatasetError(ValueError):
+    """A dataset folder, datalist or split that cannot be used, with what to do about it."""
+
+
+def require_file(path: str, what: str) -> str:
+    """Return ``path`` if it is a file, else raise FileNotFoundError naming ``what`` and the path."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} not found: {path}")
+    return path
+
+
+def require_cases(items: Sequence[dict], split: str, dataset_dir: str) -> list[dict]:
+    """Return ``items`` or raise when the split is empty (e.g. evaluating a dataset without test cases)."""
+    if not items:
+        raise DatasetError(
+            f"no {split!r} cases in {dataset_dir}: prepare with a split that has {split} cases "
+            f"(e.g. --split \"[0,0,1]\") or pass a --split_file"
+        )
+    return list(items)
+
+
+def _prepared_datalist(dataset_dir: Path) -> dict[str, Any]:
+    path = dataset_dir / "datalist.json"
+    try:
+        lists = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{path} is not valid JSON ({e}); rerun prepare to rewrite it") from e
+    out: dict[str, Any] = {"mode": "prepared"}
+    for split in ("training", "validation", "test"):
+        items = []
+        for entry in lists.get(split, []):
+            item = dict(entry)
+            for key in ("pa", "lateral", "ct"):
+                if key not in item:
+                    raise DatasetError(f"{path}: entry {entry} of {split!r} has no {key!r}")
+                item[key] = str((dataset_dir / item[key]).resolve())
+            items.append(item)
+        out[split] = items
+    return out
+
+
+def load_datalist(
+    dataset_dir: str,
+    split: Sequence[float] = (0.8, 0.1, 0.1),
+    split_file: str | None = None,
+    seed: int = 0,
+    download_example: bool = False,
+) -> dict[str, Any]:
+    """The cases of ``dataset_dir`` as ``{"mode": "prepared"|"raw", "training": [...], "validation": [...],
+    "test": [...]}``.
+
+    Prepared folders use their ``datalist.json`` as written by prepare (``split`` ignored). Raw folders
+    are discovered and split exactly as prepare does (same seed, same fractions, same split file), with
+    items ``{"case_id", "ct": <path>}``. With ``download_example`` and a missing or empty folder, the
+    example data is downloaded into it first.
+    """
+    root = Path(dataset_dir)
+    if download_example and (not root.is_dir() or not any(p for p in root.iterdir() if not p.name.startswith("."))):
+        from scripts.example_data import download_example as _download
+
+        logger.info("no data in %s: downloading the example cases (two public chest CTs)", root)
+        _download(output_dir=str(root))
+    if not root.is_dir():
+        raise DatasetError(
+            f"dataset_dir {root} does not exist: pass --dataset_dir with a folder of CTs (DICOM series, "
+            f"NIfTI, MHA) or of prepared cases, or run `python -m scripts download_example`"
+        )
+    if (root / "datalist.json").is_file():
+        lists = _prepared_datalist(root)
+    else:
+        from scripts.prepare import assign_split, discover_cases
+
+        cases = discover_cases(str(root))
+        if not cases:
+            raise DatasetError(f"no CT found in {root}: expected DICOM series folders, NIfTI or MHA files")
+        split_lists = assign_split([c for c, _ in cases], split=split, split_file=split_file, seed=seed)
+        paths = dict(cases)
+        lists = {"mode": "raw"}
+        for name in ("training", "validation", "test"):
+            lists[name] = [{"case_id": c, "ct": str(paths[c])} for c in split_lists.get(name, [])]
+    logger.info(
+        "%s: %s data, %d training / %d validation / %d test cases",
+        root, lists["mode"], len(lists["training"]), len(lists["validation"]), len(lists["test"]),
+    )
+    return lists
+
+
+def case_transform(mode: str, raw_preprocessing: Compose | None = None) -> list:
+    """Transforms turning a datalist item into ``{"image", "label", "case_id"}``.
+
+    Args:
+        mode: ``"prepared"`` (read ct.nii.gz, pa.png, lateral.png) or ``"raw"`` (run ``raw_preprocessing``,
+            the chain declared in configs/prepare.json, on ``{"ct": path}``).
+        raw_preprocessing: that chain; required for ``"raw"``.
+    """
+    if mode == "prepared":
+        from scripts.radiograph import LoadRadiographsd
+
+        load = [
+            LoadImaged(keys="ct", image_only=True),
+            EnsureChannelFirstd(keys="ct"),
+            # prepared PNGs already are the DRRs as 8-bit levels: read them as they are (x / 255)
+            LoadRadiographsd(keys=("pa", "lateral"), output_key="image", normalize=False, quantize=False),
+        ]
+        tail = [CopyItemsd(keys="ct", names="label"), DeleteItemsd(keys="ct")]
+    elif mode == "raw":
+        if raw_preprocessing is None:
+            raise ValueError("mode 'raw' needs the raw_preprocessing chain of configs/prepare.json")
+        load = list(raw_preprocessing.transforms) if isinstance(raw_preprocessing, Compose) else list(raw_preprocessing)
+        tail = [
+            ConcatItemsd(keys=("pa", "lateral"), name="image", dim=0),
+            CopyItemsd(keys="ct", names="label"),
+            DeleteItemsd(keys=("ct", "pa", "lateral")),
+        ]
+    else:
+        raise ValueError(f"unknown dataset mode {mode!r}; expected 'prepared' or 'raw'")
+    return [*load, *tail, EnsureTyped(keys=("image", "label"), dtype="float32", track_meta=False)]

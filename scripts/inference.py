@@ -1,0 +1,152 @@
+"""Single-case and batch inference: the items to reconstruct and the writer of the reconstructions.
+
+Output frame (stated in every NIfTI written here): the reconstruction is a 128^3 cube of 2.5 mm voxels
+(320 mm side) centred on the X-ray isocentre. Array axes are (x, y, z) = toward the patient's Left,
+Posterior, Superior (DICOM LPS); the NIfTI affine is the RAS form of that: voxel (i, j, k) lies at
+LPS ``isocentre + ((i, j, k) - 63.5) * 2.5`` mm. For a prepared case the isocentre is the one its DRRs
+were made with (read from ``case.json``), so the reconstruction overlays the source CT; for a pair of
+radiographs the isocentre is unknown and taken as the origin.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform
+
+from scripts.handlers import atomic_write_bytes
+
+__all__ = ["inference_items", "reconstruction_affine", "SaveReconstructiond"]
+
+logger = logging.getLogger(__name__)
+
+# LPS -> RAS flips the first two world axes
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def reconstruction_affine(
+    isocentre_lps_mm: Sequence[float] = (0.0, 0.0, 0.0), shape: int = 128, size_mm: float = 320.0
+) -> np.ndarray:
+    """4x4 RAS affine (NIfTI) of a reconstruction whose array axes are LPS-ordered (see module doc)."""
+    spacing = size_mm / shape
+    lps = np.eye(4)
+    lps[:3, :3] *= spacing
+    lps[:3, 3] = np.asarray(isocentre_lps_mm, dtype=np.float64) - (shape - 1) / 2 * spacing
+    return _LPS_TO_RAS @ lps
+
+
+def _case_from_prepared(folder: Path) -> dict[str, Any]:
+    item: dict[str, Any] = {"case_id": folder.name, "pa": str(folder / "pa.png"), "lateral": str(folder / "lateral.png")}
+    meta = folder / "case.json"
+    if meta.is_file():
+        info = json.loads(meta.read_text())
+        iso = info.get("isocentre_mm") or info.get("geometry", {}).get("isocentre_mm")
+        if iso is not None:
+            item["isocentre_mm"] = [float(v) for v in iso]
+    return item
+
+
+def inference_items(
+    pa: str | None = None, lateral: str | None = None, datalist: str | None = None, case_id: str | None = None
+) -> list[dict[str, Any]]:
+    """What to reconstruct, as items ``{"case_id", "pa", "lateral"[, "isocentre_mm"]}``.
+
+    * ``pa`` and ``lateral``: two radiograph files (PNG/JPEG, NIfTI, DICOM DX/CR), or ``pa`` alone
+      pointing at a prepared case folder (with ``pa.png``, ``lateral.png``, ``case.json``).
+    * ``datalist``: a prepare ``datalist.json`` (every case of every list) or a JSON list of items.
+    """
+    if datalist:
+        path = Path(datalist)
+        if not path.is_file():
+            raise FileNotFoundError(f"datalist not found: {datalist}")
+        data = json.loads(path.read_text())
+        entries = data if isinstance(data, list) else [e for k in ("training", "validation", "test") for e in data.get(k, [])]
+        items = []
+        for e in entries:
+            if "pa" not in e or "lateral" not in e:
+                raise ValueError(f"{datalist}: entry {e} needs 'pa' and 'lateral'")
+            item = {k: v for k, v in e.items() if k in ("case_id", "isocentre_mm")}
+            item["pa"], item["lateral"] = str(path.parent / e["pa"]), str(path.parent / e["lateral"])
+            item.setdefault("case_id", Path(e["pa"]).parent.name or Path(e["pa"]).stem)
+            case_json = Path(item["pa"]).parent / "case.json"
+            if "isocentre_mm" not in item and case_json.is_file():
+                item.update({k: v for k, v in _case_from_prepared(case_json.parent).items() if k == "isocentre_mm"})
+            items.append(item)
+        return items
+    if pa and Path(pa).is_dir() and lateral is None:
+        return [_case_from_prepared(Path(pa))]
+    missing = [name for name, value in (("PA (--pa)", pa), ("lateral (--lateral)", lateral)) if not value]
+    if missing:
+        raise ValueError(
+            f"missing {' and '.join(missing)} image: pass --pa IMG --lateral IMG, --pa PREPARED_CASE_DIR, "
+            f"or --datalist FILE"
+        )
+    return [{"case_id": case_id or Path(str(pa)).stem.split(".")[0], "pa": str(pa), "lateral": str(lateral)}]
+
+
+class SaveReconstructiond(MapTransform):
+    """Write each reconstruction as NIfTI (float32, target scale [0, 1] or HU) plus a PNG preview.
+
+    Args:
+        keys: the prediction key, (1, X, Y, Z) or (X, Y, Z) per item, values in the target scale.
+        output_dir: where ``<case_id>.nii.gz`` and ``<case_id>.png`` go (atomic writes).
+        output_hu: write Hounsfield units (value * 2500 - 1024) instead of the [0, 1] scale.
+        size_mm: side of the reconstructed cube (320 mm).
+    """
+
+    def __init__(self, keys: KeysCollection = "pred", output_dir: str = "eval/inference", output_hu: bool = True, size_mm: float = 320.0) -> None:
+        super().__init__(keys)
+        self.output_dir = Path(output_dir)
+        self.output_hu = output_hu
+        self.size_mm = size_mm
+
+    def __call__(self, data: dict) -> dict:
+        d = dict(data)
+        case_id = str(d.get("case_id", "reconstruction"))
+        for key in self.key_iterator(d):
+            vol = torch.as_tensor(d[key]).detach().float().cpu().numpy()
+            vol = vol[0] if vol.ndim == 4 else vol
+            if vol.ndim != 3:
+                raise ValueError(f"reconstruction {key!r} must be 3D, got shape {vol.shape}")
+            iso = d.get("isocentre_mm", (0.0, 0.0, 0.0))
+            iso = [float(v) for v in (iso.tolist() if hasattr(iso, "tolist") else iso)]
+            affine = reconstruction_affine(iso, vol.shape[0], self.size_mm)
+            data_out = (np.clip(vol, 0, 1) * 2500 - 1024).astype(np.float32) if self.output_hu else vol.astype(np.float32)
+            img = nib.Nifti1Image(data_out, affine)
+            img.header.set_xyzt_units("mm")
+            img.header["descrip"] = b"PerX2CT: LPS-ordered axes, centre = isocentre"[:79]
+            out = self.output_dir / f"{case_id}.nii.gz"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.nii.gz")
+            try:
+                nib.save(img, str(tmp))
+                os.replace(tmp, out)
+            finally:
+                tmp.unlink(missing_ok=True)
+            self._preview(vol, self.output_dir / f"{case_id}.png")
+            d[f"{key}_path"] = str(out)
+            logger.info("wrote %s", out)
+        return d
+
+    @staticmethod
+    def _preview(vol: np.ndarray, path: Path) -> None:
+        from PIL import Image
+
+        x, y, z = (s // 2 for s in vol.shape)
+        axial = vol[:, :, z].T  # rows = y (anterior at top), columns = x
+        coronal = np.flipud(vol[:, y, :].T)  # superior at top
+        sagittal = np.flipud(vol[x, :, :].T)
+        tiles = np.concatenate([axial, coronal, sagittal], axis=1)
+        png = io.BytesIO()
+        Image.fromarray((np.clip(tiles, 0, 1) * 255 + 0.5).astype(np.uint8)).save(png, format="PNG")
+        atomic_write_bytes(path, png.getvalue())
