@@ -22,13 +22,9 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["AXES", "axis_code", "slice_positions", "voxel_to_mm", "sample_volume"]
+__all__ = ["AXES", "axis_code", "slice_positions", "slice_positions_flat", "full_boxes", "voxel_to_mm", "sample_volume"]
 
 AXES: tuple[str, str, str] = ("axial", "coronal", "sagittal")
-# (fixed array dim, row dim, column dim) for each axis code
-_DIMS: tuple[tuple[int, int, int], ...] = ((2, 0, 1), (1, 0, 2), (0, 1, 2))
-
-
 def axis_code(axis: str | int) -> int:
     """``"axial"|"coronal"|"sagittal"`` (or 0/1/2) -> 0/1/2, with a clear error otherwise."""
     if isinstance(axis, int) and 0 <= axis < 3:
@@ -36,6 +32,33 @@ def axis_code(axis: str | int) -> int:
     if isinstance(axis, str) and axis.lower() in AXES:
         return AXES.index(axis.lower())
     raise ValueError(f"unknown slice axis {axis!r}; use one of {AXES} (or 0, 1, 2)")
+
+
+def slice_positions_flat(axis: torch.Tensor, index: torch.Tensor, box: torch.Tensor, grid: int, volume_shape: int) -> torch.Tensor:
+    """TorchScript-friendly core of :func:`slice_positions` on flat inputs: axis (M,), index (M,),
+    box (M, 3) -> (M, grid, grid, 3) voxel positions."""
+    m = index.shape[0]
+    device = index.device
+    index = index.to(torch.float32)
+    box = box.to(torch.float32)
+    p = (torch.arange(grid, device=device, dtype=torch.float32) + 0.5) / grid  # (grid,)
+    size = box[:, 2:3]
+    rows = (box[:, 0:1] + p * size - 0.5)[:, :, None].expand(m, grid, grid)
+    cols = (box[:, 1:2] + p * size - 0.5)[:, None, :].expand(m, grid, grid)
+    fixed = index[:, None, None].expand(m, grid, grid)
+    axis = axis.to(device).long()[:, None, None]
+    # (fixed dim, row dim, col dim) per axis code: axial (2, 0, 1), coronal (1, 0, 2), sagittal (0, 1, 2)
+    i = torch.where(axis == 2, fixed, rows)
+    j = torch.where(axis == 0, cols, torch.where(axis == 1, fixed, rows))
+    k = torch.where(axis == 0, fixed, cols)
+    return torch.stack((i, j, k), dim=-1)
+
+
+def full_boxes(n: int, volume_shape: int, device: torch.device) -> torch.Tensor:
+    """(n, 3) zoom boxes covering whole slices: ``(0, 0, volume_shape)``."""
+    box = torch.zeros(n, 3, device=device)
+    box[:, 2] = float(volume_shape)
+    return box
 
 
 def slice_positions(
@@ -53,29 +76,11 @@ def slice_positions(
     Returns:
         (..., grid, grid, 3) float positions ``(i, j, k)`` in voxel units of the volume.
     """
-    index = index.to(torch.float32)
-    device = index.device
     lead = index.shape
-    if box is None:
-        box = torch.tensor([0.0, 0.0, float(volume_shape)], device=device).expand(*lead, 3)
-    box = box.to(torch.float32)
-    p = (torch.arange(grid, device=device, dtype=torch.float32) + 0.5) / grid  # (grid,)
-    size = box[..., 2, None]
-    rows = box[..., 0, None] + p * size - 0.5  # (..., grid)
-    cols = box[..., 1, None] + p * size - 0.5
-    rr = rows[..., :, None].expand(*lead, grid, grid)
-    cc = cols[..., None, :].expand(*lead, grid, grid)
-    ii = index[..., None, None].expand(*lead, grid, grid)
-    out = torch.zeros(*lead, grid, grid, 3, device=device)
-    axis = axis.to(device).long()
-    for code, (fixed, row_dim, col_dim) in enumerate(_DIMS):
-        sel = (axis == code)[..., None, None, None]
-        cand = torch.zeros_like(out)
-        cand[..., fixed] = ii
-        cand[..., row_dim] = rr
-        cand[..., col_dim] = cc
-        out = torch.where(sel, cand, out)
-    return out
+    flat_index = index.reshape(-1)
+    flat_box = full_boxes(flat_index.shape[0], volume_shape, index.device) if box is None else box.reshape(-1, 3)
+    out = slice_positions_flat(axis.reshape(-1), flat_index, flat_box, grid, volume_shape)
+    return out.reshape(*lead, grid, grid, 3)
 
 
 def voxel_to_mm(positions: torch.Tensor, volume_shape: int = 128, volume_size_mm: float = 320.0) -> torch.Tensor:

@@ -1,0 +1,113 @@
+"""2D ResNet encoder shared by both views (MONAI's ResNet; torchvision's ImageNet weights load from a local file).
+
+Local features come from the end of ``layer2`` (1/8 of the input: 512 channels at 16 x 16 for a 128
+input with ResNet-101); the optional global branch continues through ``layer3`` and pools to one
+vector per view. Layers that are not used are not built, so parameter counts are those of the model
+that runs. Nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+
+import torch
+from monai.networks.nets import ResNet
+from torch import nn
+
+__all__ = ["ResNetEncoder", "IMAGENET_MEAN", "IMAGENET_STD"]
+
+logger = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class ResNetEncoder(nn.Module):
+    """Grey radiographs (B, 1, H, W) in [0, 1] -> local features (B, C2, H/8, W/8) [and global (B, C3)].
+
+    Args:
+        block: ``"bottleneck"`` (ResNet-50/101) or ``"basic"`` (ResNet-18/34).
+        layers: blocks in layer1, layer2[, layer3] (ResNet-101: 3, 4, 23).
+        widths: base widths of layer1..3 (64, 128, 256; the bottleneck expands them 4x).
+        global_features: also run layer3 and return its spatial mean.
+        freeze_stem: freeze conv1/bn1 (the paper freezes the stem); bn1 stays in eval mode.
+        weights: optional local path to a torchvision-layout ResNet state dict (ImageNet); keys of layers
+            that are not built (layer3/4 for the local-only model, fc) are ignored.
+    """
+
+    def __init__(
+        self,
+        block: str = "bottleneck",
+        layers: Sequence[int] = (3, 4, 23),
+        widths: Sequence[int] = (64, 128, 256),
+        global_features: bool = False,
+        freeze_stem: bool = True,
+        weights: str | None = None,
+    ) -> None:
+        super().__init__()
+        layers = tuple(int(n) for n in layers)
+        widths = tuple(int(w) for w in widths)
+        if len(layers) < 2 + int(global_features) or len(widths) < 2 + int(global_features):
+            raise ValueError(f"layers and widths need {2 + int(global_features)} entries, got {layers}, {widths}")
+        depth = 3 if global_features else 2
+        full_layers = list(layers[:depth]) + [1] * (4 - depth)
+        full_widths = list(widths[:depth]) + [widths[depth - 1] * 2] * (4 - depth)
+        net = ResNet(
+            block=block, layers=full_layers, block_inplanes=full_widths, spatial_dims=2, n_input_channels=3,
+            conv1_t_size=7, conv1_t_stride=2, shortcut_type="B", bias_downsample=False, feed_forward=False,
+        )
+        self.conv1, self.bn1, self.act, self.maxpool = net.conv1, net.bn1, net.act, net.maxpool
+        self.layer1, self.layer2 = net.layer1, net.layer2
+        expansion = 4 if block == "bottleneck" else 1
+        self.local_channels = widths[1] * expansion
+        self.global_features = bool(global_features)
+        self.layer3 = net.layer3 if global_features else nn.Identity()
+        self.global_channels = widths[2] * expansion if global_features else 0
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        if weights is not None:
+            self.load_imagenet(weights)
+        self.freeze_stem = bool(freeze_stem)
+        if self.freeze_stem:
+            for p in list(self.conv1.parameters()) + list(self.bn1.parameters()):
+                p.requires_grad_(False)
+
+    def load_imagenet(self, path: str) -> None:
+        """Load a torchvision-layout ResNet state dict from ``path`` (never downloads)."""
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"encoder weights not found: {path} (a local torchvision ResNet state dict, e.g. resnet101 ImageNet); "
+                f"set encoder_weights to null to start from random weights"
+            )
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "state_dict" in state:
+            state = state["state_dict"]
+        own = self.state_dict()
+        usable = {k: v for k, v in state.items() if k in own}
+        missing = [k for k in own if k not in usable and not k.endswith("num_batches_tracked")]
+        if missing:
+            raise ValueError(f"{path} does not fit this encoder: {len(missing)} missing keys, e.g. {missing[:3]}")
+        bad = [k for k, v in usable.items() if v.shape != own[k].shape]
+        if bad:
+            raise ValueError(f"{path}: shape mismatch for {bad[:3]} (is it the right ResNet depth?)")
+        self.load_state_dict(usable, strict=False)
+        logger.info("loaded encoder weights from %s (%d tensors)", path, len(usable))
+
+    def train(self, mode: bool = True) -> ResNetEncoder:
+        super().train(mode)
+        if self.freeze_stem:
+            self.bn1.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: (B, 1, H, W) in [0, 1]. Returns (local (B, C2, H/8, W/8), global (B, C3) or (B, 0))."""
+        x = (x.expand(-1, 3, -1, -1) - self.mean) / self.std
+        x = self.maxpool(self.act(self.bn1(self.conv1(x))))
+        local = self.layer2(self.layer1(x))
+        if self.global_features:
+            glob = self.layer3(local).mean(dim=(2, 3))
+        else:
+            glob = local.new_zeros(local.shape[0], 0)
+        return local, glob

@@ -1,0 +1,179 @@
+"""PerX2CT: CT slices from two X-rays by perspective sampling of image features.
+
+For one output slice, a 32 x 32 grid of 3D query points is laid in the slice's plane (or in a zoom-in
+sub-square of it). Each point gets ``[positional encoding (63), PA features (C), lateral features (C)
+(, global features 2 x G)]``, the PA/lateral features sampled by :class:`PerspectiveSampler` where the
+point projects on each X-ray. The 2D decoder turns that (F, 32, 32) grid into a 128 x 128 slice.
+
+Frames and shapes:
+
+* ``image``: (B, 2, 128, 128) float in [0, 1]: channel 0 PA, channel 1 lateral, as the DRRs
+  (rows head to feet; see :mod:`scripts.geometry` for the left-right convention).
+* volume: (B, 1, 128, 128, 128), array axes (x, y, z) = LPS, voxel (i, j, k) centred at
+  ``((i, j, k) - 63.5) * 2.5`` mm from the isocentre; values in the target scale
+  ((HU + 1024) / 2500, not clamped).
+* slices: see :mod:`scripts.slicing` (axis codes 0 axial, 1 coronal, 2 sagittal; zoom boxes
+  ``(row0, col0, size)`` in voxels of the 128 grid).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from scripts.networks.decoder import Decoder
+from scripts.networks.encoder import ResNetEncoder
+from scripts.networks.sampler import PerspectiveSampler
+from scripts.slicing import full_boxes, slice_positions_flat
+
+__all__ = ["PerX2CT", "PositionalEncoding"]
+
+
+class PositionalEncoding(nn.Module):
+    """NeRF encoding of positions in [-1, 1]: ``[x, sin(2^k pi x), cos(2^k pi x)]`` for k < ``frequencies``.
+
+    (..., 3) -> (..., 3 + 6 * frequencies): 63 values for 10 frequencies.
+    """
+
+    def __init__(self, frequencies: int = 10) -> None:
+        super().__init__()
+        self.register_buffer("bands", (2.0 ** torch.arange(frequencies, dtype=torch.float32)) * math.pi, persistent=False)
+        self.out_channels = 3 + 6 * frequencies
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xb = (x[..., None] * self.bands.to(x.dtype)).flatten(-2)  # (..., 3 * F)
+        return torch.cat((x, torch.sin(xb), torch.cos(xb)), dim=-1)
+
+
+class PerX2CT(nn.Module):
+    """The PerX2CT network (see the module docstring).
+
+    Args:
+        sampler: the perspective-sampling layer (built from the DRRs' geometry), handed in by the config.
+        encoder: the shared 2D encoder (:class:`ResNetEncoder`).
+        decoder_channels, channel_mult, num_res_blocks, attn_resolutions: the decoder (paper: 128,
+            (1, 2, 4), 2, (32,)).
+        pe_frequencies: NeRF frequencies (10 -> 63 values).
+        query_grid: query points per slice side (32).
+        volume_shape: voxels per side of the output cube (128).
+        volume_size_mm: side of the output cube in mm (320).
+        zoom_in: train with zoomed sub-squares (the paper's global variant).
+        slice_batch: slices rendered per decoder call when reconstructing a volume (memory vs speed).
+    """
+
+    def __init__(
+        self,
+        sampler: PerspectiveSampler,
+        encoder: ResNetEncoder,
+        decoder_channels: int = 128,
+        channel_mult: tuple[int, ...] = (1, 2, 4),
+        num_res_blocks: int = 2,
+        attn_resolutions: tuple[int, ...] = (32,),
+        pe_frequencies: int = 10,
+        query_grid: int = 32,
+        volume_shape: int = 128,
+        volume_size_mm: float = 320.0,
+        zoom_in: bool = False,
+        slice_batch: int = 16,
+    ) -> None:
+        super().__init__()
+        if not isinstance(sampler, PerspectiveSampler):
+            raise TypeError(f"sampler must be a PerspectiveSampler, got {type(sampler).__name__}")
+        self.sampler = sampler
+        self.encoder = encoder
+        self.pe = PositionalEncoding(pe_frequencies)
+        self.num_views = sampler.num_views
+        self.global_features = encoder.global_features
+        self.global_dim = 256 if encoder.global_features else 0
+        self.global_proj = nn.Linear(encoder.global_channels, self.global_dim) if encoder.global_features else nn.Identity()
+        self.point_channels = self.pe.out_channels + self.num_views * (encoder.local_channels + self.global_dim)
+        self.decoder = Decoder(
+            self.point_channels, 1, decoder_channels, channel_mult, num_res_blocks, attn_resolutions, query_grid
+        )
+        self.query_grid = int(query_grid)
+        self.output_size = self.query_grid * self.decoder.upsampling
+        self.volume_shape = int(volume_shape)
+        self.volume_size_mm = float(volume_size_mm)
+        self.zoom_in = bool(zoom_in)
+        self.slice_batch = int(slice_batch)
+
+    # ------------------------------------------------------------------ stages
+    def encode(self, image: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """(B, V, H, W) -> (per-view local maps [(B, C, H/8, W/8)] * V, global (B, V * G) or (B, 0)).
+
+        Both views go through the shared encoder in one batch: the encoder runs once per case.
+        """
+        if image.ndim != 4 or image.shape[1] != self.num_views:
+            raise ValueError(f"image must be (B, {self.num_views}, H, W), got {list(image.shape)}")
+        b = image.shape[0]
+        x = image.transpose(0, 1).reshape(self.num_views * b, 1, image.shape[2], image.shape[3])
+        local, glob = self.encoder(x)
+        maps = list(local.reshape(self.num_views, b, local.shape[1], local.shape[2], local.shape[3]).unbind(0))
+        if self.global_features:
+            g = self.global_proj(glob).reshape(self.num_views, b, self.global_dim)
+            glob = g.transpose(0, 1).reshape(b, self.num_views * self.global_dim)
+        else:
+            glob = image.new_zeros(b, 0)
+        return maps, glob
+
+    def render(
+        self, maps: list[torch.Tensor], glob: torch.Tensor, slice_axis: torch.Tensor, slice_index: torch.Tensor,
+        zoom_box: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Slices of encoded cases: axis/index (B, S), zoom_box (B, S, 3) or None -> (B, S, 128, 128)."""
+        b, s = slice_index.shape[0], slice_index.shape[1]
+        g = self.query_grid
+        n = b * s
+        box = full_boxes(n, self.volume_shape, slice_index.device) if zoom_box is None else zoom_box.reshape(n, 3)
+        vox = slice_positions_flat(slice_axis.reshape(n), slice_index.reshape(n), box, g, self.volume_shape)
+        spacing = self.volume_size_mm / self.volume_shape
+        mm = (vox - (self.volume_shape - 1) / 2.0) * spacing  # (n, g, g, 3) relative to the isocentre
+        points = mm.reshape(b, s * g * g, 3)
+        feats = [self.sampler(maps, points), self.pe(points / (self.volume_size_mm / 2))]
+        if self.global_features:
+            feats.append(glob[:, None, :].expand(b, s * g * g, glob.shape[1]))
+        x = torch.cat(feats, dim=-1).to(maps[0].dtype)  # (B, S*g*g, F)
+        x = x.reshape(n, g, g, self.point_channels).permute(0, 3, 1, 2)
+        out = self.decoder(x)  # (n, 1, 128, 128)
+        return out.reshape(b, s, out.shape[-2], out.shape[-1])
+
+    def reconstruct(self, image: torch.Tensor, axes: list[int] | None = None) -> torch.Tensor:
+        """Whole volumes, rendered slice by slice along each of ``axes`` (codes, default [0] = axial)
+        -> (B, len(axes), n, n, n)."""
+        if axes is None:
+            axes = [0]
+        maps, glob = self.encode(image)
+        b, n = image.shape[0], self.volume_shape
+        vols: list[torch.Tensor] = []
+        for axis in axes:
+            chunks: list[torch.Tensor] = []
+            for start in range(0, n, self.slice_batch):
+                stop = min(start + self.slice_batch, n)
+                index = torch.arange(start, stop, device=image.device, dtype=torch.float32)[None].expand(b, stop - start)
+                ax = torch.full((b, stop - start), axis, device=image.device, dtype=torch.long)
+                chunks.append(self.render(maps, glob, ax, index, None))
+            s = torch.cat(chunks, dim=1)  # (B, n slices, rows, cols)
+            if axis == 0:  # axial: fixes k; rows i, cols j
+                vol = s.permute(0, 2, 3, 1)
+            elif axis == 1:  # coronal: fixes j; rows i, cols k
+                vol = s.permute(0, 2, 1, 3)
+            else:  # sagittal: fixes i; rows j, cols k
+                vol = s
+            vols.append(vol)
+        return torch.stack(vols, dim=1)
+
+    def forward(
+        self, image: torch.Tensor, slice_axis: torch.Tensor | None = None, slice_index: torch.Tensor | None = None,
+        zoom_box: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``forward(image)``: the whole volume (B, 1, 128, 128, 128), axial slicing.
+
+        ``forward(image, slice_axis, slice_index[, zoom_box])`` with (B, S) tensors: training slices
+        (B, S, 128, 128); the encoder runs once per case.
+        """
+        if slice_axis is None or slice_index is None:
+            return self.reconstruct(image, [0])
+        maps, glob = self.encode(image)
+        return self.render(maps, glob, slice_axis, slice_index, zoom_box)
