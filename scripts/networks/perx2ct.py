@@ -95,6 +95,11 @@ class PerX2CT(nn.Module):
         self.query_grid = int(query_grid)
         self.output_size = self.query_grid * self.decoder.upsampling
         self.volume_shape = int(volume_shape)
+        if self.output_size != self.volume_shape:
+            raise ValueError(
+                f"a rendered slice has {self.output_size} pixels per side (query_grid {query_grid} x "
+                f"{self.decoder.upsampling}) but the volume has {self.volume_shape}: they must match"
+            )
         self.volume_size_mm = float(volume_size_mm)
         self.zoom_in = bool(zoom_in)
         self.slice_batch = int(slice_batch)
