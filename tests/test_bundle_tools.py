@@ -140,10 +140,6 @@ def test_package_loads_back_with_monai_bundle(tmp_path, small_ckpt):
         got = net.state_dict()
         assert set(got) == set(ref), "state dict keys differ"
         assert all(torch.equal(got[k], ref[k]) for k in ref), "weights differ"
-        x = torch.rand(1, 2, 128, 128)
-        with torch.no_grad():
-            y = net.eval()(x)
-        assert tuple(y.shape) == (1, 1, 128, 128, 128), y.shape
         print("LOADED", type(net).__name__)
     """)
     proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
