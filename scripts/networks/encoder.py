@@ -1,9 +1,14 @@
 """2D ResNet encoder shared by both views (MONAI's ResNet; torchvision's ImageNet weights load from a local file).
 
 Local features come from the end of ``layer2`` (1/8 of the input: 512 channels at 16 x 16 for a 128
-input with ResNet-101); the optional global branch continues through ``layer3`` and pools to one
-vector per view. Layers that are not used are not built, so parameter counts are those of the model
-that runs. Nothing is ever downloaded.
+input with ResNet-101). The optional global branch continues into ``layer3``: all its blocks but the
+last, then only the first conv + norm + ReLU of the last block (a 1x1 conv to the block's inner width,
+256 for ResNet-101), spatially averaged: one 256-d vector per view. Layers that are not used are not
+built, so parameter counts are those of the model that runs. Nothing is ever downloaded.
+
+Parameter arithmetic for ResNet-101 (BatchNorm included): stem 9,536; layer1 215,808; layer2
+1,219,584 (local encoder 1,444,928); global branch: layer3 blocks 0..21 24,973,312 (block 0 with its
+projection shortcut 1,512,448, then 21 x 1,117,184) + block 22's conv1/bn1 262,656 = 25,235,968.
 """
 
 from __future__ import annotations
@@ -24,6 +29,17 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+class _FirstConv(nn.Module):
+    """The first conv + norm + activation of a ResNet block (keeps the block's key names: ``conv1``, ``bn1``)."""
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self.conv1, self.bn1, self.act = block.conv1, block.bn1, block.act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn1(self.conv1(x)))
+
+
 class ResNetEncoder(nn.Module):
     """Grey radiographs (B, 1, H, W) in [0, 1] -> local features (B, C2, H/8, W/8) [and global (B, C3)].
 
@@ -31,7 +47,8 @@ class ResNetEncoder(nn.Module):
         block: ``"bottleneck"`` (ResNet-50/101) or ``"basic"`` (ResNet-18/34).
         layers: blocks in layer1, layer2[, layer3] (ResNet-101: 3, 4, 23).
         widths: base widths of layer1..3 (64, 128, 256; the bottleneck expands them 4x).
-        global_features: also run layer3 and return its spatial mean.
+        global_features: also run the global branch (layer3 up to its last block's first conv) and return
+            its spatial mean (B, widths[2]).
         freeze_stem: freeze conv1/bn1 (the paper freezes the stem); bn1 stays in eval mode.
         weights: optional local path to a torchvision-layout ResNet state dict (ImageNet); keys of layers
             that are not built (layer3/4 for the local-only model, fc) are ignored.
@@ -63,8 +80,13 @@ class ResNetEncoder(nn.Module):
         expansion = 4 if block == "bottleneck" else 1
         self.local_channels = widths[1] * expansion
         self.global_features = bool(global_features)
-        self.layer3 = net.layer3 if global_features else nn.Identity()
-        self.global_channels = widths[2] * expansion if global_features else 0
+        if global_features:
+            layer3 = net.layer3
+            layer3[len(layer3) - 1] = _FirstConv(layer3[len(layer3) - 1])  # 1x1 conv to the inner width
+            self.layer3 = layer3
+        else:
+            self.layer3 = nn.Identity()
+        self.global_channels = widths[2] if global_features else 0
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         if weights is not None:

@@ -1,9 +1,16 @@
 """PerX2CT: CT slices from two X-rays by perspective sampling of image features.
 
 For one output slice, a 32 x 32 grid of 3D query points is laid in the slice's plane (or in a zoom-in
-sub-square of it). Each point gets ``[positional encoding (63), PA features (C), lateral features (C)
-(, global features 2 x G)]``, the PA/lateral features sampled by :class:`PerspectiveSampler` where the
-point projects on each X-ray. The 2D decoder turns that (F, 32, 32) grid into a 128 x 128 slice.
+sub-square of it). Each point gets ``[PA features (C), lateral features (C), positional encoding (63)
+(, global features 2 x G)]`` (paper: 512 + 512 + 63 = 1087 channels, 1599 with 2 x 256 global), the
+PA/lateral features sampled by :class:`PerspectiveSampler` where the point projects on each X-ray.
+The 2D decoder turns that (F, 32, 32) grid into a 128 x 128 slice. No quantiser, no MLP between
+sampling and decoder.
+
+API: :meth:`PerX2CT.encode` (encoder once per case), :meth:`PerX2CT.render_slices` /
+:meth:`PerX2CT.forward_slices` (one named-axis slice per case), :meth:`PerX2CT.render` /
+``forward(image, slice_axis, slice_index, zoom_box)`` (several slices per case, axis codes; the
+trainer's path), :meth:`PerX2CT.reconstruct` / ``forward(image)`` (whole volumes, encoder once).
 
 Frames and shapes:
 
@@ -11,7 +18,8 @@ Frames and shapes:
   (rows head to feet; see :mod:`scripts.geometry` for the left-right convention).
 * volume: (B, 1, 128, 128, 128), array axes (x, y, z) = LPS, voxel (i, j, k) centred at
   ``((i, j, k) - 63.5) * 2.5`` mm from the isocentre; values in the target scale
-  ((HU + 1024) / 2500, not clamped).
+  ((HU + 1024) / 2500): the decoder ends in a linear conv (no sigmoid, no clamp), so values may stray
+  slightly outside [0, 1]; clamp downstream if needed.
 * slices: see :mod:`scripts.slicing` (axis codes 0 axial, 1 coronal, 2 sagittal; zoom boxes
   ``(row0, col0, size)`` in voxels of the 128 grid).
 """
@@ -26,7 +34,7 @@ from torch import nn
 from scripts.networks.decoder import Decoder
 from scripts.networks.encoder import ResNetEncoder
 from scripts.networks.sampler import PerspectiveSampler
-from scripts.slicing import full_boxes, slice_positions_flat
+from scripts.slicing import axis_code, full_boxes, slice_positions_flat
 
 __all__ = ["PerX2CT", "PositionalEncoding"]
 
@@ -86,8 +94,7 @@ class PerX2CT(nn.Module):
         self.pe = PositionalEncoding(pe_frequencies)
         self.num_views = sampler.num_views
         self.global_features = encoder.global_features
-        self.global_dim = 256 if encoder.global_features else 0
-        self.global_proj = nn.Linear(encoder.global_channels, self.global_dim) if encoder.global_features else nn.Identity()
+        self.global_dim = encoder.global_channels  # 256 per view for ResNet-101, 0 without the global branch
         self.point_channels = self.pe.out_channels + self.num_views * (encoder.local_channels + self.global_dim)
         self.decoder = Decoder(
             self.point_channels, 1, decoder_channels, channel_mult, num_res_blocks, attn_resolutions, query_grid
@@ -117,7 +124,7 @@ class PerX2CT(nn.Module):
         local, glob = self.encoder(x)
         maps = list(local.reshape(self.num_views, b, local.shape[1], local.shape[2], local.shape[3]).unbind(0))
         if self.global_features:
-            g = self.global_proj(glob).reshape(self.num_views, b, self.global_dim)
+            g = glob.reshape(self.num_views, b, self.global_dim)
             glob = g.transpose(0, 1).reshape(b, self.num_views * self.global_dim)
         else:
             glob = image.new_zeros(b, 0)
@@ -143,6 +150,45 @@ class PerX2CT(nn.Module):
         x = x.reshape(n, g, g, self.point_channels).permute(0, 3, 1, 2)
         out = self.decoder(x)  # (n, 1, 128, 128)
         return out.reshape(b, s, out.shape[-2], out.shape[-1])
+
+    def render_slices(
+        self, features: tuple[list[torch.Tensor], torch.Tensor], axis: str, index: torch.Tensor,
+        zoom_box: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """One slice per case from already encoded cases (the encoder is not run again).
+
+        Args:
+            features: the output of :meth:`encode`.
+            axis: ``"axial"`` (fixes k; rows i, cols j), ``"coronal"`` (fixes j; rows i, cols k) or
+                ``"sagittal"`` (fixes i; rows j, cols k), so that e.g. the axial slice at ``k``
+                equals ``forward(image)[:, :, :, :, k]``.
+            index: (B,) position along the fixed axis in voxels of the 128 grid (float allowed; integers
+                are voxel centres).
+            zoom_box: None for whole slices, or (B, 3) ``(row0, col0, size)`` in voxels of the 128 grid:
+                the outer edges of the in-plane sub-square to render (whole slice: ``(0, 0, 128)``; the
+                paper zooms with sides 32..128). The 32 x 32 query grid covers that square, so the
+                decoder renders it at 128 x 128 (up to 4x finer). See :mod:`scripts.slicing`.
+
+        Returns:
+            (B, 1, 128, 128): rows and columns are the slice's two in-plane array axes, in array order.
+        """
+        maps, glob = features
+        b = maps[0].shape[0]
+        if index.shape != (b,):
+            raise ValueError(f"index must have shape ({b},) (one slice per case), got {list(index.shape)}")
+        if zoom_box is not None and zoom_box.shape != (b, 3):
+            raise ValueError(f"zoom_box must be ({b}, 3) as (row0, col0, size) voxels, got {list(zoom_box.shape)}")
+        code = axis_code(axis)
+        ax = torch.full((b, 1), code, dtype=torch.long, device=index.device)
+        box = None if zoom_box is None else zoom_box.reshape(b, 1, 3)
+        return self.render(maps, glob, ax, index.reshape(b, 1).to(torch.float32), box)
+
+    def forward_slices(
+        self, image: torch.Tensor, axis: str, index: torch.Tensor, zoom_box: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Training path: encode ``image`` (B, 2, 128, 128) once and render one slice per case,
+        (B, 1, 128, 128); arguments as :meth:`render_slices`."""
+        return self.render_slices(self.encode(image), axis, index, zoom_box)
 
     def reconstruct(self, image: torch.Tensor, axes: list[int] | None = None) -> torch.Tensor:
         """Whole volumes, rendered slice by slice along each of ``axes`` (codes, default [0] = axial)

@@ -73,7 +73,10 @@ class PerspectiveSampler(nn.Module):
             raise ValueError(f"expected {self.num_views} feature maps ({self.views}), got {len(features)}")
         out: list[torch.Tensor] = []
         for v, feat in enumerate(features):
-            grid, valid = self.project_normalized(points_mm.to(feat.dtype), v)
+            # project in at least fp32 (bf16 would round positions to ~1 mm), sample in the maps' dtype
+            pts = points_mm if points_mm.dtype == torch.float64 else points_mm.to(torch.float32)
+            grid, valid = self.project_normalized(pts, v)
+            grid = grid.to(feat.dtype)
             sampled = F.grid_sample(feat, grid[:, :, None, :], mode="bilinear", padding_mode="zeros", align_corners=False)
             sampled = sampled[..., 0].transpose(1, 2)  # (B, N, C)
             out.append(sampled * valid[..., None].to(sampled.dtype))
