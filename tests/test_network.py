@@ -131,3 +131,100 @@ def test_mismatched_grid_and_volume_is_refused():
         build_perx2ct("small", sampler(), query_grid=8)
     with pytest.raises(ValueError, match="unknown model_preset 'huge'"):
         build_perx2ct("huge", sampler())
+
+
+@pytest.mark.parametrize("axis, cut", [
+    ("axial", lambda v, n: v[:, :, :, :, n]),
+    ("coronal", lambda v, n: v[:, :, :, n, :]),
+    ("sagittal", lambda v, n: v[:, :, n, :, :]),
+])
+def test_named_axis_slices_are_the_volume_slices(axis, cut):
+    """``render_slices`` / ``forward_slices`` (one slice per case, named axis) cut the volume as documented."""
+    torch.manual_seed(0)
+    net = tiny().eval()
+    image = torch.rand(2, 2, 128, 128)
+    with torch.no_grad():
+        features = net.encode(image)
+        vols = net.reconstruct(image, [("axial", "coronal", "sagittal").index(axis)])
+        index = torch.tensor([3.0, 30.0])
+        s = net.render_slices(features, axis, index)
+        assert s.shape == (2, 1, 32, 32)
+        torch.testing.assert_close(s[0], cut(vols, 3)[0], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(s[1], cut(vols, 30)[1], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(net.forward_slices(image, axis, index), s, rtol=1e-4, atol=1e-5)
+
+
+def test_render_slices_shapes_zoom_and_errors():
+    net = build_perx2ct("small", sampler()).eval()
+    image = torch.rand(2, 2, 128, 128)
+    with torch.no_grad():
+        features = net.encode(image)
+        for axis in ("axial", "coronal", "sagittal"):
+            full = net.render_slices(features, axis, torch.tensor([0.0, 127.0]))
+            zoom = net.render_slices(features, axis, torch.tensor([64.0, 63.5]), torch.tensor([[0.0, 0.0, 128.0], [40.0, 8.0, 32.0]]))
+            assert full.shape == zoom.shape == (2, 1, 128, 128)
+        # a zoom box of the whole slice is the whole slice
+        whole = net.render_slices(features, "coronal", torch.tensor([5.0, 6.0]), torch.tensor([[0.0, 0.0, 128.0]] * 2))
+        torch.testing.assert_close(whole, net.render_slices(features, "coronal", torch.tensor([5.0, 6.0])))
+    with pytest.raises(ValueError, match="unknown slice axis"):
+        net.render_slices(features, "transverse", torch.zeros(2))
+    with pytest.raises(ValueError, match="index must have shape"):
+        net.render_slices(features, "axial", torch.zeros(2, 1))
+    with pytest.raises(ValueError, match="zoom_box must be"):
+        net.render_slices(features, "axial", torch.zeros(2), torch.zeros(2, 4))
+
+
+def test_zoomed_slice_is_a_finer_rendering_of_the_same_region():
+    """A zoom box moves the query grid: its 32 x 32 points lie on the sub-square, 4x denser."""
+    net = tiny().eval()
+    seen = []
+    net.sampler.register_forward_hook(lambda m, args, out: seen.append(args[1].clone()))
+    with torch.no_grad():
+        net.forward_slices(torch.rand(1, 2, 128, 128), "axial", torch.tensor([10.0]), torch.tensor([[4.0, 8.0, 8.0]]))
+    points = seen[0].reshape(8, 8, 3)  # mm; volume 32 voxels of 10 mm, centre at voxel 15.5
+    vox = points / 10.0 + 15.5
+    torch.testing.assert_close(vox[:, 0, 0], torch.arange(8) + 4.0)  # rows: voxels 4..11 (box 4..12, 1 voxel apart)
+    torch.testing.assert_close(vox[0, :, 1], torch.arange(8) + 8.0)
+    torch.testing.assert_close(vox[..., 2], torch.full((8, 8), 10.0))
+
+
+def test_full_volume_of_the_small_preset():
+    net = build_perx2ct("small", sampler(), slice_batch=32).eval()
+    with torch.no_grad():
+        vol = net(torch.rand(2, 2, 128, 128))
+    assert vol.shape == (2, 1, 128, 128, 128) and torch.isfinite(vol).all()
+
+
+def test_global_branch_is_256_per_view_and_loads_a_full_resnet_state_dict(tmp_path):
+    """The global branch stops at layer3's last block's 1x1 conv (256 channels for ResNet-101); a complete
+    torchvision-layout ResNet state dict (layer3 whole, layer4, fc) loads into it."""
+    from monai.networks.nets import ResNet
+
+    with torch.device("meta"):
+        paper_global = build_perx2ct("paper_global", sampler())
+    assert paper_global.global_dim == 256 and paper_global.point_channels == 1599
+    last = paper_global.encoder.layer3[-1]
+    assert [n for n, _ in last.named_children()] == ["conv1", "bn1", "act"] and last.conv1.out_channels == 256
+
+    enc = {"block": "bottleneck", "layers": (1, 1, 2), "widths": (8, 16, 32), "global_features": True}
+    full = ResNet(block="bottleneck", layers=[1, 1, 2, 1], block_inplanes=[8, 16, 32, 64], spatial_dims=2, n_input_channels=3,
+                  conv1_t_size=7, conv1_t_stride=2, shortcut_type="B", bias_downsample=False, num_classes=1000)
+    donor = full.state_dict()
+    assert {"fc.weight", "layer4.0.conv3.weight", "layer3.1.conv3.weight"} <= set(donor)
+    file = tmp_path / "resnet.pth"
+    torch.save(donor, file)
+    net = tiny(encoder=enc, encoder_weights=str(file)).eval()
+    own = net.encoder.state_dict()
+    assert "layer3.1.conv1.weight" in own and "layer3.1.conv2.weight" not in own
+    for k, v in own.items():
+        torch.testing.assert_close(v, donor[k])
+    with torch.no_grad():
+        out = net.forward_slices(torch.rand(2, 2, 128, 128), "sagittal", torch.tensor([1.0, 2.0]))
+    assert out.shape == (2, 1, 32, 32) and net.point_channels == 63 + 2 * (64 + 32)
+
+
+def test_sampler_repr_and_the_network_uses_the_centred_geometry():
+    g = ProjectionGeometry.from_preset("perx2ct", isocentre_mm=(10.0, -20.0, 300.0))
+    s = PerspectiveSampler(g)
+    assert s.geometry.isocentre_mm == (0.0, 0.0, 0.0)
+    assert "sad_mm=700" in repr(s) and "views=('pa', 'lateral')" in repr(s)
