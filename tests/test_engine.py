@@ -67,3 +67,46 @@ def test_slice_inferer_flattens_slices():
 
     kw = {"slice_axis": torch.zeros(2, 3, dtype=torch.long), "slice_index": torch.zeros(2, 3), "zoom_box": None}
     assert SliceInferer()(torch.rand(2, 2, 8, 8), Net(), **kw).shape == (6, 1, 8, 8)
+
+
+def test_flag_reads_command_line_switches():
+    from scripts.engine import flag
+
+    assert flag("true") and flag("True") and flag(True) and flag(1) and flag("yes")
+    assert not flag("false") and not flag(False) and not flag(0) and not flag("no")
+    with pytest.raises(ValueError, match="--resume must be true or false, got 'maybe'"):
+        flag("maybe", "resume")
+
+
+def test_loss_on_a_fixed_batch_falls_after_training_iterations():
+    """SupervisedTrainer with the bundle's slice batches, slice inferer, loss and the paper's Adam betas."""
+    from monai.engines import SupervisedTrainer
+
+    from scripts.geometry import ProjectionGeometry
+    from scripts.losses import PerX2CTLoss
+    from scripts.networks import PerspectiveSampler, build_perx2ct
+
+    torch.manual_seed(0)
+    net = build_perx2ct("small", PerspectiveSampler(ProjectionGeometry.from_preset("perx2ct")), query_grid=8, volume_shape=32)
+    n = 32
+    i = torch.linspace(-1, 1, n)
+    blob = torch.exp(-(i[:, None, None] ** 2 + i[None, :, None] ** 2 + i[None, None, :] ** 2) * 3)
+    batch = {"image": torch.rand(1, 2, 128, 128), "label": blob[None, None] * 0.8}
+    loss_fn = PerX2CTLoss()
+    prepare = RandomSliceBatch(slices_per_case=4, output_size=32, seed=5)
+
+    def fixed_loss():
+        net.eval()
+        image, target, _, kw = RandomSliceBatch(slices_per_case=8, output_size=32, seed=99)(batch)
+        with torch.no_grad():
+            return float(loss_fn(SliceInferer()(image, net, **kw), target))
+
+    before = fixed_loss()
+    trainer = SupervisedTrainer(
+        device=torch.device("cpu"), max_epochs=1, train_data_loader=[batch] * 25, epoch_length=25, network=net,
+        optimizer=torch.optim.Adam(net.parameters(), lr=1e-3, betas=(0.5, 0.9)), loss_function=loss_fn,
+        prepare_batch=prepare, inferer=SliceInferer(), decollate=False,
+    )
+    trainer.run()
+    after = fixed_loss()
+    assert after < 0.8 * before, (before, after)
