@@ -24,7 +24,7 @@ from monai.utils import CommonKeys
 
 from scripts.slicing import axis_code, sample_volume, slice_positions
 
-__all__ = ["RandomSliceBatch", "SliceInferer", "ReconstructionInferer", "full_volume_batch", "flag"]
+__all__ = ["RandomSliceBatch", "SliceInferer", "ReconstructionInferer", "ZoomInferer", "full_volume_batch", "flag"]
 
 
 def flag(value: Any, name: str = "flag") -> bool:
@@ -137,6 +137,31 @@ class ReconstructionInferer(Inferer):
     def __call__(self, inputs: torch.Tensor, network, *args: Any, **kwargs: Any) -> torch.Tensor:
         net = getattr(network, "module", network)  # unwrap DistributedDataParallel
         return net.reconstruct(inputs, axes=self.axes)
+
+
+class ZoomInferer(Inferer):
+    """One region of one slice at the decoder's full resolution (zoom-in): pred (B, 1, 128, 128).
+
+    Args:
+        axis: ``"axial"``, ``"coronal"`` or ``"sagittal"``.
+        index: slice position along that axis, voxels of the 128 grid.
+        box: ``(row0, col0, size)`` of the region in voxels of the 128 grid (see :mod:`scripts.slicing`);
+            a box of side 32 renders 4x finer than the volume (0.625 mm pixels).
+    """
+
+    def __init__(self, axis: str, index: float, box: Sequence[float]) -> None:
+        self.axis = axis_code(axis)
+        self.index = float(index)
+        self.box = [float(v) for v in box]
+        if len(self.box) != 3 or self.box[2] <= 0:
+            raise ValueError(f"zoom box must be (row0, col0, size) with size > 0, got {box!r}")
+
+    def __call__(self, inputs: torch.Tensor, network, *args: Any, **kwargs: Any) -> torch.Tensor:
+        b, dev = inputs.shape[0], inputs.device
+        axis = torch.full((b, 1), self.axis, dtype=torch.long, device=dev)
+        index = torch.full((b, 1), self.index, device=dev)
+        box = torch.tensor(self.box, device=dev).expand(b, 1, 3)
+        return network(inputs, axis, index, box)  # (B, 1, h, w): S = 1 slice per case
 
 
 def full_volume_batch(batchdata: dict, device=None, non_blocking: bool = False, **kwargs: Any):

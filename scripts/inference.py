@@ -26,7 +26,7 @@ from monai.transforms import MapTransform
 
 from scripts.handlers import atomic_write_bytes
 
-__all__ = ["inference_items", "reconstruction_affine", "SaveReconstructiond"]
+__all__ = ["inference_items", "reconstruction_affine", "zoom_affine", "SaveReconstructiond"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,30 @@ def reconstruction_affine(
     lps = np.eye(4)
     lps[:3, :3] *= spacing
     lps[:3, 3] = np.asarray(isocentre_lps_mm, dtype=np.float64) - (shape - 1) / 2 * spacing
+    return _LPS_TO_RAS @ lps
+
+
+def zoom_affine(
+    zoom: dict, isocentre_lps_mm: Sequence[float] = (0.0, 0.0, 0.0), shape: int = 128, size_mm: float = 320.0, pixels: int = 128
+) -> np.ndarray:
+    """4x4 RAS affine of a zoomed slice stored as a (pixels, pixels, 1) array (rows, columns, 1).
+
+    ``zoom`` is ``{"axis", "index", "box"}`` as :class:`scripts.engine.ZoomInferer` takes it; the pixel
+    positions are those of :func:`scripts.slicing.slice_positions`, so the image lies where it was rendered.
+    """
+    from scripts.slicing import axis_code, slice_positions
+
+    axis = torch.tensor([axis_code(zoom["axis"])])
+    pos = slice_positions(axis, torch.tensor([float(zoom["index"])]), torch.tensor([[float(v) for v in zoom["box"]]]), pixels, shape)[0]
+    pos = pos.double().numpy()  # (pixels, pixels, 3) voxel coordinates of the 128 grid
+    spacing = size_mm / shape
+    origin = np.asarray(isocentre_lps_mm, dtype=np.float64) + (pos[0, 0] - (shape - 1) / 2) * spacing
+    d_row = (pos[1, 0] - pos[0, 0]) * spacing
+    d_col = (pos[0, 1] - pos[0, 0]) * spacing
+    normal = np.zeros(3)
+    normal[(2, 1, 0)[int(axis)]] = spacing  # the fixed axis: one volume voxel thick
+    lps = np.eye(4)
+    lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3] = d_row, d_col, normal, origin
     return _LPS_TO_RAS @ lps
 
 
@@ -102,25 +126,36 @@ class SaveReconstructiond(MapTransform):
         output_dir: where ``<case_id>.nii.gz`` and ``<case_id>.png`` go (atomic writes).
         output_hu: write Hounsfield units (value * 2500 - 1024) instead of the [0, 1] scale.
         size_mm: side of the reconstructed cube (320 mm).
+        zoom: the zoom spec of :class:`scripts.engine.ZoomInferer` when the prediction is a zoomed slice
+            (1, h, w): it is written as an (h, w, 1) NIfTI at its place in the volume, ``<case_id>_zoom``.
     """
 
-    def __init__(self, keys: KeysCollection = "pred", output_dir: str = "eval/inference", output_hu: bool = True, size_mm: float = 320.0) -> None:
+    def __init__(
+        self, keys: KeysCollection = "pred", output_dir: str = "eval/inference", output_hu: bool = True,
+        size_mm: float = 320.0, zoom: dict | None = None,
+    ) -> None:
         super().__init__(keys)
         self.output_dir = Path(output_dir)
         self.output_hu = output_hu
         self.size_mm = size_mm
+        self.zoom = zoom
 
     def __call__(self, data: dict) -> dict:
         d = dict(data)
         case_id = str(d.get("case_id", "reconstruction"))
         for key in self.key_iterator(d):
             vol = torch.as_tensor(d[key]).detach().float().cpu().numpy()
-            vol = vol[0] if vol.ndim == 4 else vol
-            if vol.ndim != 3:
-                raise ValueError(f"reconstruction {key!r} must be 3D, got shape {vol.shape}")
             iso = d.get("isocentre_mm", (0.0, 0.0, 0.0))
             iso = [float(v) for v in (iso.tolist() if hasattr(iso, "tolist") else iso)]
-            affine = reconstruction_affine(iso, vol.shape[0], self.size_mm)
+            if self.zoom is not None:  # one zoomed slice (1, h, w) -> (h, w, 1) at its place in the volume
+                vol = vol.reshape(vol.shape[-2], vol.shape[-1], 1)
+                affine = zoom_affine(self.zoom, iso, 128, self.size_mm, vol.shape[0])
+                case_id = f"{str(d.get('case_id', 'reconstruction'))}_zoom"
+            else:
+                vol = vol[0] if vol.ndim == 4 else vol
+                if vol.ndim != 3:
+                    raise ValueError(f"reconstruction {key!r} must be 3D, got shape {vol.shape}")
+                affine = reconstruction_affine(iso, vol.shape[0], self.size_mm)
             data_out = (np.clip(vol, 0, 1) * 2500 - 1024).astype(np.float32) if self.output_hu else vol.astype(np.float32)
             img = nib.Nifti1Image(data_out, affine)
             img.header.set_xyzt_units("mm")
@@ -134,6 +169,7 @@ class SaveReconstructiond(MapTransform):
             finally:
                 tmp.unlink(missing_ok=True)
             self._preview(vol, self.output_dir / f"{case_id}.png")
+            case_id = str(d.get("case_id", "reconstruction"))
             d[f"{key}_path"] = str(out)
             logger.info("wrote %s", out)
         return d
@@ -142,6 +178,12 @@ class SaveReconstructiond(MapTransform):
     def _preview(vol: np.ndarray, path: Path) -> None:
         from PIL import Image
 
+        if vol.shape[2] == 1:  # a zoomed slice: rows and columns as rendered
+            tiles = vol[:, :, 0]
+            png = io.BytesIO()
+            Image.fromarray((np.clip(tiles, 0, 1) * 255 + 0.5).astype(np.uint8)).save(png, format="PNG")
+            atomic_write_bytes(path, png.getvalue())
+            return
         x, y, z = (s // 2 for s in vol.shape)
         axial = vol[:, :, z].T  # rows = y (anterior at top), columns = x
         coronal = np.flipud(vol[:, y, :].T)  # superior at top

@@ -125,6 +125,13 @@ def test_inference_writes_nifti_in_the_documented_frame(quick, tmp_path):
     data = img.get_fdata()
     assert np.isfinite(data).all() and -1024 <= data.min() and data.max() <= 1476
     assert (out / "pa.png").is_file()
+    # zoom-in: one region of one slice at the decoder's resolution, written where it lies in the volume
+    bundle("--config_file", "configs/inference.json", "--model_preset", "small", "--pa", str(tmp_path / "pa.png"),
+           "--lateral", str(tmp_path / "lateral.png"), "--ckpt_path", str(quick["out"] / "models" / "model.pt"),
+           "--output_dir", str(out), "--zoom", "{'axis': 'coronal', 'index': 64, 'box': [32, 40, 32]}")
+    zoom = nib.load(out / "pa_zoom.nii.gz")
+    assert zoom.shape == (128, 128, 1)
+    np.testing.assert_allclose(zoom.affine @ [63.5, 63.5, 0, 1], [40, -1.25, -20, 1], atol=1e-6)
 
 
 def test_inference_names_the_missing_view(tmp_path):
