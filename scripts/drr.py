@@ -31,13 +31,11 @@ Command line: ``python -m scripts drr --ct CT --view pa --preset perx2ct --outpu
 from __future__ import annotations
 
 import ast
-import os
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
+from scripts.atomic import save_nifti_atomic
 from scripts.geometry import ProjectionGeometry
 
 __all__ = [
@@ -206,16 +204,4 @@ def drr_cli(ct: str, view: str = "pa", preset: str = "perx2ct", output: str = "d
     sr, sc = geometry.pixel_spacing_mm
     img.header.set_zooms((sc, sr))
     img.header["descrip"] = f"raw DRR {view} {preset} iso {[round(x, 2) for x in iso]}"[:79].encode()
-    out = Path(output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    suffix = ".nii.gz" if out.name.lower().endswith(".gz") else ".nii"
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=suffix, dir=str(out.parent))
-    os.close(fd)
-    try:
-        nib.save(img, tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return str(out)
+    return str(save_nifti_atomic(img, output))

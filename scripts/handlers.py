@@ -15,8 +15,6 @@ import io
 import json
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,27 +23,15 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
-__all__ = ["LatestCheckpoint", "SliceImageSummary", "ReconstructionReport", "atomic_write_bytes", "is_rank0"]
+from scripts.atomic import atomic_write_bytes
+
+__all__ = ["LatestCheckpoint", "SliceImageSummary", "ReconstructionReport", "is_rank0"]
 
 logger = logging.getLogger(__name__)
 
 
 def is_rank0() -> bool:
     return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or torch.distributed.get_rank() == 0
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class LatestCheckpoint:

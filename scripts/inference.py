@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
-from scripts.handlers import atomic_write_bytes
+from scripts.atomic import atomic_write_bytes, save_nifti_atomic
 
 __all__ = ["inference_items", "reconstruction_affine", "zoom_affine", "SaveReconstructiond"]
 
@@ -160,14 +159,7 @@ class SaveReconstructiond(MapTransform):
             img = nib.Nifti1Image(data_out, affine)
             img.header.set_xyzt_units("mm")
             img.header["descrip"] = b"PerX2CT: LPS-ordered axes, centre = isocentre"[:79]
-            out = self.output_dir / f"{case_id}.nii.gz"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.nii.gz")
-            try:
-                nib.save(img, str(tmp))
-                os.replace(tmp, out)
-            finally:
-                tmp.unlink(missing_ok=True)
+            out = save_nifti_atomic(img, self.output_dir / f"{case_id}.nii.gz")
             self._preview(vol, self.output_dir / f"{case_id}.png")
             case_id = str(d.get("case_id", "reconstruction"))
             d[f"{key}_path"] = str(out)

@@ -66,6 +66,8 @@ from typing import Any
 
 import numpy as np
 
+from scripts.atomic import write_json_atomic
+
 __all__ = [
     "CASE_FILES",
     "VOLUME_SUFFIXES",
@@ -291,18 +293,6 @@ def build_datalist(
 
 
 # ------------------------------------------------------------------------------------ files
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write ``obj`` as JSON to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    p = Path(path)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, p)
-
-
 def _jsonable(x: Any) -> Any:
     if isinstance(x, Mapping):
         return {str(k): _jsonable(v) for k, v in x.items()}

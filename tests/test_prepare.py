@@ -319,7 +319,7 @@ def test_split_options(mixed, tmp_path):
     split_file.write_text(json.dumps({"training": ["case_b"], "validation": [], "test": ["case_a", "not_prepared"]}))
     proc = run_prepare(raw, out, "--split_file", str(split_file))
     assert proc.returncode == 0, output_text(proc)
-    assert "not_prepared" in proc.stderr  # reported
+    assert "not_prepared" in proc.stdout + proc.stderr  # reported (logging.conf sends logs to stdout)
     datalist = read_json(out / "datalist.json")
     assert [e["case_id"] for e in datalist["training"]] == ["case_b"]
     assert [e["case_id"] for e in datalist["test"]] == ["case_a"]

@@ -29,6 +29,8 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from scripts.atomic import save_nifti_atomic
+
 __all__ = ["FRAMES", "make_study", "read_radiograph", "read_study", "split_study"]
 
 FRAMES = ("pa", "lateral")  # frame order along the last axis of a study
@@ -84,17 +86,9 @@ def make_study(pa: str, lateral: str, output: str, pixel_spacing_mm: float = 1.0
     affine = np.diag([pixel_spacing_mm, pixel_spacing_mm, 1.0, 1.0])
     img = nib.Nifti1Image(data, affine)
     img.header["descrip"] = b"PerX2CT study: frame 0 PA, frame 1 lateral"
-    out = Path(output)
-    if not out.name.endswith((".nii.gz", ".nii")):
+    if not str(output).endswith((".nii.gz", ".nii")):
         raise ValueError(f"study file must end with .nii.gz (or .nii): {output}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.nii.gz")
-    try:
-        nib.save(img, str(tmp))
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return str(out)
+    return str(save_nifti_atomic(img, output))
 
 
 def _as_network_input(frame: np.ndarray) -> np.ndarray:
