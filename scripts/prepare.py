@@ -541,8 +541,7 @@ class PrepareWorkflow:
     def _setup_logging(self) -> None:
         if not logging.getLogger().hasHandlers() and not logger.handlers:
             h = logging.StreamHandler(sys.stderr)
-            prefix = f"prepare[rank {self.rank}]" if self.world_size > 1 else "prepare"
-            h.setFormatter(logging.Formatter(f"%(asctime)s {prefix} %(levelname)s: %(message)s", "%H:%M:%S"))
+            h.setFormatter(logging.Formatter("%(asctime)s prepare %(levelname)s: %(message)s", "%H:%M:%S"))
             logger.addHandler(h)
             logger.propagate = False
         if logger.level == logging.NOTSET:
@@ -624,14 +623,16 @@ class PrepareWorkflow:
 
     # ---------------------------------------------------------------- internals
     def _log_result(self, r: dict[str, Any]) -> None:
+        # under torchrun every line names its rank, whatever logging configuration is in force
+        case = f"[rank {self.rank}] {r['case_id']}" if self.world_size > 1 else r["case_id"]
         if r["status"] == "failed":
-            logger.warning("%s: FAILED (%s): %s", r["case_id"], r.get("error"), r.get("reason"))
+            logger.warning("%s: FAILED (%s): %s", case, r.get("error"), r.get("reason"))
             if "traceback" in r:
-                logger.warning("%s: %s", r["case_id"], "".join(r["traceback"]).rstrip())
+                logger.warning("%s: %s", case, "".join(r["traceback"]).rstrip())
         elif r["status"] == "skipped":
-            logger.info("%s: already prepared, skipped", r["case_id"])
+            logger.info("%s: already prepared, skipped", case)
         else:
-            logger.info("%s: prepared in %.1f s", r["case_id"], r["seconds"])
+            logger.info("%s: prepared in %.1f s", case, r["seconds"])
 
     def _process(self, cases: list[tuple[str, str]]) -> list[dict[str, Any]]:
         from tqdm import tqdm

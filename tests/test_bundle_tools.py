@@ -60,7 +60,7 @@ def test_verify_passes_on_repo():
     _schema_args()
     proc = subprocess.run(
         [sys.executable, "-m", "bundle", "verify", "--schema", str(SCHEMA)],
-        cwd=REPO, capture_output=True, text=True, timeout=170,
+        cwd=REPO, capture_output=True, encoding="utf-8", errors="replace", timeout=170,
     )  # fmt: skip
     lines = [ln for ln in proc.stdout.splitlines() if ln[:4] in ("PASS", "FAIL", "WARN")]
     assert proc.returncode == 0, f"verify failed:\n{proc.stdout}\n{proc.stderr[-3000:]}"
@@ -106,7 +106,7 @@ def test_verify_cli_exit_status(bundle_copy):
     meta_path.write_text(json.dumps(meta))
     proc = subprocess.run(
         [sys.executable, "-m", "bundle", "verify", "--bundle_root", str(bundle_copy), "--only", "required_files,changelog"],
-        cwd=REPO, capture_output=True, text=True, timeout=60,
+        cwd=REPO, capture_output=True, encoding="utf-8", errors="replace", timeout=60,
     )  # fmt: skip
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "FAIL  changelog" in proc.stdout and "version 99.0.0 is not a key" in proc.stdout
@@ -142,5 +142,5 @@ def test_package_loads_back_with_monai_bundle(tmp_path, small_ckpt):
         assert all(torch.equal(got[k], ref[k]) for k in ref), "weights differ"
         print("LOADED", type(net).__name__)
     """)
-    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, encoding="utf-8", errors="replace", timeout=120)
     assert proc.returncode == 0 and "LOADED" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-5000:]

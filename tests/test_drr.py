@@ -63,7 +63,7 @@ def plastimatch_drr(exe: str, mha: Path, view: str, isocentre, out_dir: Path, pr
         "-r", f"{rows} {cols}", "-z", f"{g.detector_size_mm[0]:g} {g.detector_size_mm[1]:g}",
         "-o", " ".join(f"{v:.6f}" for v in isocentre), "-I", str(mha), "-O", str(prefix),
     ]  # fmt: skip
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    res = subprocess.run(cmd, capture_output=True, encoding="utf-8", errors="replace", timeout=120)
     assert res.returncode == 0, f"plastimatch failed: {res.stderr[-2000:]}"
     return plastimatch_to_display(read_pfm(Path(f"{prefix}0000.pfm")), view)
 
@@ -210,7 +210,7 @@ def test_drr_cli(tmp_path):
     repo = Path(__file__).resolve().parents[1]
     res = subprocess.run(
         [sys.executable, "-m", "scripts", "drr", "--ct", str(ct), "--view", "pa", "--preset", "perx2ct", "--output", str(out2)],
-        cwd=repo, capture_output=True, text=True, timeout=120,
+        cwd=repo, capture_output=True, encoding="utf-8", errors="replace", timeout=120,
     )  # fmt: skip
     assert res.returncode == 0, res.stderr[-2000:]
     g = ProjectionGeometry.from_preset("perx2ct", isocentre_mm=tuple(volume_centre_mm(vol.shape, spacing, origin)))

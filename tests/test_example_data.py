@@ -194,7 +194,7 @@ def test_cli_failure_prints_message_without_traceback(tmp_path, isolated_pip):
     out = tmp_path / "raw"
     proc = subprocess.run(
         [sys.executable, "-m", "scripts", "download_example", "--output_dir", str(out), "--index_url", UNREACHABLE],
-        cwd=REPO, env=isolated_pip, capture_output=True, text=True, timeout=300,
+        cwd=REPO, env=isolated_pip, capture_output=True, encoding="utf-8", errors="replace", timeout=300,
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
@@ -205,10 +205,10 @@ def test_cli_failure_prints_message_without_traceback(tmp_path, isolated_pip):
 def test_cli_success_and_rerun(cache, tmp_path):
     out = tmp_path / "raw"
     cmd = [sys.executable, "-m", "scripts", "download_example", "--output_dir", str(out), "--cache_dir", str(cache)]
-    first = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    first = subprocess.run(cmd, cwd=REPO, capture_output=True, encoding="utf-8", errors="replace", timeout=300)
     assert first.returncode == 0, first.stderr
     assert "extracted 133 slices of LIDC-IDRI-0001" in first.stderr
-    second = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    second = subprocess.run(cmd, cwd=REPO, capture_output=True, encoding="utf-8", errors="replace", timeout=300)
     assert second.returncode == 0 and "already present" in second.stderr, second.stderr
 
 
@@ -228,7 +228,7 @@ def test_write_failure_leaves_no_partial_case(cache, tmp_path):
             sys.exit(3)
         """
     )
-    proc = subprocess.run([sys.executable, "-c", code, str(out), str(cache)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", code, str(out), str(cache)], cwd=REPO, capture_output=True, encoding="utf-8", errors="replace", timeout=300)
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert "could not write LIDC-IDRI-0001" in proc.stdout and "free disk space" in proc.stdout, proc.stdout
     assert leftovers(out) == [] and not (out / "ATTRIBUTION.md").exists()
@@ -262,7 +262,7 @@ def test_ctrl_c_during_extraction_leaves_no_partial_case(cache, tmp_path):
     out = tmp_path / "raw"
     out.mkdir()
     cmd = [sys.executable, "-m", "scripts", "download_example", "--output_dir", str(out), "--cache_dir", str(cache)]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, encoding="utf-8", errors="replace")
     deadline = time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < deadline and not list(out.glob(".LIDC-IDRI-0001.partial-*")):
         time.sleep(0.002)

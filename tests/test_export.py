@@ -26,7 +26,7 @@ CONFIG = "configs/inference.json"
 
 def _bundle(*args: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "monai.bundle", *args]
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, encoding="utf-8", errors="replace", timeout=600)
 
 
 def _small_network():

@@ -115,7 +115,7 @@ def run_prepare(raw: Path, out: Path, *args: str, torchrun: int = 0, popen: bool
     if popen:
         fh = open(log, "w")  # noqa: SIM115 - closed by the caller through the process
         return subprocess.Popen(cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, env=env)
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT_S, env=env)
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, encoding="utf-8", errors="replace", timeout=TIMEOUT_S, env=env)
 
 
 def output_text(p: subprocess.CompletedProcess) -> str:
@@ -333,7 +333,7 @@ def test_torchrun_shards_the_cases(mixed, tmp_path):
     text = output_text(proc)
     assert proc.returncode == 0, text
     done: dict[str, list[int]] = {}
-    for rank, cid in re.findall(r"prepare\[rank (\d)\] \w+: (\S+): (?:prepared in|FAILED)", text):
+    for rank, cid in re.findall(r"\[rank (\d)\] (\S+): (?:prepared in|FAILED)", text):
         done.setdefault(cid, []).append(int(rank))
     cases = [c for c, _ in discover_cases(raw)]
     assert sorted(done) == cases and all(len(r) == 1 for r in done.values()), done  # each case once

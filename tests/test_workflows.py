@@ -31,7 +31,7 @@ def bundle(*args: str, timeout: int = 600, torchrun: int = 0) -> subprocess.Comp
     else:
         cmd = [sys.executable, "-m", "monai.bundle", "run", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1" if torchrun else os.environ.get("OMP_NUM_THREADS", "2")}
-    res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
+    res = subprocess.run(cmd, cwd=REPO, capture_output=True, encoding="utf-8", errors="replace", timeout=timeout, env=env)
     if res.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {res.returncode}\n--- stdout\n{res.stdout[-4000:]}\n--- stderr\n{res.stderr[-6000:]}")
     return res
@@ -137,7 +137,7 @@ def test_inference_writes_nifti_in_the_documented_frame(quick, tmp_path):
 def test_inference_names_the_missing_view(tmp_path):
     res = subprocess.run([sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json",
                           "--model_preset", "small", "--pa", str(tmp_path / "pa.png"), "--output_dir", str(tmp_path)],
-                         cwd=REPO, capture_output=True, text=True, timeout=300)
+                         cwd=REPO, capture_output=True, encoding="utf-8", errors="replace", timeout=300)
     assert res.returncode != 0
     assert "missing lateral (--lateral) image" in res.stderr
 
