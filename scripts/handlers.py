@@ -149,16 +149,13 @@ class ReconstructionReport:
     def _save_montage(self, case_id: str, pred: np.ndarray, label: np.ndarray) -> None:
         from PIL import Image
 
-        tiles = []
-        for cut in (lambda v: v[:, :, v.shape[2] // 2], lambda v: v[:, v.shape[1] // 2, :], lambda v: v[v.shape[0] // 2]):
-            t, p = cut(label), cut(pred)
-            # display: rows = the second in-plane axis flipped for coronal/sagittal would need a
-            # per-view rule; we show array order transposed so superior is up for z-containing planes
-            tiles.append([t, p, np.abs(p - t)])
-        rows = []
-        for t, p, e in tiles:
-            disp = [np.flipud(x.T) for x in (t, p)] + [np.flipud(e.T)]
-            rows.append(np.concatenate([_to_uint8(disp[0]), _to_uint8(disp[1]), _to_uint8(disp[2], 0, 0.2)], axis=1))
+        from scripts.inference import display_planes
+
+        # one row per plane (axial, coronal, sagittal): truth, prediction, |error| (0..0.2 = 0..500 HU)
+        rows = [
+            np.concatenate([_to_uint8(t), _to_uint8(p), _to_uint8(np.abs(p - t), 0, 0.2)], axis=1)
+            for t, p in zip(display_planes(label), display_planes(pred))
+        ]
         img = np.concatenate(rows, axis=0)
         path = self.output_dir / "montages" / f"{case_id}.png"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -25,12 +25,23 @@ from monai.transforms import MapTransform
 
 from scripts.atomic import atomic_write_bytes, save_nifti_atomic
 
-__all__ = ["inference_items", "reconstruction_affine", "zoom_affine", "SaveReconstructiond"]
+__all__ = ["inference_items", "reconstruction_affine", "zoom_affine", "display_planes", "SaveReconstructiond"]
 
 logger = logging.getLogger(__name__)
 
 # LPS -> RAS flips the first two world axes
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def display_planes(vol: np.ndarray) -> list[np.ndarray]:
+    """Central axial, coronal and sagittal planes of an LPS-ordered (X, Y, Z) volume, oriented for
+    display as radiologists read them: axial with anterior at the top and the patient's right on the
+    image's left; coronal and sagittal with superior at the top."""
+    x, y, z = (s // 2 for s in vol.shape)
+    axial = vol[:, :, z].T  # rows = y (anterior first), columns = x (toward the patient's left)
+    coronal = np.flipud(vol[:, y, :].T)  # rows = z, flipped so superior is at the top
+    sagittal = np.flipud(vol[x, :, :].T)  # columns = y (anterior on the left)
+    return [axial, coronal, sagittal]
 
 
 def reconstruction_affine(
@@ -176,11 +187,7 @@ class SaveReconstructiond(MapTransform):
             Image.fromarray((np.clip(tiles, 0, 1) * 255 + 0.5).astype(np.uint8)).save(png, format="PNG")
             atomic_write_bytes(path, png.getvalue())
             return
-        x, y, z = (s // 2 for s in vol.shape)
-        axial = vol[:, :, z].T  # rows = y (anterior at top), columns = x
-        coronal = np.flipud(vol[:, y, :].T)  # superior at top
-        sagittal = np.flipud(vol[x, :, :].T)
-        tiles = np.concatenate([axial, coronal, sagittal], axis=1)
+        tiles = np.concatenate(display_planes(vol), axis=1)
         png = io.BytesIO()
         Image.fromarray((np.clip(tiles, 0, 1) * 255 + 0.5).astype(np.uint8)).save(png, format="PNG")
         atomic_write_bytes(path, png.getvalue())
