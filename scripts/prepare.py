@@ -648,8 +648,11 @@ class PrepareWorkflow:
             else:
                 todo.append((cid, src))
         desc = f"prepare rank {self.rank}" if self.world_size > 1 else "prepare"
+        # route log lines through the progress bar on the logger that owns the console handler (the root
+        # logger under configs/logging.conf): redirecting a propagating logger would print every line twice
+        console = logging.getLogger() if logger.propagate else logger
         with tqdm(total=len(cases), desc=desc, unit="case", disable=None if self.progress else True,
-                  position=self.rank if self.world_size > 1 else None) as bar, logging_redirect_tqdm(loggers=[logger]):
+                  position=self.rank if self.world_size > 1 else None) as bar, logging_redirect_tqdm(loggers=[console]):
             for r in results:
                 self._log_result(r)
                 bar.update(1)
