@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_bytes", "write_json_atomic", "save_nifti_atomic"]
+__all__ = ["atomic_write_bytes", "write_json_atomic", "save_nifti_atomic", "to_uint8", "save_grey_png"]
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -54,3 +54,23 @@ def save_nifti_atomic(img, path: str | os.PathLike) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def to_uint8(image, lo: float = 0.0, hi: float = 1.0):
+    """Grey values mapped linearly from [lo, hi] to 0..255 (clipped, rounded) as a uint8 array."""
+    import numpy as np
+
+    return (np.clip((np.asarray(image, dtype=np.float64) - lo) / (hi - lo), 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def save_grey_png(image, path: str | os.PathLike) -> None:
+    """Save a 2D image (uint8 as is; anything else through :func:`to_uint8` on [0, 1]) as PNG atomically."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    image = np.asarray(image)
+    buf = io.BytesIO()
+    Image.fromarray(image if image.dtype == np.uint8 else to_uint8(image)).save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())

@@ -24,7 +24,7 @@ from monai.utils import CommonKeys
 
 from scripts.slicing import axis_code, sample_volume, slice_positions
 
-__all__ = ["RandomSliceBatch", "SliceInferer", "ReconstructionInferer", "ZoomInferer", "full_volume_batch", "flag"]
+__all__ = ["RandomSliceBatch", "SliceInferer", "ReconstructionInferer", "ZoomInferer", "flag"]
 
 
 def flag(value: Any, name: str = "flag") -> bool:
@@ -163,11 +163,3 @@ class ZoomInferer(Inferer):
         box = torch.tensor(self.box, device=dev).expand(b, 1, 3)
         return network(inputs, axis, index, box)  # (B, 1, h, w): S = 1 slice per case
 
-
-def full_volume_batch(batchdata: dict, device=None, non_blocking: bool = False, **kwargs: Any):
-    """``prepare_batch`` for evaluators: ``(image, label)`` moved to ``device``; label may be absent."""
-    image = torch.as_tensor(batchdata[CommonKeys.IMAGE]).to(device=device, non_blocking=non_blocking, **kwargs)
-    label = batchdata.get(CommonKeys.LABEL)
-    if label is not None:
-        label = torch.as_tensor(label).to(device=device, non_blocking=non_blocking, **kwargs)
-    return image, label

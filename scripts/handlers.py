@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
-from scripts.atomic import atomic_write_bytes
+from scripts.atomic import atomic_write_bytes, save_grey_png, to_uint8
 
 __all__ = ["LatestCheckpoint", "SliceImageSummary", "ReconstructionReport", "is_rank0"]
 
@@ -61,10 +61,6 @@ class LatestCheckpoint:
         logger.info("saved %s (epoch %d)", self.path, engine.state.epoch)
 
 
-def _to_uint8(img: np.ndarray, lo: float = 0.0, hi: float = 1.0) -> np.ndarray:
-    return (np.clip((img - lo) / (hi - lo), 0, 1) * 255 + 0.5).astype(np.uint8)
-
-
 class SliceImageSummary:
     """TensorBoard image summary of the trainer's last batch at each epoch end (rank 0).
 
@@ -93,7 +89,7 @@ class SliceImageSummary:
         image = out["image"][0].detach().float().cpu().numpy()  # (2, H, W)
         true = out["label"][0, 0].detach().float().cpu().numpy()
         pred = out["pred"][0, 0].detach().float().cpu().numpy()
-        tiles = [_to_uint8(image[0]), _to_uint8(image[1]), _to_uint8(true), _to_uint8(pred)]
+        tiles = [to_uint8(image[0]), to_uint8(image[1]), to_uint8(true), to_uint8(pred)]
         h = max(t.shape[0] for t in tiles)
         tiles = [np.pad(t, ((0, h - t.shape[0]), (0, 0))) for t in tiles]
         row = np.concatenate(tiles, axis=1)
@@ -147,21 +143,14 @@ class ReconstructionReport:
                 self._save_montage(case_id, pred.mean(axis=0), label)
 
     def _save_montage(self, case_id: str, pred: np.ndarray, label: np.ndarray) -> None:
-        from PIL import Image
-
         from scripts.inference import display_planes
 
         # one row per plane (axial, coronal, sagittal): truth, prediction, |error| (0..0.2 = 0..500 HU)
         rows = [
-            np.concatenate([_to_uint8(t), _to_uint8(p), _to_uint8(np.abs(p - t), 0, 0.2)], axis=1)
+            np.concatenate([to_uint8(t), to_uint8(p), to_uint8(np.abs(p - t), 0, 0.2)], axis=1)
             for t, p in zip(display_planes(label), display_planes(pred))
         ]
-        img = np.concatenate(rows, axis=0)
-        path = self.output_dir / "montages" / f"{case_id}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        buf = io.BytesIO()
-        Image.fromarray(img).save(buf, format="PNG")
-        atomic_write_bytes(path, buf.getvalue())
+        save_grey_png(np.concatenate(rows, axis=0), self.output_dir / "montages" / f"{case_id}.png")
 
     def _complete(self, engine: Engine) -> None:
         if not self.rows:

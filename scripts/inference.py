@@ -10,7 +10,6 @@ radiographs the isocentre is unknown and taken as the origin.
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 from collections.abc import Sequence
@@ -23,7 +22,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
-from scripts.atomic import atomic_write_bytes, save_nifti_atomic
+from scripts.atomic import save_grey_png, save_nifti_atomic
 
 __all__ = ["inference_items", "reconstruction_affine", "zoom_affine", "display_planes", "SaveReconstructiond"]
 
@@ -160,34 +159,21 @@ class SaveReconstructiond(MapTransform):
             if self.zoom is not None:  # one zoomed slice (1, h, w) -> (h, w, 1) at its place in the volume
                 vol = vol.reshape(vol.shape[-2], vol.shape[-1], 1)
                 affine = zoom_affine(self.zoom, iso, 128, self.size_mm, vol.shape[0])
-                case_id = f"{str(d.get('case_id', 'reconstruction'))}_zoom"
+                name = f"{case_id}_zoom"
+                preview = vol[:, :, 0]  # rows and columns as rendered
             else:
                 vol = vol[0] if vol.ndim == 4 else vol
                 if vol.ndim != 3:
                     raise ValueError(f"reconstruction {key!r} must be 3D, got shape {vol.shape}")
                 affine = reconstruction_affine(iso, vol.shape[0], self.size_mm)
+                name = case_id
+                preview = np.concatenate(display_planes(vol), axis=1)
             data_out = (np.clip(vol, 0, 1) * 2500 - 1024).astype(np.float32) if self.output_hu else vol.astype(np.float32)
             img = nib.Nifti1Image(data_out, affine)
             img.header.set_xyzt_units("mm")
             img.header["descrip"] = b"PerX2CT: LPS-ordered axes, centre = isocentre"[:79]
-            out = save_nifti_atomic(img, self.output_dir / f"{case_id}.nii.gz")
-            self._preview(vol, self.output_dir / f"{case_id}.png")
-            case_id = str(d.get("case_id", "reconstruction"))
+            out = save_nifti_atomic(img, self.output_dir / f"{name}.nii.gz")
+            save_grey_png(preview, self.output_dir / f"{name}.png")
             d[f"{key}_path"] = str(out)
             logger.info("wrote %s", out)
         return d
-
-    @staticmethod
-    def _preview(vol: np.ndarray, path: Path) -> None:
-        from PIL import Image
-
-        if vol.shape[2] == 1:  # a zoomed slice: rows and columns as rendered
-            tiles = vol[:, :, 0]
-            png = io.BytesIO()
-            Image.fromarray((np.clip(tiles, 0, 1) * 255 + 0.5).astype(np.uint8)).save(png, format="PNG")
-            atomic_write_bytes(path, png.getvalue())
-            return
-        tiles = np.concatenate(display_planes(vol), axis=1)
-        png = io.BytesIO()
-        Image.fromarray((np.clip(tiles, 0, 1) * 255 + 0.5).astype(np.uint8)).save(png, format="PNG")
-        atomic_write_bytes(path, png.getvalue())

@@ -34,7 +34,7 @@ from torch import nn
 from scripts.networks.decoder import Decoder
 from scripts.networks.encoder import ResNetEncoder
 from scripts.networks.sampler import PerspectiveSampler
-from scripts.slicing import axis_code, full_boxes, slice_positions_flat
+from scripts.slicing import axis_code, full_boxes, slice_positions_flat, voxel_to_mm
 
 __all__ = ["PerX2CT", "PositionalEncoding"]
 
@@ -140,8 +140,7 @@ class PerX2CT(nn.Module):
         n = b * s
         box = full_boxes(n, self.volume_shape, slice_index.device) if zoom_box is None else zoom_box.reshape(n, 3)
         vox = slice_positions_flat(slice_axis.reshape(n), slice_index.reshape(n), box, g, self.volume_shape)
-        spacing = self.volume_size_mm / self.volume_shape
-        mm = (vox - (self.volume_shape - 1) / 2.0) * spacing  # (n, g, g, 3) relative to the isocentre
+        mm = voxel_to_mm(vox, self.volume_shape, self.volume_size_mm)  # (n, g, g, 3) relative to the isocentre
         points = mm.reshape(b, s * g * g, 3)
         feats = [self.sampler(maps, points), self.pe(points / (self.volume_size_mm / 2))]
         if self.global_features:
