@@ -12,9 +12,17 @@ Processing, the same steps the training DRRs went through:
    crop or zero-pad centrally, in mm, to the geometry's physical detector (500 x 500 mm by default),
    so a pixel of the result covers the same detector area as a DRR pixel. Without a spacing the whole
    image is taken as the whole detector;
-3. divide by the image's own maximum (as each DRR was) when ``normalize``;
-4. resize to ``detector_shape`` with anti-aliasing (``skimage.transform.resize``, bilinear);
-5. quantise to 8-bit levels (``round(x * 255) / 255``) when ``quantize``, as the training PNGs.
+3. steps 3 to 6 are :func:`postprocess_radiograph`, the very function the DRR transform ends with
+   (:class:`scripts.transforms.DRR`), so a radiograph and a DRR go through the same code: divide by the
+   image's own maximum when ``normalize``;
+4. quantise to 8-bit levels (``round(x * 255) / 255``) when ``quantize``, as a saved 8-bit image;
+5. resize to ``detector_shape`` (bilinear with anti-aliasing, ``torch.nn.functional.interpolate``);
+6. quantise again when ``quantize`` (the resized 8-bit image is 8-bit again).
+
+An image that already *is* a network input (8-bit levels, exactly ``detector_shape``, no pixel spacing:
+e.g. a prepared case's ``pa.png``) is taken as it is (``x / 255``): re-normalising it by its maximum would
+change it, and training reads prepared PNGs exactly so. A prepared PNG therefore reaches the network as the
+same tensor in training and in inference (tested).
 
 Formats:
 
@@ -45,17 +53,19 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
-from skimage.transform import resize
+import torch.nn.functional as F
 
 __all__ = [
     "RadiographError",
     "MIN_SIZE_PX",
     "DEFAULT_DETECTOR_SIZE_MM",
     "read_radiograph_array",
+    "quantize",
+    "postprocess_radiograph",
+    "is_network_input",
     "load_radiograph",
     "LoadRadiograph",
     "LoadRadiographsd",
-    "RadiographPair",
 ]
 
 logger = logging.getLogger(__name__)
@@ -241,6 +251,51 @@ def _fit_to_detector(img: np.ndarray, spacing: tuple[float, float], size_mm: tup
     return out
 
 
+def quantize(x: torch.Tensor, bits: int = 8) -> torch.Tensor:
+    """Round values in [0, 1] to ``2**bits`` levels: ``round(clip(x, 0, 1) * (2**bits - 1)) / (2**bits - 1)``
+    (what saving as an 8-bit image and reading back as ``x / 255`` does)."""
+    levels = float(2**int(bits) - 1)
+    return torch.round(x.clamp(0.0, 1.0) * levels) / levels
+
+
+def postprocess_radiograph(
+    img: np.ndarray | torch.Tensor,
+    output_shape: Sequence[int] | None = (128, 128),
+    normalize: bool = True,
+    quantize_bits: int | None = 8,
+) -> torch.Tensor:
+    """The one post-processing of DRRs and radiographs: ``(rows, cols)`` -> ``(H, W)`` float32 in [0, 1].
+
+    Steps: divide by the image's own maximum (``normalize``; an all-zero image stays zero); quantise to
+    ``quantize_bits`` levels; resize to ``output_shape`` (bilinear, anti-aliased,
+    ``torch.nn.functional.interpolate``; None keeps the shape); quantise again. After a resize the maximum
+    may be slightly below 1, as in the paper's 8-bit resized DRRs.
+    """
+    x = torch.as_tensor(np.asarray(img, dtype=np.float32) if not isinstance(img, torch.Tensor) else img)
+    x = x.to(torch.float32)
+    if normalize:
+        m = float(x.max())
+        x = x / m if m > 0 else x
+    if quantize_bits is not None:
+        x = quantize(x, quantize_bits)
+    if output_shape is not None and tuple(x.shape) != tuple(int(s) for s in output_shape):
+        size = tuple(int(s) for s in output_shape)
+        x = F.interpolate(x[None, None], size=size, mode="bilinear", align_corners=False, antialias=True)[0, 0]
+        if quantize_bits is not None:
+            x = quantize(x, quantize_bits)
+    return x
+
+
+def is_network_input(img: np.ndarray, detector_shape: Sequence[int]) -> bool:
+    """True for an image that already is a network input: ``detector_shape`` pixels on the 8-bit lattice
+    (``x * 255`` integral), values in [0, 1] (e.g. a prepared ``pa.png`` read as ``x / 255``)."""
+    a = np.asarray(img, dtype=np.float64)
+    if a.shape != tuple(int(s) for s in detector_shape) or a.min() < 0 or a.max() > 1:
+        return False
+    levels = a * 255.0
+    return bool(np.all(np.abs(levels - np.round(levels)) < 1e-6))
+
+
 def process_radiograph(
     img: np.ndarray,
     spacing: tuple[float, float] | None = None,
@@ -271,16 +326,10 @@ def process_radiograph(
         img = _fit_to_detector(img, (float(spacing[0]), float(spacing[1])), _detector_size_mm(geometry))
     if normalize:
         img = np.clip(img, 0.0, None)
-        peak = float(img.max())
-        if peak <= 0:
+        if float(img.max()) <= 0:
             raise RadiographError(f"{name} has no positive value on the detector: cannot normalise by its maximum")
-        img = img / peak
-    shape = tuple(int(s) for s in detector_shape)
-    if img.shape != shape:
-        img = resize(img, shape, order=1, mode="edge", anti_aliasing=True, preserve_range=True)
-    img = np.clip(img, 0.0, 1.0)
-    if quantize:
-        img = np.round(img * 255.0) / 255.0
+    out = postprocess_radiograph(img, detector_shape, normalize, 8 if quantize else None)
+    img = np.clip(out.numpy(), 0.0, 1.0)
     return img.astype(np.float32)
 
 
@@ -319,6 +368,8 @@ def load_radiograph(
         if len(pixel_spacing_mm) != 2 or min(float(s) for s in pixel_spacing_mm) <= 0:
             raise ValueError(f"pixel_spacing_mm must be (row, column) > 0 mm, got {pixel_spacing_mm!r}")
         spacing = (float(pixel_spacing_mm[0]), float(pixel_spacing_mm[1]))
+    if spacing is None and is_network_input(arr, detector_shape):
+        normalize = False  # already the network's input (e.g. a prepared PNG): take it as it is
     img = process_radiograph(arr, spacing, detector_shape, geometry, normalize, quantize, name=f"{view} image {path}")
     meta: dict[str, Any] = {"filename_or_obj": str(path), "view": view, "source_shape": tuple(int(s) for s in arr.shape)}
     if spacing is not None:
@@ -394,6 +445,3 @@ class LoadRadiographsd(MapTransform):
         d[self.output_key] = MetaTensor(image, meta=meta)
         return d
 
-
-#: Alias: the pair of views as one transform.
-RadiographPair = LoadRadiographsd

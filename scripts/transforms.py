@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, ResizeWithPadOrCrop, Spacing, Transform
@@ -31,6 +30,7 @@ from monai.transforms import MapTransform, ResizeWithPadOrCrop, Spacing, Transfo
 from scripts.ct_io import load_ct, lps_to_ras, to_lps_axis_aligned
 from scripts.drr import detector_affine_lps, hu_to_attenuation, ray_cast_drr, volume_centre_mm
 from scripts.geometry import ProjectionGeometry
+from scripts.radiograph import postprocess_radiograph
 
 __all__ = [
     "LoadCT",
@@ -338,23 +338,10 @@ class DRR(Transform):
         iso = self.isocentre_mm if self.isocentre_mm is not None else tuple(volume_centre_mm(shape, spacing, origin))
         return self.geometry.with_isocentre(iso)
 
-    def _quantize(self, x: torch.Tensor) -> torch.Tensor:
-        levels = float(2**self.quantize_bits - 1)
-        return torch.round(x.clamp(0.0, 1.0) * levels) / levels
-
     def postprocess(self, drr: np.ndarray) -> torch.Tensor:
-        """Raw ``(rows, cols)`` line integrals -> ``(1, H, W)`` float32 per the options (not raw)."""
-        x = torch.as_tensor(np.asarray(drr, dtype=np.float32))
-        if self.normalize:
-            m = float(x.max())
-            x = x / m if m > 0 else x
-        if self.quantize_bits is not None:
-            x = self._quantize(x)
-        if self.output_shape is not None and tuple(x.shape) != self.output_shape:
-            x = F.interpolate(x[None, None], size=self.output_shape, mode="bilinear", align_corners=False, antialias=True)[0, 0]
-            if self.quantize_bits is not None:
-                x = self._quantize(x)
-        return x[None].to(torch.float32)
+        """Raw ``(rows, cols)`` line integrals -> ``(1, H, W)`` float32 per the options (not raw), by
+        :func:`scripts.radiograph.postprocess_radiograph`, the step real radiographs go through too."""
+        return postprocess_radiograph(drr, self.output_shape, self.normalize, self.quantize_bits)[None]
 
     def __call__(self, img) -> tuple[MetaTensor, ...]:
         img = _as_metatensor(img)

@@ -151,3 +151,53 @@ def test_pair_transform(tmp_path):
     assert out["case_id"] == "c1"
     with pytest.raises(RadiographError, match="lateral view missing"):
         t({"pa": str(tmp_path / "pa.png")})
+
+
+def test_postprocess_is_shared_by_drr_and_radiographs():
+    """The DRR transform's post-processing is the radiograph one (one function, not two pipelines)."""
+    from scripts.radiograph import postprocess_radiograph
+    from scripts.transforms import DRR
+
+    raw = np.random.default_rng(7).gamma(2.0, 3.0, size=(320, 320)).astype(np.float32)
+    a = DRR(output_shape=(128, 128)).postprocess(raw)
+    b = postprocess_radiograph(raw, (128, 128), normalize=True, quantize_bits=8)
+    assert a.shape == (1, 128, 128)
+    torch.testing.assert_close(a[0], b, rtol=0, atol=0)
+    levels = b.numpy() * 255
+    np.testing.assert_allclose(levels, np.round(levels), atol=1e-4)  # 8-bit levels after the resize
+
+
+def test_prepared_png_is_the_same_tensor_in_training_and_inference(tmp_path, repo_root):
+    """A prepared case's PNGs give bit-identical network input on the training path (prepared datalist
+    transform chain) and on the inference path (configs/inference.json's preprocessing), even when the
+    resized DRR's maximum is below 1 (inference must not re-normalise a network-ready 8-bit image)."""
+    from monai.bundle import ConfigParser
+
+    from scripts.atomic import save_grey_png
+    from scripts.radiograph import postprocess_radiograph
+
+    rng = np.random.default_rng(3)
+    views = {}
+    for name in ("pa", "lateral"):
+        raw = rng.gamma(2.0, 3.0, size=(320, 320)).astype(np.float32)
+        raw[100, 100] = raw.max() * 4  # one bright pixel: after the anti-aliased resize the max is < 1
+        x = postprocess_radiograph(raw, (128, 128))
+        assert float(x.max()) < 1.0
+        save_grey_png(x.numpy(), tmp_path / f"{name}.png")
+        views[name] = x
+    item = {"pa": str(tmp_path / "pa.png"), "lateral": str(tmp_path / "lateral.png"), "case_id": "c1"}
+
+    parser = ConfigParser()
+    parser.read_config(str(repo_root / "configs" / "inference.json"))
+    parser["bundle_root"] = str(repo_root)
+    infer = parser.get_parsed_content("preprocessing")(dict(item))["image"]
+
+    from monai.transforms import Compose
+
+    from scripts.data import case_transform
+
+    chain = [t for t in case_transform("prepared") if "Radiograph" in type(t).__name__]
+    train = Compose(chain)(dict(item))["image"]
+    assert infer.shape == train.shape == (2, 128, 128)
+    torch.testing.assert_close(torch.as_tensor(infer), torch.as_tensor(train), rtol=0, atol=0)
+    torch.testing.assert_close(torch.as_tensor(train)[0], views["pa"], rtol=0, atol=0)
