@@ -8,10 +8,27 @@ Accepted inputs (:func:`load_ct`):
 * a single DICOM file: the series it belongs to, from the files in its folder;
 * a NIfTI (``.nii``, ``.nii.gz``), MetaImage (``.mha``, ``.mhd``) or NRRD (``.nrrd``, ``.nhdr``) file.
 
-Slices are ordered by ``ImagePositionPatient`` projected on the slice normal (the cross product of
-the two ``ImageOrientationPatient`` vectors), never by file name. Pixels are read by ITK
-(``ImageSeriesReader`` + ``GDCMImageIO``), so compressed transfer syntaxes (JPEG lossless,
-JPEG-LS, JPEG 2000) read like uncompressed ones; GDCM applies ``RescaleSlope``/``RescaleIntercept``.
+Geometry comes from the DICOM header, always: every voxel is placed where its slice's
+``ImagePositionPatient`` (IPP), ``ImageOrientationPatient`` (IOP) and ``PixelSpacing`` put it.
+Slices are ordered by IPP projected on the slice normal (the cross product of the two IOP vectors),
+never by file name, file order or ``InstanceNumber``; the slice step is the vector from the first
+to the last IPP divided by ``slices - 1`` (so ``SpacingBetweenSlices`` is never read: negative,
+absent or wrong, it changes nothing; head-first and feet-first series alike). Pixels are read by ITK
+(``ImageSeriesReader`` + ``GDCMImageIO``, so compressed transfer syntaxes read like uncompressed
+ones; GDCM applies ``RescaleSlope``/``RescaleIntercept``), then the image's origin, spacing and
+direction are set from the header; when ITK/GDCM had placed the series differently, a warning says
+so and ``meta["geometry_note"]`` records it. A gantry-tilted series (slice step not along the normal)
+is a sheared grid: it is resampled like any oblique image (below), at the header's positions.
+
+One series per case: in a folder with several series, the CT series with the most slices is used
+(ties: the longer coverage, then the smaller ``SeriesInstanceUID``); the chosen series
+(``meta["series"]``: UID, description, slices, kernel) and every series left out
+(``meta["series_left_out"]``) are recorded and the left-out CT series logged.
+
+Plausibility (:class:`ChestCTCheck`, used by ``LoadCT``): before any pixel is read, a CT that
+cannot be a chest CT is refused with what was found and what is expected (too few slices, too
+short a z extent, too small an in-plane field of view, pixel or slice spacing outside a plausible
+range). :func:`load_ct` alone does not check (``check=None``).
 
 Output convention (:func:`load_ct`): a MONAI :class:`~monai.data.MetaTensor` of shape
 ``(1, X, Y, Z)``, float32 HU, array axes toward the patient's Left, Posterior, Superior
@@ -32,6 +49,7 @@ Every problem with the input raises :class:`CTLoadError` (a ``ValueError``) nami
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -39,11 +57,16 @@ from typing import Any
 
 import numpy as np
 
+from scripts.frame import LPS_TO_RAS
+
 __all__ = [
     "CTLoadError",
+    "ChestCTCheck",
+    "series_geometry",
     "DicomSeries",
     "find_dicom_series",
     "select_ct_series",
+    "choose_ct_series",
     "read_dicom_series",
     "load_ct",
     "to_lps_axis_aligned",
@@ -62,7 +85,7 @@ AIR_HU = -1024.0
 _VOLUME_SUFFIXES = (".nii", ".nii.gz", ".mha", ".mhd", ".nrrd", ".nhdr")
 # transfer syntaxes whose pixel data is stored uncompressed (length can be checked from the header)
 _NATIVE_SYNTAXES = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
-_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+logger = logging.getLogger(__name__)
 
 
 class CTLoadError(ValueError):
@@ -99,6 +122,78 @@ class DicomSeries:
     def num_slices(self) -> int:
         return len(self.files)
 
+    @property
+    def coverage_mm(self) -> float:
+        """Distance between the first and last slice positions along the normal, mm (0 if unknown)."""
+        pos = self.positions_mm
+        return float(pos[-1] - pos[0]) if len(pos) > 1 and np.all(np.isfinite(pos)) else 0.0
+
+    def describe(self) -> dict[str, Any]:
+        """``{"uid", "modality", "description", "slices", "kernel", "coverage_mm", "folder"}`` (JSON-ready)."""
+        h = self.headers[0] if self.headers else None
+        kernel = getattr(h, "ConvolutionKernel", "") if h is not None else ""
+        if not isinstance(kernel, str):  # multi-valued (e.g. Siemens ["B40f", ...])
+            kernel = "\\".join(str(k) for k in kernel)
+        return {
+            "uid": self.series_uid,
+            "modality": self.modality,
+            "description": str(getattr(h, "SeriesDescription", "") or "") if h is not None else "",
+            "slices": self.num_slices,
+            "kernel": str(kernel or ""),
+            "coverage_mm": round(self.coverage_mm, 2),
+            "folder": self.folder,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class ChestCTCheck:
+    """Plausibility limits of a chest CT, checked from the header before any pixel is read.
+
+    Args:
+        min_slices: fewest slices (default 20).
+        min_z_extent_mm: shortest coverage along the body axis (slices x slice spacing), mm (default 150:
+            a chest is about 300 mm long; 150 mm is half of it).
+        min_fov_mm: smallest in-plane field of view (rows x row spacing and columns x column spacing), mm
+            (default 200).
+        pixel_spacing_mm: accepted in-plane pixel spacing range, mm (default 0.2 to 5).
+        slice_spacing_mm: accepted slice spacing range, mm (default 0.2 to 10).
+
+    Raises (:meth:`__call__`): :class:`CTLoadError` naming what was found, what is expected, and the fix.
+    """
+
+    min_slices: int = 20
+    min_z_extent_mm: float = 150.0
+    min_fov_mm: float = 200.0
+    pixel_spacing_mm: tuple[float, float] = (0.2, 5.0)
+    slice_spacing_mm: tuple[float, float] = (0.2, 10.0)
+
+    def __call__(self, shape_xyz: Sequence[int], spacing_xyz_mm: Sequence[float], source: str) -> None:
+        """Check a volume of ``shape_xyz`` voxels (x, y in-plane; z along the body axis) and spacing, mm."""
+        nx, ny, nz = (int(n) for n in shape_xyz)
+        sx, sy, sz = (float(v) for v in spacing_xyz_mm)
+        what = f"{source}: not a plausible chest CT:"
+        fix = "give the full chest CT series (or change LoadCTd's check limits in configs/prepare.json)"
+        lo, hi = self.pixel_spacing_mm
+        for name, v in (("pixel spacing", sx), ("pixel spacing", sy)):
+            if not lo <= v <= hi:
+                raise CTLoadError(f"{what} {name} {v:.3g} mm, expected {lo:g} to {hi:g} mm; {fix}")
+        lo, hi = self.slice_spacing_mm
+        if not lo <= sz <= hi:
+            raise CTLoadError(f"{what} slice spacing {sz:.3g} mm, expected {lo:g} to {hi:g} mm; {fix}")
+        if nz < self.min_slices:
+            raise CTLoadError(f"{what} {nz} slices, expected at least {self.min_slices}; {fix}")
+        if nz * sz < self.min_z_extent_mm:
+            raise CTLoadError(
+                f"{what} z extent {nz * sz:.1f} mm ({nz} slices x {sz:.3g} mm), expected at least "
+                f"{self.min_z_extent_mm:g} mm to cover a chest; {fix}"
+            )
+        fov = min(nx * sx, ny * sy)
+        if fov < self.min_fov_mm:
+            raise CTLoadError(
+                f"{what} in-plane field of view {nx * sx:.0f} x {ny * sy:.0f} mm, expected at least "
+                f"{self.min_fov_mm:g} mm; {fix}"
+            )
+
 
 # ---------------------------------------------------------------------------------------- affines
 def lps_affine(spacing_mm: Sequence[float], origin_mm: Sequence[float], direction=None) -> np.ndarray:
@@ -112,7 +207,7 @@ def lps_affine(spacing_mm: Sequence[float], origin_mm: Sequence[float], directio
 
 def lps_to_ras(affine: np.ndarray) -> np.ndarray:
     """Convert a 4x4 affine between LPS and RAS world (the same operation both ways)."""
-    return _LPS_TO_RAS @ np.asarray(affine, dtype=np.float64)
+    return LPS_TO_RAS @ np.asarray(affine, dtype=np.float64)
 
 
 def affine_to_lps_grid(affine_ras, tol: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
@@ -227,13 +322,7 @@ def find_dicom_series(folder: str | os.PathLike, modality: str | None = "CT", re
     folder = Path(folder)
     if not folder.is_dir():
         raise CTLoadError(f"{folder}: not a folder; give a DICOM series folder, a patient folder or a volume file")
-    paths: list[str] = []
-    if recursive:
-        for root, dirs, files in os.walk(folder):
-            dirs.sort()
-            paths.extend(os.path.join(root, f) for f in sorted(files))
-    else:
-        paths = [str(p) for p in sorted(folder.iterdir()) if p.is_file()]
+    paths = _list_files(folder, recursive)
     groups: dict[str, list[tuple[str, Any, int]]] = {}
     for p in paths:
         if os.path.basename(p).upper() == "DICOMDIR":
@@ -270,13 +359,53 @@ def find_dicom_series(folder: str | os.PathLike, modality: str | None = "CT", re
                 pixel_offsets=[it[2] for it in items],
             )
         )
-    series.sort(key=lambda s: (-s.num_slices, s.series_uid))
+    series.sort(key=lambda s: (-s.num_slices, -s.coverage_mm, s.series_uid))
     return series
 
 
+def _list_files(folder: Path, recursive: bool) -> list[str]:
+    """Files under ``folder`` (sorted per folder). Folder links are followed, but never into a folder
+    already visited (a link to ``.`` or to a parent is skipped); unreadable folders, broken or looping
+    links are skipped with a debug line."""
+    paths: list[str] = []
+    visited: set[str] = set()
+    stack = [str(folder)]
+    while stack:
+        d = stack.pop()
+        real = os.path.realpath(d)
+        if real in visited:
+            logger.debug("skipping %s: folder already visited (link to %s)", d, real)
+            continue
+        visited.add(real)
+        try:
+            entries = sorted(os.scandir(d), key=lambda e: e.name)
+        except OSError as e:
+            logger.debug("skipping unreadable folder %s (%s)", d, e.strerror or e)
+            continue
+        subdirs = []
+        for e in entries:
+            try:
+                if e.is_dir():
+                    subdirs.append(e.path)
+                elif e.is_file():
+                    paths.append(e.path)
+            except OSError as err:  # looping link, permission
+                logger.debug("skipping %s (%s)", e.path, err.strerror or err)
+        if recursive:
+            stack.extend(reversed(subdirs))
+    return paths
+
+
 def select_ct_series(folder: str | os.PathLike, recursive: bool = True) -> DicomSeries:
-    """The CT series with the most slices under ``folder``; raises :class:`CTLoadError` with the reason
-    (no DICOM at all, or only other modalities)."""
+    """The CT series with the most slices under ``folder`` (see :func:`choose_ct_series`)."""
+    return choose_ct_series(folder, recursive)[0]
+
+
+def choose_ct_series(folder: str | os.PathLike, recursive: bool = True) -> tuple[DicomSeries, list[DicomSeries]]:
+    """``(chosen, left_out)``: the CT series with the most slices under ``folder`` (ties: the longer
+    coverage, then the smaller UID) and every other series found (any modality), in that order.
+
+    Raises :class:`CTLoadError` with the reason (no DICOM at all, or only other modalities)."""
     everything = find_dicom_series(folder, modality=None, recursive=recursive)
     if not everything:
         raise CTLoadError(
@@ -290,7 +419,7 @@ def select_ct_series(folder: str | os.PathLike, recursive: bool = True) -> Dicom
             f"{folder}: series is {'/'.join(mods)}, need CT (Modality of {len(everything)} series found: "
             f"{', '.join(mods)}); point to a CT series"
         )
-    return cts[0]
+    return cts[0], [x for x in everything if x is not cts[0]]
 
 
 def _validate_series(s: DicomSeries) -> None:
@@ -355,15 +484,63 @@ def _validate_series(s: DicomSeries) -> None:
         )
 
 
-def read_dicom_series(series: DicomSeries):
-    """ITK float image of a validated, sorted series (ITK ``ImageSeriesReader`` + ``GDCMImageIO``).
+def series_geometry(series: DicomSeries) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(origin_mm, spacing_mm, direction)`` of a sorted series, from its DICOM header alone (LPS, ITK style).
 
-    Spacing along the normal is the median distance between slice positions. Raises
-    :class:`CTLoadError` when the series fails the checks of :func:`load_ct`.
+    * origin: ``ImagePositionPatient`` of the first slice (lowest along the normal);
+    * spacing: (column spacing, row spacing) from ``PixelSpacing`` (which is row, column), then the
+      length of the slice step;
+    * direction (3 x 3, columns = image axes): the IOP row vector, the IOP column vector, and the unit
+      slice step ``(IPP_last - IPP_first) / (n - 1)``, which equals the normal unless the gantry was
+      tilted (then the grid is sheared and the matrix not orthogonal).
+
+    Raises :class:`CTLoadError` when slice positions do not lie on one line at equal steps.
+    """
+    h0 = series.headers[0]
+    iop = np.asarray([float(v) for v in h0.ImageOrientationPatient], dtype=np.float64)
+    row, col = iop[:3] / np.linalg.norm(iop[:3]), iop[3:] / np.linalg.norm(iop[3:])
+    ipp = np.asarray([[float(v) for v in ds.ImagePositionPatient] for ds in series.headers], dtype=np.float64)
+    n = len(ipp)
+    step = (ipp[-1] - ipp[0]) / (n - 1)
+    length = float(np.linalg.norm(step))
+    drift = np.linalg.norm(ipp - (ipp[0] + np.arange(n)[:, None] * step), axis=1)
+    if drift.max() > max(0.1 * length, 0.01):
+        i = int(np.argmax(drift))
+        raise CTLoadError(
+            f"{series.folder}: slice {os.path.basename(series.files[i])} lies {drift[i]:.2f} mm off the line of "
+            "the other slices' ImagePositionPatient; the folder mixes stacks, keep one series per folder"
+        )
+    normal = np.cross(row, col)
+    unit = step / length
+    if np.linalg.norm(unit - normal * np.sign(unit @ normal)) < 1e-4:
+        unit = normal * np.sign(unit @ normal)
+    ps = [float(v) for v in h0.PixelSpacing]
+    direction = np.stack([row, col, unit], axis=1)
+    return ipp[0].copy(), np.asarray([ps[1], ps[0], length]), direction
+
+
+def _describe_geometry(origin, spacing, direction) -> str:
+    return (f"origin {np.round(np.asarray(origin), 2).tolist()} mm, spacing {np.round(np.asarray(spacing), 3).tolist()} mm, "
+            f"slice axis {np.round(np.asarray(direction)[:, 2], 3).tolist()}")
+
+
+def read_dicom_series(series: DicomSeries, check: ChestCTCheck | None = None):
+    """ITK float image of a validated, sorted series (ITK ``ImageSeriesReader`` + ``GDCMImageIO`` for the
+    pixels), with origin, spacing and direction from the header (:func:`series_geometry`).
+
+    Args:
+        series: a series from :func:`find_dicom_series`.
+        check: plausibility limits applied to the header before the pixels are read (``None``: none).
+
+    Returns ``(image, note)``: ``note`` is empty, or says how ITK/GDCM's own placement differed from the
+    header's (the header's is used). Raises :class:`CTLoadError` when the series fails a check.
     """
     import itk
 
     _validate_series(series)
+    origin, spacing, direction = series_geometry(series)
+    if check is not None:
+        check((series.headers[0].Columns, series.headers[0].Rows, series.num_slices), spacing, series.folder)
     image_type = itk.Image[itk.F, 3]
     io = itk.GDCMImageIO.New()
     reader = itk.ImageSeriesReader[image_type].New(ImageIO=io)
@@ -375,11 +552,26 @@ def read_dicom_series(series: DicomSeries):
         raise CTLoadError(f"{series.folder}: ITK/GDCM could not read the series pixels ({str(e).strip()[-300:]}); "
                           "check the files are complete") from e
     image = reader.GetOutput()
-    # GDCM's slice spacing can come from SpacingBetweenSlices/SliceThickness; the positions are the truth
-    sp = list(image.GetSpacing())
-    sp[2] = float(np.median(np.diff(series.positions_mm)))
-    image.SetSpacing(sp)
-    return image
+    size = tuple(int(v) for v in image.GetLargestPossibleRegion().GetSize())
+    h0 = series.headers[0]
+    if size != (int(h0.Columns), int(h0.Rows), series.num_slices):
+        raise CTLoadError(f"{series.folder}: ITK read {size[0]}x{size[1]}x{size[2]} voxels, the header says "
+                          f"{h0.Columns}x{h0.Rows}x{series.num_slices}; re-export the series")
+    # the header is the truth: GDCM may take the slice spacing from SpacingBetweenSlices (even negative)
+    # and turn the slice axis with it
+    itk_geometry = (np.asarray(image.GetOrigin()), np.asarray(image.GetSpacing()),
+                    np.asarray(itk.array_from_matrix(image.GetDirection()), dtype=np.float64))
+    note = ""
+    itk_last = itk_geometry[0] + itk_geometry[2] @ (itk_geometry[1] * (np.asarray(size) - 1))
+    ours_last = origin + direction @ (spacing * (np.asarray(size) - 1))
+    if np.abs(itk_geometry[0] - origin).max() > 1e-2 or np.abs(itk_last - ours_last).max() > 1e-2:
+        note = (f"ITK/GDCM placed the series at {_describe_geometry(*itk_geometry)}; its header says "
+                f"{_describe_geometry(origin, spacing, direction)} (used)")
+        logger.warning("%s: %s", series.folder, note)
+    image.SetOrigin(origin.tolist())
+    image.SetSpacing(spacing.tolist())
+    image.SetDirection(itk.matrix_from_array(np.ascontiguousarray(direction)))
+    return image, note
 
 
 # ---------------------------------------------------------------------------------------- loading
@@ -473,18 +665,55 @@ def _case_id(path: Path) -> str:
     return name
 
 
-def load_ct(path: str | os.PathLike):
+def _check_volume_file(p: Path, check: ChestCTCheck) -> None:
+    """Apply ``check`` to a volume file's header (ITK reads the header only)."""
+    import itk
+
+    try:
+        reader = itk.ImageFileReader[itk.Image[itk.F, 3]].New(FileName=str(p))
+        reader.UpdateOutputInformation()
+    except Exception:  # noqa: BLE001 - the full read reports the problem with its own message
+        return
+    image = reader.GetOutput()
+    size = np.asarray(image.GetLargestPossibleRegion().GetSize(), dtype=np.int64)
+    spacing = np.asarray(image.GetSpacing(), dtype=np.float64)
+    d = np.abs(np.asarray(itk.array_from_matrix(image.GetDirection()), dtype=np.float64))
+    axis = np.argmax(d, axis=1)  # image axis nearest to each world axis (L, P, S)
+    if sorted(axis.tolist()) != [0, 1, 2]:
+        return
+    check(size[axis], spacing[axis], str(p))
+
+
+def _instance_number_direction(series: DicomSeries) -> str:
+    """``"S"`` or ``"I"``: toward which end (LPS z) ``InstanceNumber`` increases; ``""`` if unknown."""
+    try:
+        inst = [int(ds.InstanceNumber) for ds in (series.headers[0], series.headers[-1])]
+        z = [float(ds.ImagePositionPatient[2]) for ds in (series.headers[0], series.headers[-1])]
+    except (AttributeError, TypeError, ValueError):
+        return ""
+    if inst[0] == inst[1] or z[0] == z[1]:
+        return ""
+    return "S" if (inst[1] - inst[0]) * (z[1] - z[0]) > 0 else "I"
+
+
+def load_ct(path: str | os.PathLike, check: ChestCTCheck | None = None):
     """Load a CT (DICOM series/patient folder, DICOM file, NIfTI, MHA/MHD, NRRD) as an LPS HU volume.
 
     Args:
         path: see the module docstring for what is accepted.
+        check: plausibility limits (:class:`ChestCTCheck`) applied to the header before the pixels
+            are read; ``None`` (default): no check.
 
     Returns:
         ``MetaTensor`` of shape ``(1, X, Y, Z)``, float32 HU, axes toward Left, Posterior, Superior,
         ``affine`` in MONAI's RAS convention (float64, 4x4). Meta: ``filename_or_obj`` (the given path),
         ``case_id`` (the file or folder name without extension), ``spacing`` (mm, x y z),
         ``original_affine``, ``space`` (``"RAS"``), ``axcodes`` (``"LPS"``), and for DICOM
-        ``series_dir``, ``series_uid``, ``patient_id``, ``num_slices``, ``transfer_syntax``.
+        ``series_dir``, ``series_uid``, ``patient_id``, ``num_slices``, ``transfer_syntax``, ``series``
+        (the chosen series, :meth:`DicomSeries.describe`), ``series_left_out`` (the others),
+        ``tilt_deg`` (angle between the slice step and the normal), ``geometry_note`` (non-empty when
+        ITK/GDCM's own placement differed from the header's) and ``instance_number_increases_toward``
+        (``"S"``, ``"I"`` or ``""``).
 
     Raises:
         CTLoadError: with the path, the problem and the fix (missing path, no DICOM, 1 slice,
@@ -498,6 +727,8 @@ def load_ct(path: str | os.PathLike):
         raise CTLoadError(f"{p}: no such file or folder; give a DICOM folder, a patient folder or a NIfTI/MHA file")
     extra: dict[str, Any] = {"case_id": _case_id(p.resolve())}
     if p.is_file() and _is_volume_file(p):
+        if check is not None:
+            _check_volume_file(p, check)
         if p.name.lower().endswith((".nii", ".nii.gz")):
             _check_nifti_finite(p)
         try:
@@ -518,16 +749,27 @@ def load_ct(path: str | os.PathLike):
                 f"{p}: neither DICOM nor a known volume format ({', '.join(_VOLUME_SUFFIXES)}); give a CT file or folder"
             )
         uid = str(hdr[0].SeriesInstanceUID)
-        matches = [s for s in find_dicom_series(p.parent, modality=None, recursive=False) if s.series_uid == uid]
-        series = matches[0]
+        everything = find_dicom_series(p.parent, modality=None, recursive=False)
+        series = [s for s in everything if s.series_uid == uid][0]
+        left_out = [s for s in everything if s is not series]
     else:
-        series = select_ct_series(p)
-    image = read_dicom_series(series)
+        series, left_out = choose_ct_series(p)
+    if left_out:
+        logger.warning("%s: using CT series %s (%d slices); left out: %s", p, series.series_uid, series.num_slices,
+                       "; ".join(f"{s.modality} series {s.series_uid} ({s.num_slices} slices)" for s in left_out))
+    image, note = read_dicom_series(series, check=check)
+    d = np.asarray(itk.array_from_matrix(image.GetDirection()), dtype=np.float64)
+    normal = np.cross(d[:, 0], d[:, 1])
     extra.update(
         series_dir=series.folder,
         series_uid=series.series_uid,
         patient_id=series.patient_id,
         num_slices=series.num_slices,
         transfer_syntax=series.transfer_syntax,
+        series=series.describe(),
+        series_left_out=[s.describe() for s in left_out],
+        tilt_deg=round(float(np.degrees(np.arccos(min(1.0, abs(float(normal @ d[:, 2])))))), 3),
+        geometry_note=note,
+        instance_number_increases_toward=_instance_number_direction(series),
     )
     return _itk_to_metatensor(image, str(p), extra, series.folder)

@@ -25,10 +25,11 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.transforms import MapTransform, ResizeWithPadOrCrop, Spacing, Transform
+from monai.transforms import MapTransform, Transform
 
-from scripts.ct_io import load_ct, lps_to_ras, to_lps_axis_aligned
-from scripts.drr import detector_affine_lps, hu_to_attenuation, ray_cast_drr, volume_centre_mm
+from scripts.ct_io import ChestCTCheck, load_ct, lps_affine, lps_to_ras, to_lps_axis_aligned
+from scripts.frame import FRAME, VolumeFrame
+from scripts.drr import BACKENDS, detector_affine_lps, render_drr, volume_centre_mm
 from scripts.geometry import ProjectionGeometry
 from scripts.radiograph import postprocess_radiograph
 
@@ -37,11 +38,15 @@ __all__ = [
     "LoadCTd",
     "NormalizeCT",
     "NormalizeCTd",
+    "HUToInt16d",
     "CTTarget",
     "CTTargetd",
     "DRR",
     "DRRd",
     "area_downsample",
+    "point_downsample",
+    "linear_weights",
+    "separable_resample",
     "lps_grid",
 ]
 
@@ -78,27 +83,42 @@ def _set_spacing_meta(img: MetaTensor) -> MetaTensor:
 
 
 # ------------------------------------------------------------------------------------------ LoadCT
+def _as_check(check: ChestCTCheck | bool | None) -> ChestCTCheck | None:
+    if check is True:
+        return ChestCTCheck()
+    return check or None
+
+
 class LoadCT(Transform):
     """Load a CT as an LPS axis-aligned HU volume (see :func:`scripts.ct_io.load_ct`).
 
     Input: a path (str or ``os.PathLike``): a NIfTI/MHA/MHD/NRRD file, a DICOM file, a DICOM series
     folder, or a patient folder in TCIA layout (the CT series with most slices is used).
 
+    Args:
+        check: chest-CT plausibility limits checked from the header before the pixels are read:
+            ``True`` (default) for :class:`~scripts.ct_io.ChestCTCheck`'s defaults, a ``ChestCTCheck``,
+            or ``False`` for none.
+
     Output: ``MetaTensor`` ``(1, X, Y, Z)`` float32 HU, axes toward Left, Posterior, Superior,
     ``affine`` in RAS (MONAI convention), meta ``spacing`` (mm), ``filename_or_obj``, ``case_id``.
     Padding at or below -2000 HU becomes -1024. Raises :class:`scripts.ct_io.CTLoadError` with the fix.
     """
 
+    def __init__(self, check: ChestCTCheck | bool = True) -> None:
+        self.check = _as_check(check)
+
     def __call__(self, path) -> MetaTensor:
-        return load_ct(path)
+        return load_ct(path, check=self.check)
 
 
 class LoadCTd(MapTransform):
     """Dictionary version of :class:`LoadCT`: replaces each path under ``keys`` (default ``"ct"``) by its volume."""
 
-    def __init__(self, keys: KeysCollection = "ct", allow_missing_keys: bool = False) -> None:
+    def __init__(self, keys: KeysCollection = "ct", check: ChestCTCheck | bool = True,
+                 allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.loader = LoadCT()
+        self.loader = LoadCT(check=check)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -107,44 +127,126 @@ class LoadCTd(MapTransform):
         return d
 
 
-# ------------------------------------------------------------------------------------------ NormalizeCT
-class NormalizeCT(Transform):
-    """Resample to isotropic voxels and centre-crop or pad to a cube, keeping world positions.
+# ------------------------------------------------------------------------------------------ resampling
+def linear_weights(positions: np.ndarray, n_in: int) -> np.ndarray:
+    """``(len(positions), n_in)`` weights of linear interpolation at continuous input indices ``positions``.
 
-    Steps: MONAI ``Spacing`` (trilinear) to ``spacing_mm`` isotropic, then ``ResizeWithPadOrCrop``
-    (symmetric about the array centre) to ``size_mm / spacing_mm`` voxels per side. Both move the
-    affine with the data: a landmark at world position p lands at p in the output (within a voxel).
-    Voxels outside the input's extent (resampling border or padding) read ``pad_hu``.
+    A position within half a voxel of the input's extent (``-0.5 <= u <= n_in - 0.5``) takes the value
+    linearly interpolated between its two neighbours (the edge voxel beyond the outer centres); a position
+    outside gets an all-zero row (the caller fills it)."""
+    u = np.asarray(positions, dtype=np.float64)
+    w = np.zeros((u.size, n_in), dtype=np.float64)
+    inside = (u >= -0.5 - 1e-6) & (u <= n_in - 0.5 + 1e-6)
+    uc = np.clip(u, 0.0, n_in - 1.0)
+    i0 = np.minimum(np.floor(uc).astype(np.int64), max(n_in - 2, 0))
+    f = uc - i0
+    rows = np.nonzero(inside)[0]
+    w[rows, i0[rows]] += 1.0 - f[rows]
+    if n_in > 1:
+        w[rows, i0[rows] + 1] += f[rows]
+    return w
+
+
+def separable_resample(vol: np.ndarray, weights: Sequence[np.ndarray], fill: float = 0.0) -> torch.Tensor:
+    """``out[a, b, c] = fill + sum W0[a, i] W1[b, j] W2[c, k] (vol[i, j, k] - fill)`` (float32).
+
+    Only the input range where the weights are non-zero is read, and the axes are contracted largest
+    reduction first, so memory stays near the size of the larger of the input crop and the output.
+    Rows of zeros give ``fill``. ``vol``: ``(X, Y, Z)``; ``weights[a]``: ``(n_out_a, n_in_a)``."""
+    crops, ws = [], []
+    for a, w in enumerate(weights):
+        cols = np.nonzero(np.abs(w).sum(axis=0))[0]
+        lo, hi = (int(cols[0]), int(cols[-1]) + 1) if cols.size else (0, 1)
+        crops.append(slice(lo, hi))
+        ws.append(torch.as_tensor(w[:, lo:hi], dtype=torch.float32))
+    x = torch.as_tensor(np.ascontiguousarray(vol[tuple(crops)]), dtype=torch.float32)
+    if fill:
+        x = x - fill
+    order = sorted(range(3), key=lambda a: ws[a].shape[0] / ws[a].shape[1])  # biggest shrink first
+    for a in order:
+        x = torch.tensordot(ws[a], x.movedim(a, 0), dims=([1], [0])).movedim(0, a)
+    if fill:
+        x = x + fill
+    return x.contiguous()
+
+
+# ------------------------------------------------------------------------------------------ NormalizeCT
+#: Crop rules of :class:`NormalizeCT`.
+CROP_RULES = ("symmetric", "official")
+
+
+class NormalizeCT(Transform):
+    """Cut the ``size_mm`` cube out of a CT and resample it to isotropic ``spacing_mm`` voxels, in one step.
+
+    The output grid is axis-aligned in LPS, ``N = round(size_mm / spacing_mm)`` voxels per side, centred
+    (``crop="symmetric"``, default) on the centre of the input's voxel-centre extent, so a volume longer
+    than the cube loses the same length at both ends and a shorter one is padded equally. Each output
+    voxel is the trilinear interpolation of the input at its centre (:func:`linear_weights`, separable);
+    voxels outside the input (beyond half a voxel of its extent) read ``pad_hu``. The cube is cut
+    *before* resampling: only the input voxels inside it are read, so memory is bounded by the cube and
+    that crop, whatever the input's field of view (a 512 x 512 series with 2 mm pixels reads 160 x 160).
+
+    ``crop="official"`` reproduces the official PerX2CT preprocessing (``crop_to_standard``): along the
+    body axis, a volume longer than the cube keeps the 320 mm at the end where ``InstanceNumber`` is
+    largest (the loader's ``instance_number_increases_toward``; for LIDC-IDRI-0001 the feet end), in-plane
+    it is centred as the default. Without that meta (NIfTI input) the symmetric rule is used and said.
+    The rule applied is ``meta["crop"]``; the cube's centre ``meta["cube_centre_lps_mm"]``.
 
     Args:
         spacing_mm: output voxel size, mm (default 1.0).
-        size_mm: output cube side, mm (default 320); the voxel count is ``round(size_mm / spacing_mm)``.
+        size_mm: output cube side, mm (default :data:`scripts.frame.FRAME` ``.size_mm``, 320).
         pad_hu: value of padded voxels, HU (default -1024, air).
+        crop: ``"symmetric"`` (default) or ``"official"``.
 
-    Input: ``(1, X, Y, Z)`` HU MetaTensor (any orientation MONAI understands; LoadCT's LPS grid keeps LPS).
-    Output: ``(1, N, N, N)`` float32 HU MetaTensor, ``N = round(size_mm / spacing_mm)`` (320 by default),
-    affine with ``spacing_mm`` voxels, meta ``spacing`` updated.
+    Input: ``(1, X, Y, Z)`` HU MetaTensor whose affine is a signed permutation (``LoadCT``'s output).
+    Output: ``(1, N, N, N)`` float32 HU MetaTensor, LPS axes, affine with ``spacing_mm`` voxels.
     """
 
-    def __init__(self, spacing_mm: float = 1.0, size_mm: float = 320.0, pad_hu: float = -1024.0) -> None:
+    def __init__(self, spacing_mm: float = 1.0, size_mm: float = FRAME.size_mm, pad_hu: float = -1024.0,
+                 crop: str = "symmetric") -> None:
         if spacing_mm <= 0 or size_mm <= 0:
             raise ValueError(f"spacing_mm and size_mm must be > 0, got {spacing_mm}, {size_mm}")
+        if crop not in CROP_RULES:
+            raise ValueError(f"crop must be one of {CROP_RULES}, got {crop!r}")
         self.spacing_mm = float(spacing_mm)
         self.size_mm = float(size_mm)
         self.pad_hu = float(pad_hu)
+        self.crop = crop
         self.size_vox = int(round(self.size_mm / self.spacing_mm))
-        self._spacing = Spacing(pixdim=(self.spacing_mm,) * 3, mode="bilinear", padding_mode="zeros", dtype=torch.float32)
-        self._crop_pad = ResizeWithPadOrCrop((self.size_vox,) * 3, mode="constant", value=self.pad_hu)
+
+    def cube_centre(self, shape, spacing, origin, meta: Mapping) -> tuple[np.ndarray, str]:
+        """``(centre_lps_mm, rule)`` of the output cube for an LPS grid of ``shape`` voxels."""
+        first = np.asarray(origin, dtype=np.float64)
+        last = first + (np.asarray(shape) - 1) * np.asarray(spacing)
+        centre = (first + last) / 2
+        rule = "symmetric"
+        if self.crop == "official":
+            toward = str(meta.get("instance_number_increases_toward", "") or "")
+            half = (self.size_vox - 1) / 2 * self.spacing_mm
+            if not toward:
+                rule = "symmetric (official crop asked, but the slice order is unknown: not a DICOM series)"
+            elif last[2] - first[2] + self.spacing_mm <= self.size_mm:
+                rule = "official (shorter than the cube: padded symmetrically)"
+            else:
+                centre[2] = last[2] - half if toward == "S" else first[2] + half
+                end = "superior" if toward == "S" else "inferior"
+                rule = f"official (last {self.size_mm:g} mm in InstanceNumber order: the {end} end kept)"
+        return centre, rule
 
     def __call__(self, img) -> MetaTensor:
         img = _as_metatensor(img)
         if img.ndim != 4 or img.shape[0] != 1:
             raise ValueError(f"NormalizeCT expects a (1, X, Y, Z) volume, got shape {tuple(img.shape)}")
-        x = img.to(torch.float32)
-        # shift so that zero-padding of the resampler means pad_hu
-        x = self._spacing(x - self.pad_hu) + self.pad_hu
-        x = self._crop_pad(x)
-        x = _as_metatensor(x).to(torch.float32)
+        vol, spacing, origin = lps_grid(img)
+        centre, rule = self.cube_centre(vol.shape, spacing, origin, img.meta)
+        offsets = (np.arange(self.size_vox) - (self.size_vox - 1) / 2) * self.spacing_mm
+        weights = [linear_weights((centre[a] + offsets - origin[a]) / spacing[a], vol.shape[a]) for a in range(3)]
+        out = separable_resample(vol, weights, fill=self.pad_hu)
+        first = centre - (self.size_vox - 1) / 2 * self.spacing_mm
+        affine = lps_to_ras(lps_affine([self.spacing_mm] * 3, first))
+        meta = {k: v for k, v in img.meta.items() if k not in ("affine", "original_affine")}
+        meta.update(crop=rule, cube_centre_lps_mm=centre)
+        x = MetaTensor(out[None], affine=torch.as_tensor(affine, dtype=torch.float64), meta=meta)
         return _set_spacing_meta(x)
 
 
@@ -155,17 +257,42 @@ class NormalizeCTd(MapTransform):
         self,
         keys: KeysCollection = "ct",
         spacing_mm: float = 1.0,
-        size_mm: float = 320.0,
+        size_mm: float = FRAME.size_mm,
         pad_hu: float = -1024.0,
+        crop: str = "symmetric",
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.normalizer = NormalizeCT(spacing_mm=spacing_mm, size_mm=size_mm, pad_hu=pad_hu)
+        self.normalizer = NormalizeCT(spacing_mm=spacing_mm, size_mm=size_mm, pad_hu=pad_hu, crop=crop)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
             d[key] = self.normalizer(d[key])
+        return d
+
+
+class HUToInt16d(MapTransform):
+    """Copy a HU volume as int16 (rounded to the nearest HU, clipped to the int16 range) under ``output_key``.
+
+    This is the 1 mm cube kept beside the target (``ct_1mm``): ground truth at 1 mm for slices, zoom-in
+    and on-the-fly DRRs, 2 bytes per voxel. Input: ``(1, X, Y, Z)`` HU MetaTensor; output: the same grid
+    and affine, dtype int16. The source key is left unchanged.
+    """
+
+    def __init__(self, keys: KeysCollection = "ct", output_key: str = "ct_1mm", allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if len(self.keys) != 1:
+            raise ValueError(f"HUToInt16d copies one volume; got keys {self.keys}")
+        self.output_key = output_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            img = _as_metatensor(d[key])
+            x = torch.round(img.as_tensor().to(torch.float32)).clamp(-32768, 32767).to(torch.int16)
+            meta = {k: v for k, v in img.meta.items() if k != "affine"}
+            d[self.output_key] = MetaTensor(x, affine=img.affine.clone(), meta=meta)
         return d
 
 
@@ -208,35 +335,74 @@ def area_downsample(img: MetaTensor, shape: Sequence[int]) -> MetaTensor:
     return _set_spacing_meta(out)
 
 
+def point_downsample(img: MetaTensor, shape: Sequence[int]) -> MetaTensor:
+    """Point sampling of a ``(1, X, Y, Z)`` MetaTensor to ``shape``: each output voxel is the trilinear
+    interpolation of the input at the output voxel's centre (input index ``(i + 0.5) * r - 0.5``,
+    ``r = n_in / n_out``; as ``interpolate(mode="trilinear", align_corners=False)`` without antialiasing).
+    The field of view (outer edges) and the centre are kept, spacing grows by ``r``; the affine follows."""
+    img = _as_metatensor(img)
+    if img.ndim != 4 or img.shape[0] != 1:
+        raise ValueError(f"point_downsample expects a (1, X, Y, Z) volume, got shape {tuple(img.shape)}")
+    n_in = tuple(int(v) for v in img.shape[1:])
+    shape = tuple(int(v) for v in shape)
+    if len(shape) != 3 or any(o < 1 for o in shape):
+        raise ValueError(f"point_downsample needs a 3D output shape, got {shape}")
+    weights = [linear_weights((np.arange(o) + 0.5) * (i / o) - 0.5, i) for i, o in zip(n_in, shape)]
+    y = separable_resample(img.as_tensor()[0].detach().cpu().numpy(), weights)[None]
+    r = np.asarray(n_in, dtype=np.float64) / np.asarray(shape, dtype=np.float64)
+    scale = np.eye(4)
+    scale[:3, :3] = np.diag(r)
+    scale[:3, 3] = (r - 1) / 2  # centre of output voxel 0 in input index units
+    affine = np.asarray(img.affine, dtype=np.float64) @ scale
+    meta = {k: v for k, v in img.meta.items() if k != "affine"}
+    return _set_spacing_meta(MetaTensor(y, affine=torch.as_tensor(affine, dtype=torch.float64), meta=meta))
+
+
+#: Resampling modes of :class:`CTTarget`.
+TARGET_MODES = ("point", "area")
+
+
 class CTTarget(Transform):
     """The training target: the 1 mm HU cube -> ``(1, 128, 128, 128)`` intensities in [0, 1] at 2.5 mm.
 
-    Steps: exact area (box) downsampling (:func:`area_downsample`, anti-aliased; 320 -> 128 averages
-    2.5 x 2.5 x 2.5 mm of input per voxel) of the HU volume, then ``clip(HU + 1024, 0, 2500) / 2500``
-    (float32; HU -1024 -> 0, 1476 -> 1). The affine keeps the cube's outer edges and centre, with
-    spacing ``input spacing x n_in / n_out`` (2.5 mm by default).
+    Steps: resample the HU cube to ``output_size`` voxels per side, then map HU to the target scale of
+    :data:`scripts.frame.FRAME` (``clip(HU + 1024, 0, 2500) / 2500``, float32; -1024 HU -> 0, 1476 -> 1).
+    The affine keeps the cube's outer edges and centre, with spacing ``input spacing x n_in / n_out``.
+
+    Resampling (``mode``):
+
+    * ``"point"`` (default, as the official PerX2CT targets): trilinear interpolation of the 1 mm cube at
+      the centres of the 128 output voxels (:func:`point_downsample`); 320 -> 128 reads the 1 mm voxels
+      nearest to each 2.5 mm centre, so fine structure keeps its contrast (and can alias);
+    * ``"area"``: exact area (box) averaging (:func:`area_downsample`): each voxel is the mean of the
+      2.5 x 2.5 x 2.5 mm it covers, anti-aliased and smoother (thin vessels lose contrast).
 
     Args:
-        output_size: voxels per side of the target (default 128).
-        hu_offset: added to HU before clipping (default 1024).
-        max_value: upper clip and divisor (default 2500).
+        output_size: voxels per side of the target (default ``FRAME.shape``, 128).
+        hu_offset: added to HU before clipping (default ``FRAME.hu_offset``, 1024).
+        max_value: upper clip and divisor (default ``FRAME.hu_range``, 2500).
+        mode: ``"point"`` (default) or ``"area"``.
 
     Input: ``(1, N, N, N)`` HU MetaTensor (``NormalizeCT``'s output). Output: ``(1, S, S, S)`` float32 in [0, 1].
     """
 
-    def __init__(self, output_size: int = 128, hu_offset: float = 1024.0, max_value: float = 2500.0) -> None:
+    def __init__(self, output_size: int = FRAME.shape, hu_offset: float = FRAME.hu_offset,
+                 max_value: float = FRAME.hu_range, mode: str = "point") -> None:
+        if mode not in TARGET_MODES:
+            raise ValueError(f"mode must be one of {TARGET_MODES}, got {mode!r}")
         self.output_size = int(output_size)
-        self.hu_offset = float(hu_offset)
-        self.max_value = float(max_value)
+        self.frame = VolumeFrame(shape=self.output_size, hu_offset=hu_offset, hu_range=max_value)
+        self.mode = mode
 
     def __call__(self, img) -> MetaTensor:
         img = _as_metatensor(img)
         if img.ndim != 4:
             raise ValueError(f"CTTarget expects a (1, X, Y, Z) volume, got shape {tuple(img.shape)}")
-        y = area_downsample(img, (self.output_size,) * 3)
-        y = ((y + self.hu_offset).clamp(0.0, self.max_value) / self.max_value).to(torch.float32)
-        y = _as_metatensor(y)
-        y.meta["intensity"] = f"clip(HU + {self.hu_offset:g}, 0, {self.max_value:g}) / {self.max_value:g}"
+        down = point_downsample if self.mode == "point" else area_downsample
+        y = down(img, (self.output_size,) * 3)
+        y = _as_metatensor(self.frame.hu_to_target(y).to(torch.float32))
+        y.meta["intensity"] = self.frame.intensity_description
+        y.meta["target_resampling"] = self.mode
         return _set_spacing_meta(y)
 
 
@@ -251,16 +417,17 @@ class CTTargetd(MapTransform):
     def __init__(
         self,
         keys: KeysCollection = "ct",
-        output_size: int = 128,
-        hu_offset: float = 1024.0,
-        max_value: float = 2500.0,
+        output_size: int = FRAME.shape,
+        hu_offset: float = FRAME.hu_offset,
+        max_value: float = FRAME.hu_range,
         keep_hu_key: str | None = None,
+        mode: str = "point",
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         if keep_hu_key is not None and len(self.keys) != 1:
             raise ValueError("keep_hu_key needs exactly one key")
-        self.target = CTTarget(output_size=output_size, hu_offset=hu_offset, max_value=max_value)
+        self.target = CTTarget(output_size=output_size, hu_offset=hu_offset, max_value=max_value, mode=mode)
         self.keep_hu_key = keep_hu_key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
@@ -276,7 +443,9 @@ class CTTargetd(MapTransform):
 class DRR(Transform):
     """DRRs of a HU volume, one per view, with a :class:`~scripts.geometry.ProjectionGeometry`.
 
-    The ray casting is :func:`scripts.drr.ray_cast_drr` (ITK ray caster, plastimatch's HU conversion).
+    The ray casting is :func:`scripts.drr.render_drr`: the ITK ray caster (``backend="itk"``, the
+    reference) or the batched torch projector (``backend="torch"``, :mod:`scripts.projector`), both with
+    plastimatch's HU conversion.
     Post-processing (skipped when ``raw=True``), in this order:
     divide by the image's own maximum (``normalize``); quantise to ``quantize_bits`` levels
     (``round(x * (2**b - 1)) / (2**b - 1)``, 255 levels for 8 bits, as a saved 8-bit PNG);
@@ -294,6 +463,8 @@ class DRR(Transform):
         output_shape: ``(H, W)`` of the output (default ``(128, 128)``); ``None`` keeps the detector's.
         raw: return the raw line integrals (float32, the geometry's detector shape), ignoring the
             three options above.
+        backend: ``"itk"`` (default) or ``"torch"``.
+        device: torch device of the ``torch`` backend (default ``"cpu"``).
 
     Input: ``(1, X, Y, Z)`` HU MetaTensor (LoadCT / NormalizeCT output; signed-permutation affines are fine).
     Output: tuple of ``MetaTensor`` ``(1, H, W)`` float32, one per view; rows top to bottom = head to
@@ -312,7 +483,12 @@ class DRR(Transform):
         quantize_bits: int | None = 8,
         output_shape: Sequence[int] | None = (128, 128),
         raw: bool = False,
+        backend: str = "itk",
+        device: str | torch.device = "cpu",
     ) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown DRR backend {backend!r}; choose one of {list(BACKENDS)}")
+        self.backend, self.device = backend, device
         self.geometry = geometry if geometry is not None else ProjectionGeometry.from_preset("perx2ct")
         if isinstance(views, str):
             views = (views,)
@@ -347,10 +523,9 @@ class DRR(Transform):
         img = _as_metatensor(img)
         vol, spacing, origin = lps_grid(img)
         geometry = self._geometry(vol.shape, spacing, origin)
-        mu = hu_to_attenuation(vol)
+        drrs = render_drr(vol, spacing, origin, geometry, self.views, backend=self.backend, device=self.device)
         outs = []
-        for view in self.views:
-            drr = ray_cast_drr(vol, spacing, origin, geometry, view, attenuation=mu)
+        for view, drr in zip(self.views, drrs):
             if self.raw:
                 x = torch.as_tensor(drr)[None]
             else:
@@ -374,7 +549,7 @@ class DRRd(MapTransform):
     and stores view ``views[i]`` under ``output_keys[i]`` (default the view names). The volume stays.
 
     Other arguments as :class:`DRR` (``geometry``, ``isocentre_mm``, ``normalize``, ``quantize_bits``,
-    ``output_shape``, ``raw``).
+    ``output_shape``, ``raw``, ``backend``, ``device``).
     """
 
     def __init__(
@@ -388,12 +563,14 @@ class DRRd(MapTransform):
         quantize_bits: int | None = 8,
         output_shape: Sequence[int] | None = (128, 128),
         raw: bool = False,
+        backend: str = "itk",
+        device: str | torch.device = "cpu",
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         if len(self.keys) != 1:
             raise ValueError(f"DRRd renders one volume; got keys {self.keys}")
-        self.drr = DRR(geometry, views, isocentre_mm, normalize, quantize_bits, output_shape, raw)
+        self.drr = DRR(geometry, views, isocentre_mm, normalize, quantize_bits, output_shape, raw, backend, device)
         self.output_keys = tuple(output_keys) if output_keys is not None else self.drr.views
         if isinstance(output_keys, str):
             self.output_keys = (output_keys,)
