@@ -1,19 +1,24 @@
-"""Image-quality metrics of reconstructed CT volumes: the paper's conventions and honest ones.
+"""Image-quality metrics of reconstructed CT volumes: the paper's convention (the official metric code,
+reproduced exactly) and honest ones.
 
-All functions take volumes in the *target scale*: ``[0, 1] = clip(HU + 1024, 0, 2500) / 2500``,
-as numpy arrays or torch tensors of shape ``(X, Y, Z)`` (a leading singleton channel is accepted),
-laid out as the rest of the bundle (LPS-ordered, see :mod:`scripts.slicing`): *axial* slices fix
-array dim 2, *coronal* dim 1, *sagittal* dim 0.
-
-Two families, reported side by side so users can compare with the paper and with reality:
+All functions take volumes in the *target scale* ``[0, 1] = clip(HU + 1024, 0, 2500) / 2500``
+(:data:`scripts.frame.FRAME`), as numpy arrays or torch tensors of shape ``(X, Y, Z)`` (a leading singleton
+channel is accepted), in the bundle's frame: array axes toward the patient's Left, Posterior, Superior
+(LPS); *axial* slices fix array dim 2, *coronal* dim 1, *sagittal* dim 0 (:mod:`scripts.slicing`).
 
 ========================  ===========================================================  ==========
 name                      definition                                                   convention
 ========================  ===========================================================  ==========
-``psnr_paper``            integer values in [0, 2500], peak **4095**, per 2D slice,     X2CT-GAN /
-                          averaged; identical slices count as 100 dB                   PerX2CT
-``ssim_paper``            3D SSIM, 7-voxel window, ``data_range`` **2**                 X2CT-GAN /
-                                                                                       PerX2CT
+``psnr_paper``            official ``Peak_Signal_to_Noise_Rate_2D``: ``x * 2500`` in   official
+                          float32 cast to int32 (truncation, no clipping); on the      PerX2CT /
+                          official (slice, row, col) stack of the slicing axis, MSE    X2CT-GAN
+                          over (slice, row) for each col index, PSNR = 20 log10(4095
+                          / sqrt(MSE)) (100 dB where MSE = 0), averaged over cols
+``ssim_paper``            official ``Structural_Similarity_slice``: one 3D SSIM over   official
+                          the stack, 7-voxel uniform window, ``data_range`` **2**, no
+                          clipping
+``lpips_paper``           LPIPS-VGG (eval mode, [0, 1] input) per slice of the stack,  official
+                          averaged (only with local LPIPS weights)
 ``psnr``                  peak 2500 HU (1 on [0, 1]), MSE of the whole volume           honest
 ``ssim``                  3D SSIM, 7-voxel window, ``data_range`` 1                     honest
 ``mae_hu``                mean absolute error in HU (difference x 2500)                 honest
@@ -24,11 +29,21 @@ Why the paper's numbers are inflated: a peak of 4095 on data whose range is 2500
 ``data_range`` took the float dtype's range ``[-1, 1]``, i.e. 2, for data living in ``[0, 1]``,
 which makes the stabilising constants ``C1, C2`` four times larger and SSIM higher.
 
+Official frame and stacks (measured against the official pipeline, see the oracle README): the official
+128^3 array ``(i0, i1, i2)`` runs along the bundle's ``(-Z, +Y, +X)``, i.e.
+``official[i0, i1, i2] = bundle[i2, i1, 127 - i0]`` (:func:`bundle_to_official`). ``main_test.run_test``
+stacks each axis's reconstruction as (slice, row, col): axial ``(i0, i1, i2)``, coronal ``(i1, i0, i2)``,
+sagittal ``(i2, i0, i1)`` (:func:`official_stack`). So the PSNR "planes" (fixed col) are planes of fixed
+bundle X for the axial and coronal reconstructions and of fixed bundle Y for the sagittal one, not the
+slices the network rendered. Official index ``k`` of an axial slice is bundle axial index ``127 - k``
+(coronal and sagittal indices are equal). The official ground truth differs per axis (each axis's
+320^2 slices resized on their own); this bundle compares every axis with its one target volume.
+
 Ignite / MONAI integration: :class:`CTVolumeMetric` is a ``monai.metrics.CumulativeIterationMetric``
 computing one value per batch item, and :class:`PSNRHandler`, :class:`PSNRPaperHandler`,
-:class:`SSIMHandler`, :class:`SSIMPaperHandler`, :class:`MAEHUHandler` wrap it in
-``monai.handlers.IgniteMetricHandler`` for ``key_val_metric`` / ``additional_metrics`` of a
-``SupervisedEvaluator`` fed with ``y_pred, y`` of shape ``(B, 1, X, Y, Z)`` in ``[0, 1]``.
+:class:`SSIMHandler`, :class:`SSIMPaperHandler`, :class:`MAEHUHandler`, :class:`LPIPSPaperHandler` wrap it
+in ``monai.handlers.IgniteMetricHandler`` for ``key_val_metric`` / ``additional_metrics`` of a
+``SupervisedEvaluator`` fed with ``y_pred, y`` of shape ``(B, A, X, Y, Z)`` and ``(B, 1, X, Y, Z)``.
 """
 
 from __future__ import annotations
@@ -43,20 +58,29 @@ from monai.handlers import IgniteMetricHandler
 from monai.metrics import CumulativeIterationMetric
 from skimage.metrics import structural_similarity
 
+from scripts.frame import FRAME
+
 __all__ = [
     "HU_RANGE",
     "PAPER_PEAK",
     "PAPER_SSIM_DATA_RANGE",
-    "IDENTICAL_SLICE_PSNR_DB",
+    "IDENTICAL_PLANE_PSNR_DB",
+    "SSIM_WIN_SIZE",
+    "AXES",
     "METRIC_NAMES",
     "slice_dim",
+    "bundle_to_official",
+    "official_to_bundle",
+    "official_stack",
     "psnr_paper",
-    "psnr_true",
     "ssim_paper",
+    "lpips_paper",
+    "psnr_true",
     "ssim_true",
     "mae_hu",
     "evaluate_volume",
     "evaluate_three_axes",
+    "paper_metrics",
     "CTVolumeMetric",
     "CTMetricHandler",
     "PSNRHandler",
@@ -64,30 +88,39 @@ __all__ = [
     "SSIMHandler",
     "SSIMPaperHandler",
     "MAEHUHandler",
-    "PSNRTrue",
-    "PSNRPaper",
+    "LPIPSPaperHandler",
 ]
 
 #: Width of the target scale in HU: [0, 1] covers HU + 1024 in [0, 2500].
-HU_RANGE = 2500.0
+HU_RANGE = FRAME.hu_range
 #: The peak X2CT-GAN's PSNR uses (12-bit maximum), although the data range is 2500.
 PAPER_PEAK = 4095.0
 #: The SSIM data range the paper's scikit-image call used implicitly (float dtype range, -1..1).
 PAPER_SSIM_DATA_RANGE = 2.0
-#: PSNR given to a slice with zero error by X2CT-GAN's metric code (and by :func:`psnr_paper`).
-IDENTICAL_SLICE_PSNR_DB = 100.0
+#: PSNR the official code gives a plane with zero error.
+IDENTICAL_PLANE_PSNR_DB = 100.0
 #: SSIM window, voxels per side (scikit-image's default for uniform windows).
 SSIM_WIN_SIZE = 7
-#: Names of the values :func:`evaluate_volume` returns.
+#: Slicing axes in the paper's order.
+AXES = ("axial", "coronal", "sagittal")
+#: Names of the values :func:`evaluate_volume` returns (plus ``lpips_paper`` when given an LPIPS model).
 METRIC_NAMES = ("psnr_paper", "ssim_paper", "psnr", "ssim", "mae_hu")
 
-_AXES = ("axial", "coronal", "sagittal")
 _AXIS_DIM = {"axial": 2, "coronal": 1, "sagittal": 0}
-# values closer than this (in integer levels) to the next integer are that integer: see psnr_paper
-_INT_TOLERANCE = 1e-3
+# official stack (slice, row, col) of each axis as a transpose of the official (i0, i1, i2) volume
+_OFFICIAL_STACK = {"axial": (0, 1, 2), "coronal": (1, 0, 2), "sagittal": (2, 0, 1)}
+_LPIPS_SLICES_PER_BATCH = 16
 
 
 # ---------------------------------------------------------------------------------------- helpers
+def _axis_name(axis: str | int) -> str:
+    if isinstance(axis, (int, np.integer)) and not isinstance(axis, bool) and 0 <= int(axis) < 3:
+        return AXES[int(axis)]
+    if isinstance(axis, str) and axis.lower() in _AXIS_DIM:
+        return axis.lower()
+    raise ValueError(f"unknown slice axis {axis!r}; use one of {AXES} (or the codes 0, 1, 2)")
+
+
 def slice_dim(axis: str | int) -> int:
     """Array dim fixed by slices along ``axis`` of an ``(X, Y, Z)`` volume.
 
@@ -95,23 +128,24 @@ def slice_dim(axis: str | int) -> int:
     axis code (``0`` axial, ``1`` coronal, ``2`` sagittal, as :func:`scripts.slicing.axis_code`).
     Integer codes are *not* array dims: ``0`` means axial, i.e. array dim 2.
     """
-    if isinstance(axis, (int, np.integer)) and not isinstance(axis, bool) and 0 <= int(axis) < 3:
-        return _AXIS_DIM[_AXES[int(axis)]]
-    if isinstance(axis, str) and axis.lower() in _AXIS_DIM:
-        return _AXIS_DIM[axis.lower()]
-    raise ValueError(f"unknown slice axis {axis!r}; use one of {_AXES} (or the codes 0, 1, 2)")
+    return _AXIS_DIM[_axis_name(axis)]
 
 
-def _volume(x: Any, name: str) -> np.ndarray:
-    """numpy float64 (X, Y, Z) from a numpy array / torch tensor, with a leading channel of 1 dropped."""
+def _array(x: Any, name: str) -> np.ndarray:
+    """numpy array (dtype kept) of a 3D volume from numpy / torch, with leading channels of 1 dropped."""
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
-    a = np.asarray(x, dtype=np.float64)
+    a = np.asarray(x)
     while a.ndim > 3 and a.shape[0] == 1:
         a = a[0]
     if a.ndim != 3:
         raise ValueError(f"{name} must be a 3D volume (X, Y, Z), optionally with one leading channel; got shape {np.shape(x)}")
     return a
+
+
+def _volume(x: Any, name: str) -> np.ndarray:
+    """float64 (X, Y, Z) from a numpy array / torch tensor, with a leading channel of 1 dropped."""
+    return _array(x, name).astype(np.float64, copy=False)
 
 
 def _pair(pred: Any, target: Any, clip: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -123,59 +157,110 @@ def _pair(pred: Any, target: Any, clip: bool) -> tuple[np.ndarray, np.ndarray]:
     return p, t
 
 
-def _to_levels(x: np.ndarray) -> np.ndarray:
-    """[0, 1] -> integer levels in [0, 2500] (float64 holding integers), truncating like ``.type(torch.int32)``.
+# ---------------------------------------------------------------------------------------- official frame
+def bundle_to_official(volume: Any) -> np.ndarray:
+    """Bundle ``(X, Y, Z)`` (LPS) volume -> the official code's ``(i0, i1, i2)`` array (a view, no copy).
 
-    A value within ``1e-3`` of a level below the next integer is taken as that integer: values that are
-    integers up to float rounding (a float32 ``(HU + 1024) / 2500`` times 2500 is often ``k - 1e-4``)
-    keep their level instead of losing one to truncation.
+    ``official[i0, i1, i2] = bundle[i2, i1, n - 1 - i0]``: i0 runs along -Z (head to feet), i1 along +Y
+    (anterior to posterior), i2 along +X (patient right to left).
     """
-    v = np.clip(x * HU_RANGE, 0.0, HU_RANGE)
-    return np.floor(v + _INT_TOLERANCE)
+    v = _array(volume, "volume")
+    return v[:, :, ::-1].transpose(2, 1, 0)
 
 
-# ---------------------------------------------------------------------------------------- metrics
-def psnr_paper(
-    pred: Any,
-    target: Any,
-    axis: str | int = "axial",
-    identical: str = "cap",
-    clip: bool = True,
-) -> float:
-    """PSNR as X2CT-GAN and PerX2CT report it (inflated by 4.29 dB compared with :func:`psnr_true`).
+def official_to_bundle(volume: Any) -> np.ndarray:
+    """Inverse of :func:`bundle_to_official`: official ``(i0, i1, i2)`` -> bundle ``(X, Y, Z)`` (a view)."""
+    v = _array(volume, "volume")
+    return v.transpose(2, 1, 0)[:, :, ::-1]
 
-    Steps: values back to HU + 1024 in ``[0, 2500]`` (``x * 2500``, clipped), cast to integers by
-    truncation; per 2D slice along ``axis``: ``MSE``, ``PSNR = 20 log10(4095 / sqrt(MSE))``; the mean over
-    slices.
+
+def official_stack(volume: Any, axis: str | int) -> np.ndarray:
+    """The (slice, row, col) stack ``main_test.run_test`` builds for slicing ``axis``, from a bundle volume.
+
+    axial: official ``(i0, i1, i2)``; coronal ``(i1, i0, i2)``; sagittal ``(i2, i0, i1)`` (a view).
+    """
+    return bundle_to_official(volume).transpose(_OFFICIAL_STACK[_axis_name(axis)])
+
+
+def _official_levels(stack: np.ndarray) -> np.ndarray:
+    """``tensor * 2500`` in float32 cast to int32 (truncation toward zero, no clipping), as float64."""
+    x = np.asarray(stack, dtype=np.float32)
+    return (x * np.float32(HU_RANGE)).astype(np.int32).astype(np.float64)
+
+
+# ---------------------------------------------------------------------------------------- paper metrics
+def psnr_paper(pred: Any, target: Any, axis: str | int = "axial") -> float:
+    """The official ``Peak_Signal_to_Noise_Rate_2D(target, output, 0, 2500, use_real_max=True)``.
+
+    On the official (slice, row, col) stacks of ``axis`` (:func:`official_stack`): values ``x * 2500``
+    computed in float32 and cast to int32 (truncation toward zero, no clipping: negative or > 1 values keep
+    their level); squared error; mean over slices then rows, leaving one MSE per col index;
+    ``PSNR = 20 log10(4095 / sqrt(MSE))`` per col (100 dB where MSE is 0); the mean over cols.
 
     Args:
-        pred, target: ``(X, Y, Z)`` volumes in [0, 1] (numpy or torch; a leading channel of 1 is dropped).
-        axis: slicing direction, ``"axial"`` (default), ``"coronal"``, ``"sagittal"`` or code 0/1/2
-            (see :func:`slice_dim`).
-        identical: what a slice with zero error (infinite PSNR) counts as. ``"cap"`` (default):
-            100 dB, as X2CT-GAN's metric code does (it inflates the mean when empty slices of air
-            match exactly); ``"skip"``: left out of the mean (``inf`` when every slice is identical).
-        clip: clip both inputs to [0, 1] first (the integer cast clips anyway).
-
-    Returns:
-        the mean PSNR in dB (a Python float).
+        pred, target: ``(X, Y, Z)`` bundle-frame volumes in [0, 1] (numpy or torch; float64 input is
+            rounded to float32 first, as the official tensors were float32).
+        axis: the slicing direction the reconstruction was made with (``"axial"``, ``"coronal"``,
+            ``"sagittal"`` or code 0/1/2); it selects the stack, hence the planes averaged over.
     """
-    if identical not in ("cap", "skip"):
-        raise ValueError(f"identical must be 'cap' or 'skip', got {identical!r}")
-    p, t = _pair(pred, target, clip)
-    dim = slice_dim(axis)
-    err = (_to_levels(p) - _to_levels(t)) ** 2
-    mse = err.mean(axis=tuple(d for d in range(3) if d != dim))  # one value per slice
+    t = _official_levels(official_stack(_array(target, "target"), axis))[None]
+    p = _official_levels(official_stack(_array(pred, "pred"), axis))[None]
+    if p.shape != t.shape:
+        raise ValueError(f"pred and target shapes differ: {p.shape[1:]} vs {t.shape[1:]}")
+    se = np.power(t - p, 2)
+    mse = se.mean(axis=1, keepdims=True).mean(axis=2, keepdims=True).squeeze(2).squeeze(1)  # (1, cols)
     zero = mse == 0
-    with np.errstate(divide="ignore"):
-        psnr = 20.0 * np.log10(PAPER_PEAK / np.sqrt(mse))
-    if identical == "cap":
-        psnr[zero] = IDENTICAL_SLICE_PSNR_DB
-        return float(psnr.mean())
-    kept = psnr[~zero]
-    return float(kept.mean()) if kept.size else math.inf
+    mse[zero] = 1e-10
+    psnr = 20 * np.log10(PAPER_PEAK / np.sqrt(mse))
+    psnr[zero] = IDENTICAL_PLANE_PSNR_DB
+    return float(psnr.mean(1)[0])
 
 
+def ssim_paper(pred: Any, target: Any, axis: str | int = "axial") -> float:
+    """The official ``Structural_Similarity_slice(target, output, PIXEL_MAX=None, channel_axis=False)``.
+
+    With scikit-image 0.19.1 that call is one 3D SSIM over the ``axis`` stack (the size-1 batch axis taken
+    as the channel), uniform 7-voxel window, sample covariance, K1 0.01, K2 0.03, and ``data_range`` from
+    the float64 dtype range [-1, 1], i.e. 2; no clipping. Newer scikit-image refuses float input without
+    ``data_range``, so 2.0 is passed explicitly; the computation is otherwise the same (checked against the
+    official figures in the tests). Inputs are rounded to float32 first, as the official tensors were.
+    """
+    t = np.asarray(official_stack(_array(target, "target"), axis), dtype=np.float32).astype(np.float64)
+    p = np.asarray(official_stack(_array(pred, "pred"), axis), dtype=np.float32).astype(np.float64)
+    if p.shape != t.shape:
+        raise ValueError(f"pred and target shapes differ: {p.shape} vs {t.shape}")
+    if min(p.shape) < SSIM_WIN_SIZE:
+        raise ValueError(f"SSIM needs a volume of at least {SSIM_WIN_SIZE} voxels per side, got {p.shape}")
+    return float(structural_similarity(t, p, win_size=SSIM_WIN_SIZE, data_range=PAPER_SSIM_DATA_RANGE))
+
+
+@torch.no_grad()
+def lpips_paper(pred: Any, target: Any, lpips: torch.nn.Module, axis: str | int = "axial") -> float:
+    """The official per-axis LPIPS: ``LPIPS(target_slice, output_slice)`` for every slice of the ``axis``
+    stack (grey repeated to 3 channels, [0, 1] values fed unchanged), averaged.
+
+    ``lpips`` is a :class:`scripts.losses.LPIPSVGG` (built from local weights); it is used in eval mode
+    (no dropout) on the device of its buffers.
+    """
+    t = np.ascontiguousarray(official_stack(_array(target, "target"), axis), dtype=np.float32)
+    p = np.ascontiguousarray(official_stack(_array(pred, "pred"), axis), dtype=np.float32)
+    if p.shape != t.shape:
+        raise ValueError(f"pred and target shapes differ: {p.shape} vs {t.shape}")
+    was_training = lpips.training
+    lpips.eval()
+    device = next(iter(lpips.buffers())).device
+    try:
+        values = []
+        for s in range(0, t.shape[0], _LPIPS_SLICES_PER_BATCH):
+            tt = torch.from_numpy(t[s : s + _LPIPS_SLICES_PER_BATCH])[:, None].to(device)
+            pp = torch.from_numpy(p[s : s + _LPIPS_SLICES_PER_BATCH])[:, None].to(device)
+            values.append(lpips(tt, pp).double().cpu())
+    finally:
+        lpips.train(was_training)
+    return float(torch.cat(values).mean())
+
+
+# ---------------------------------------------------------------------------------------- honest metrics
 def psnr_true(pred: Any, target: Any, clip: bool = True) -> float:
     """Honest PSNR: peak = the data range (2500 HU, i.e. 1 on the [0, 1] scale), MSE of the whole volume.
 
@@ -187,32 +272,12 @@ def psnr_true(pred: Any, target: Any, clip: bool = True) -> float:
     return math.inf if mse == 0 else float(20.0 * math.log10(1.0 / math.sqrt(mse)))
 
 
-def _ssim(p: np.ndarray, t: np.ndarray, data_range: float) -> float:
+def ssim_true(pred: Any, target: Any, clip: bool = True) -> float:
+    """Honest 3D SSIM: 7-voxel uniform window, ``data_range = 1`` (the range of the [0, 1] scale)."""
+    p, t = _pair(pred, target, clip)
     if min(p.shape) < SSIM_WIN_SIZE:
         raise ValueError(f"SSIM needs a volume of at least {SSIM_WIN_SIZE} voxels per side, got {p.shape}")
-    # argument order as the paper's call (ground truth second does not matter: SSIM is symmetric)
-    return float(structural_similarity(p, t, win_size=SSIM_WIN_SIZE, data_range=data_range))
-
-
-def ssim_paper(pred: Any, target: Any, clip: bool = True) -> float:
-    """SSIM as X2CT-GAN and PerX2CT report it: scikit-image on the stacked 3D volume, 7-voxel window,
-    ``data_range = 2``.
-
-    The paper's code called ``structural_similarity`` on float images without ``data_range``; older
-    scikit-image then used the float dtype's range, ``[-1, 1]``, i.e. 2, for data living in ``[0, 1]``.
-    scikit-image 0.26 refuses that call (``ValueError``: float images need ``data_range``), so the
-    convention is reproduced by passing ``data_range=2.0`` and ``win_size=7`` explicitly (the other
-    arguments are scikit-image's defaults then and now: uniform window, sample covariance,
-    K1 = 0.01, K2 = 0.03). The doubled range quadruples C1 and C2 and inflates SSIM.
-    """
-    p, t = _pair(pred, target, clip)
-    return _ssim(p, t, PAPER_SSIM_DATA_RANGE)
-
-
-def ssim_true(pred: Any, target: Any, clip: bool = True) -> float:
-    """Honest 3D SSIM: as :func:`ssim_paper` but with ``data_range = 1`` (the range of the [0, 1] scale)."""
-    p, t = _pair(pred, target, clip)
-    return _ssim(p, t, 1.0)
+    return float(structural_similarity(p, t, win_size=SSIM_WIN_SIZE, data_range=1.0))
 
 
 def mae_hu(pred: Any, target: Any, clip: bool = True) -> float:
@@ -221,59 +286,116 @@ def mae_hu(pred: Any, target: Any, clip: bool = True) -> float:
     return float(np.mean(np.abs(p - t)) * HU_RANGE)
 
 
-def evaluate_volume(pred: Any, target: Any, axis: str | int = "axial", clip: bool = True) -> dict[str, float]:
-    """All metrics of one reconstruction: ``{"psnr_paper", "ssim_paper", "psnr", "ssim", "mae_hu"}``.
+# ---------------------------------------------------------------------------------------- evaluation
+def evaluate_volume(
+    pred: Any,
+    target: Any,
+    axis: str | int = "axial",
+    clip: bool = True,
+    lpips: torch.nn.Module | None = None,
+) -> dict[str, float]:
+    """All metrics of one reconstruction: ``psnr_paper, ssim_paper, psnr, ssim, mae_hu`` (+ ``lpips_paper``).
 
-    ``axis`` is the slicing direction the reconstruction was made with; ``psnr_paper`` averages over
-    slices along it. The other metrics are whole-volume and do not depend on it.
+    ``axis`` is the slicing direction the reconstruction was made with (it selects the official stack of
+    the paper metrics). ``clip`` applies to the honest metrics only (the official code does not clip).
+    ``lpips``: an LPIPS model (:class:`scripts.losses.LPIPSVGG`) to add ``lpips_paper``; None skips it.
     """
-    p, t = _pair(pred, target, clip)
-    return {
-        "psnr_paper": psnr_paper(p, t, axis=axis, clip=False),
-        "ssim_paper": _ssim(p, t, PAPER_SSIM_DATA_RANGE),
-        "psnr": psnr_true(p, t, clip=False),
-        "ssim": _ssim(p, t, 1.0),
-        "mae_hu": mae_hu(p, t, clip=False),
+    _pair(pred, target, clip=False)  # shape check with a clear message
+    out = {
+        "psnr_paper": psnr_paper(pred, target, axis=axis),
+        "ssim_paper": ssim_paper(pred, target, axis=axis),
+        "psnr": psnr_true(pred, target, clip=clip),
+        "ssim": ssim_true(pred, target, clip=clip),
+        "mae_hu": mae_hu(pred, target, clip=clip),
     }
+    if lpips is not None:
+        out["lpips_paper"] = lpips_paper(pred, target, lpips, axis=axis)
+    return out
 
 
-def evaluate_three_axes(preds: Mapping[str | int, Any], target: Any, clip: bool = True) -> dict[str, float]:
+def evaluate_three_axes(
+    preds: Mapping[str | int, Any],
+    target: Any,
+    clip: bool = True,
+    lpips: torch.nn.Module | None = None,
+    per_axis: bool = False,
+) -> dict[str, float]:
     """The paper's protocol: a test volume reconstructed once per slicing direction, metrics averaged.
 
     Args:
         preds: slicing axis (``"axial"``, ``"coronal"``, ``"sagittal"`` or code 0/1/2) -> the ``(X, Y, Z)``
             volume reconstructed by slicing along it. One, two or three entries.
         target: the ground truth ``(X, Y, Z)`` volume.
+        clip: clip inputs of the honest metrics to [0, 1].
+        lpips: optional LPIPS model (adds ``lpips_paper``).
+        per_axis: also return ``<metric>_<axis>`` for every entry.
 
     Returns:
-        the mean over the entries of :func:`evaluate_volume` (each ``psnr_paper`` sliced along its own axis).
+        the mean over the entries of :func:`evaluate_volume` (each paper metric on its own axis's stack).
     """
     if not preds:
         raise ValueError("evaluate_three_axes needs at least one reconstruction (axis -> volume)")
-    t = _volume(target, "target")
-    results = [evaluate_volume(v, t, axis=a, clip=clip) for a, v in preds.items()]
-    return {k: float(np.mean([r[k] for r in results])) for k in METRIC_NAMES}
+    results = {_axis_name(a): evaluate_volume(v, target, axis=a, clip=clip, lpips=lpips) for a, v in preds.items()}
+    names = list(next(iter(results.values())))
+    out = {k: float(np.mean([r[k] for r in results.values()])) for k in names}
+    if per_axis:
+        out.update({f"{k}_{a}": r[k] for a, r in results.items() for k in names})
+    return out
 
 
+def paper_metrics(
+    preds: Mapping[str | int, Any],
+    targets: Any,
+    lpips: torch.nn.Module | None = None,
+) -> dict[str, dict[str, float]]:
+    """The official ``calculate_metric_per_patient`` on one case: per axis and averaged.
+
+    Args:
+        preds: axis -> bundle-frame ``(X, Y, Z)`` reconstruction made by slicing along that axis.
+        targets: one ground-truth volume for every axis, or a mapping axis -> volume (the official code
+            compares each axis with ground truth resampled from that axis's own slices).
+        lpips: optional LPIPS model (adds ``lpips``).
+
+    Returns:
+        ``{"axial": {"psnr", "ssim"[, "lpips"]}, "coronal": ..., "sagittal": ..., "avg": {...}}`` with the
+        layout of the oracle's ``expected_metrics.json``; ``avg`` is the mean over the given axes.
+    """
+    if not preds:
+        raise ValueError("paper_metrics needs at least one reconstruction (axis -> volume)")
+    out: dict[str, dict[str, float]] = {}
+    for a, v in preds.items():
+        name = _axis_name(a)
+        t = targets[a] if isinstance(targets, Mapping) else targets
+        out[name] = {"psnr": psnr_paper(v, t, axis=name), "ssim": ssim_paper(v, t, axis=name)}
+        if lpips is not None:
+            out[name]["lpips"] = lpips_paper(v, t, lpips, axis=name)
+    keys = list(next(iter(out.values())))
+    out["avg"] = {k: float(np.mean([out[a][k] for a in list(out)])) for k in keys}
+    return out
+
+
+# ---------------------------------------------------------------------------------------- MONAI / ignite
 _FUNCTIONS: dict[str, Callable[..., float]] = {
     "psnr_paper": psnr_paper,
     "ssim_paper": ssim_paper,
+    "lpips_paper": lpips_paper,
     "psnr": psnr_true,
     "ssim": ssim_true,
     "mae_hu": mae_hu,
 }
+_PAPER = ("psnr_paper", "ssim_paper", "lpips_paper")
 
 
-# ---------------------------------------------------------------------------------------- MONAI / ignite
 class CTVolumeMetric(CumulativeIterationMetric):
     """One of the metrics above as a MONAI cumulative metric (one value per batch item).
 
     Args:
-        metric: one of :data:`METRIC_NAMES`.
-        axis: slicing axis of ``psnr_paper`` when predictions have one channel.
+        metric: one of :data:`METRIC_NAMES` or ``"lpips_paper"`` (which needs ``lpips``).
+        axis: slicing axis of the paper metrics when predictions have one channel.
         axes: when ``y_pred`` has ``A > 1`` channels they are reconstructions along ``axes[:A]``
             (default axial, coronal, sagittal, the evaluation layout); the item's value is their mean.
-        clip: clip inputs to [0, 1].
+        clip: clip inputs of the honest metrics to [0, 1] (the paper metrics never clip).
+        lpips: the LPIPS model of ``lpips_paper`` (:class:`scripts.losses.LPIPSVGG`).
 
     Call with ``y_pred`` ``(B, A, X, Y, Z)`` and ``y`` ``(B, 1, X, Y, Z)`` (or lists of channel-first
     tensors); each call appends a ``(B, 1)`` tensor; :meth:`aggregate` returns the mean over all items
@@ -284,21 +406,26 @@ class CTVolumeMetric(CumulativeIterationMetric):
         self,
         metric: str = "psnr",
         axis: str | int = "axial",
-        axes: Sequence[str | int] = _AXES,
+        axes: Sequence[str | int] = AXES,
         clip: bool = True,
+        lpips: torch.nn.Module | None = None,
     ) -> None:
         super().__init__()
         if metric not in _FUNCTIONS:
-            raise ValueError(f"unknown metric {metric!r}; choose one of {METRIC_NAMES}")
+            raise ValueError(f"unknown metric {metric!r}; choose one of {tuple(_FUNCTIONS)}")
+        if metric == "lpips_paper" and lpips is None:
+            raise ValueError("lpips_paper needs an LPIPS model (scripts.losses.LPIPSVGG from local weights)")
         slice_dim(axis)
         for a in axes:
             slice_dim(a)
-        self.metric, self.axis, self.axes, self.clip = metric, axis, tuple(axes), clip
+        self.metric, self.axis, self.axes, self.clip, self.lpips = metric, axis, tuple(axes), clip, lpips
 
     def _value(self, pred: np.ndarray, target: np.ndarray, axis: str | int) -> float:
         fn = _FUNCTIONS[self.metric]
-        if self.metric == "psnr_paper":
-            return fn(pred, target, axis=axis, clip=self.clip)
+        if self.metric == "lpips_paper":
+            return fn(pred, target, self.lpips, axis=axis)
+        if self.metric in _PAPER:
+            return fn(pred, target, axis=axis)
         return fn(pred, target, clip=self.clip)
 
     def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
@@ -343,13 +470,14 @@ class CTMetricHandler(IgniteMetricHandler):
         self,
         metric: str | None = None,
         axis: str | int = "axial",
-        axes: Sequence[str | int] = _AXES,
+        axes: Sequence[str | int] = AXES,
         clip: bool = True,
         output_transform: Callable = lambda x: x,
         save_details: bool = True,
+        lpips: torch.nn.Module | None = None,
     ) -> None:
         super().__init__(
-            metric_fn=CTVolumeMetric(metric or self.metric_name, axis=axis, axes=axes, clip=clip),
+            metric_fn=CTVolumeMetric(metric or self.metric_name, axis=axis, axes=axes, clip=clip, lpips=lpips),
             output_transform=output_transform,
             save_details=save_details,
         )
@@ -364,8 +492,22 @@ class PSNRHandler(CTMetricHandler):
         super().__init__(self.metric_name, clip=clip, output_transform=output_transform, save_details=save_details)
 
 
+class SSIMHandler(PSNRHandler):
+    """Honest 3D SSIM (data_range 1) as an ignite metric; see :func:`ssim_true`."""
+
+    metric_name = "ssim"
+
+
+class MAEHUHandler(PSNRHandler):
+    """Mean absolute error in HU as an ignite metric; see :func:`mae_hu` (lower is better)."""
+
+    metric_name = "mae_hu"
+
+
 class PSNRPaperHandler(CTMetricHandler):
-    """The paper's PSNR (integers, peak 4095, per slice along ``axis``); see :func:`psnr_paper`."""
+    """The paper's PSNR (official code: int32 levels, peak 4095, per col plane of the ``axis`` stack);
+    see :func:`psnr_paper`. ``axis``: slicing axis of one-channel predictions (multi-channel ones follow
+    ``axes``). ``clip`` is accepted for compatibility and ignored (the official code does not clip)."""
 
     metric_name = "psnr_paper"
 
@@ -375,28 +517,44 @@ class PSNRPaperHandler(CTMetricHandler):
         output_transform: Callable = lambda x: x,
         save_details: bool = True,
         clip: bool = True,
+        axes: Sequence[str | int] = AXES,
     ) -> None:
-        super().__init__(self.metric_name, axis=axis, clip=clip, output_transform=output_transform, save_details=save_details)
+        super().__init__(self.metric_name, axis=axis, axes=axes, clip=clip, output_transform=output_transform,
+                         save_details=save_details)
 
 
-class SSIMHandler(PSNRHandler):
-    """Honest 3D SSIM (data_range 1) as an ignite metric; see :func:`ssim_true`."""
-
-    metric_name = "ssim"
-
-
-class SSIMPaperHandler(PSNRHandler):
-    """The paper's 3D SSIM (data_range 2) as an ignite metric; see :func:`ssim_paper`."""
+class SSIMPaperHandler(PSNRPaperHandler):
+    """The paper's 3D SSIM (data_range 2, no clipping) as an ignite metric; see :func:`ssim_paper`."""
 
     metric_name = "ssim_paper"
 
 
-class MAEHUHandler(PSNRHandler):
-    """Mean absolute error in HU as an ignite metric; see :func:`mae_hu` (lower is better)."""
+class LPIPSPaperHandler(CTMetricHandler):
+    """The paper's per-slice LPIPS as an ignite metric (lower is better); see :func:`lpips_paper`.
 
-    metric_name = "mae_hu"
+    Args:
+        lpips_vgg_weights, lpips_lin_weights: local files (``python -m scripts download_weights --name
+            vgg16,lpips_lin``); the model is built once, in eval mode, on ``device``.
+        axis, axes: as :class:`PSNRPaperHandler`.
+        device: where LPIPS runs (default CPU).
 
+    In a config, disable it when the weights are absent: ``"_disabled_": "$@lpips_vgg_weights is None"``.
+    """
 
-#: Aliases.
-PSNRTrue = PSNRHandler
-PSNRPaper = PSNRPaperHandler
+    metric_name = "lpips_paper"
+
+    def __init__(
+        self,
+        lpips_vgg_weights: str,
+        lpips_lin_weights: str | None = None,
+        axis: str | int = "axial",
+        axes: Sequence[str | int] = AXES,
+        output_transform: Callable = lambda x: x,
+        save_details: bool = True,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        from scripts.losses import LPIPSVGG
+
+        model = LPIPSVGG(lpips_vgg_weights, lpips_lin_weights, input_range="unit").eval().to(device)
+        super().__init__(self.metric_name, axis=axis, axes=axes, output_transform=output_transform,
+                         save_details=save_details, lpips=model)

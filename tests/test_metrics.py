@@ -1,8 +1,11 @@
-"""Metrics: hand-computed values of both conventions, and the ignite handler in an engine."""
+"""Metrics: the paper convention against the official metric code's figures (oracle), hand-computed values of
+the official PSNR's quirks, the frame mapping, the honest metrics, and the ignite handlers in an engine."""
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +16,7 @@ from skimage.metrics import structural_similarity
 from scripts import metrics as M
 
 SHAPE = (16, 12, 10)
+OFFICIAL = Path(__file__).parent / "data" / "official"
 
 
 def _target(seed: int = 0, dtype=np.float32) -> np.ndarray:
@@ -21,74 +25,130 @@ def _target(seed: int = 0, dtype=np.float32) -> np.ndarray:
     return (rng.integers(200, 2200, size=SHAPE) / 2500.0).astype(dtype)
 
 
-def test_constant_offset_both_conventions():
-    t = _target()
-    k = 25  # HU
-    p = (np.round(t.astype(np.float64) * 2500) + k) / 2500.0
-    true = M.psnr_true(p, t)
-    paper = M.psnr_paper(p, t)
-    assert true == pytest.approx(20 * math.log10(2500 / k), abs=1e-4)
-    assert paper == pytest.approx(20 * math.log10(4095 / k), abs=1e-9)  # integers exact: no float slack
-    assert paper - true == pytest.approx(20 * math.log10(4095 / 2500), abs=0.01)
-    assert paper - true == pytest.approx(4.29, abs=0.01)
-    assert M.mae_hu(p, t) == pytest.approx(k, abs=1e-3)
+# ------------------------------------------------------------------------------------ official oracle
+@pytest.fixture(scope="module")
+def oracle():
+    """The official reconstruction (float16, official frame) and eval GT of LIDC-IDRI-0001, mapped into the
+    bundle frame, and the official metric code's figures on exactly these arrays."""
+    vol = np.load(OFFICIAL / "expected_perx2ct_volume.npz")
+    gt = np.load(OFFICIAL / "lidc0001_official_data.npz")["gt"]
+    expected = json.loads((OFFICIAL / "expected_metrics.json").read_text())["from_files"]
+    preds = {a: np.ascontiguousarray(M.official_to_bundle(vol[f"recon_{a}"].astype(np.float32))) for a in M.AXES}
+    return preds, np.ascontiguousarray(M.official_to_bundle(gt)), expected
 
 
-def test_float32_levels_survive_integer_cast():
-    """Every float32 level / 2500 gives back its level (no off-by-one from truncation)."""
-    k = np.arange(2501)
-    x = (k / 2500.0).astype(np.float32)
-    assert np.array_equal(M._to_levels(x.astype(np.float64)), k.astype(np.float64))
+def test_paper_metrics_equal_official_metric_code(oracle):
+    """PSNR / SSIM per axis and averaged equal the official main_test functions' figures (from_files)."""
+    preds, target, expected = oracle
+    res = M.paper_metrics(preds, target)
+    for key in (*M.AXES, "avg"):
+        assert res[key]["psnr"] == pytest.approx(expected[key]["psnr"], rel=1e-6, abs=0), key
+        assert res[key]["ssim"] == pytest.approx(expected[key]["ssim"], rel=0, abs=1e-6), key
+    # the stack matters: the sagittal reconstruction scored on the axial stack gives another number
+    assert abs(M.psnr_paper(preds["sagittal"], target, "axial") - expected["sagittal"]["psnr"]) > 1e-3
 
 
-def test_psnr_paper_is_per_slice_mean_and_axis():
-    t = np.full(SHAPE, 0.4)
+def test_frame_mapping_and_official_stacks():
+    """official (i0, i1, i2) runs along bundle (-Z, +Y, +X); stacks are the official transposes."""
+    n = 6
+    i0, i1, i2 = np.meshgrid(np.arange(n), np.arange(n), np.arange(n), indexing="ij")
+    off = (100 * i0 + 10 * i1 + i2).astype(np.float32)  # value encodes the official index
+    b = M.official_to_bundle(off)
+    x, y, z = 1, 2, 4
+    assert b[x, y, z] == off[n - 1 - z, y, x]
+    assert np.array_equal(M.bundle_to_official(b), off)
+    assert np.array_equal(M.official_stack(b, "axial"), off)
+    assert np.array_equal(M.official_stack(b, 1), off.transpose(1, 0, 2))  # coronal (i1, i0, i2)
+    assert np.array_equal(M.official_stack(b, "sagittal"), off.transpose(2, 0, 1))  # sagittal (i2, i0, i1)
+    # official axial slice k = bundle axial slice n - 1 - k (array dim 2)
+    assert np.array_equal(M.official_stack(b, "axial")[1], b[:, :, n - 2].T)
+
+
+def test_psnr_paper_official_quirks():
+    """Truncation without clipping, float32 products, per-col planes, 100 dB for identical planes."""
+    t = np.full(SHAPE, 0.4, dtype=np.float32)
+    # outside [0, 1] is not clipped: level 2750 vs 1000 everywhere
+    assert M.psnr_paper(np.full(SHAPE, 1.1, np.float32), t) == pytest.approx(20 * math.log10(4095 / 1750), abs=1e-9)
+    # truncation toward zero: -0.0002 * 2500 = -0.5 -> level 0 (not -1), so 0 vs level 1 = 0.0004
+    z = np.zeros(SHAPE, np.float32)
+    assert M.psnr_paper(np.full(SHAPE, -0.0002, np.float32), np.full(SHAPE, 0.0004, np.float32)) == pytest.approx(
+        20 * math.log10(4095 / 1), abs=1e-9
+    )
+    assert M.psnr_paper(z, z) == M.IDENTICAL_PLANE_PSNR_DB
+    # float32 arithmetic as the official tensors: float32(0.0008) * 2500 is 2.0 in float32 (1.99999995 in
+    # float64, which would truncate to 1); float32(0.0028) * 2500 is 6.9999995 -> level 6 (a level lost)
+    for v, level in ((np.float32(0.0008), 2), (np.float32(0.0028), 6)):
+        assert M.psnr_paper(np.full(SHAPE, v), z) == pytest.approx(20 * math.log10(4095 / level), abs=1e-9)
+    assert int(np.float64(np.float32(0.0008)) * 2500) == 1
+    # planes: official axial stack (i0, i1, i2) = bundle (Z reversed, Y, X); cols = bundle X (dim 0)
     p = t.copy()
-    p[..., 0] += 10 / 2500  # axial slice 0 (array dim 2): error 10 HU everywhere in it
-    p[..., 1] += 20 / 2500  # axial slice 1: 20 HU
-    # axial: slices 0 and 1 have errors, the 8 others are identical
-    s0, s1 = 20 * math.log10(4095 / 10), 20 * math.log10(4095 / 20)
-    assert M.psnr_paper(p, t, axis="axial", identical="skip") == pytest.approx((s0 + s1) / 2, abs=1e-6)
-    assert M.psnr_paper(p, t, axis=0, identical="cap") == pytest.approx((s0 + s1 + 8 * 100) / 10, abs=1e-6)
-    # sagittal (dim 0): every slice has the same MSE = (100 + 400) / 10
-    s = 20 * math.log10(4095 / math.sqrt(50))
-    assert M.psnr_paper(p, t, axis="sagittal") == pytest.approx(s, abs=1e-6)
-    assert M.psnr_paper(t, t, identical="skip") == math.inf
-    assert M.psnr_paper(t, t) == pytest.approx(100.0)
-    assert M.psnr_true(t, t) == math.inf
+    p[0] += np.float32(10 / 2500)  # bundle X = 0: error 10 HU -> one col plane
+    p[1] += np.float32(20 / 2500)  # bundle X = 1: 20 HU
+    lv = lambda a: (a.astype(np.float32) * np.float32(2500)).astype(np.int32)  # noqa: E731 - the official cast
+    e0, e1 = float(lv(p[0]).max() - lv(t[0]).max()), float(lv(p[1]).max() - lv(t[1]).max())
+    cols = [20 * math.log10(4095 / e0), 20 * math.log10(4095 / e1)] + [100.0] * (SHAPE[0] - 2)
+    assert M.psnr_paper(p, t, "axial") == pytest.approx(np.mean(cols), abs=1e-9)
+    assert M.psnr_paper(p, t, "coronal") == pytest.approx(np.mean(cols), abs=1e-9)  # cols = X as well
+    # sagittal stack (i2, i0, i1): cols = bundle Y, each holding the same errors -> one MSE
+    mse = (e0**2 + e1**2) / SHAPE[0]
+    assert M.psnr_paper(p, t, "sagittal") == pytest.approx(20 * math.log10(4095 / math.sqrt(mse)), abs=1e-9)
     with pytest.raises(ValueError, match="slice axis"):
         M.psnr_paper(p, t, axis="oblique")
 
 
-def test_ssim_identical_and_conventions():
-    t = _target(1).astype(np.float64)
+def test_constant_offset_both_conventions():
+    t = _target()
+    k = 25  # HU
+    p = ((np.round(t.astype(np.float64) * 2500) + k) / 2500.0).astype(np.float32)
+    true = M.psnr_true(p, t)
+    paper = M.psnr_paper(p, t)
+    assert true == pytest.approx(20 * math.log10(2500 / k), abs=1e-3)
+    # the official float32 truncation loses a level where level / 2500 rounds below the integer
+    lv = lambda a: (a * np.float32(2500)).astype(np.int32).astype(np.float64)  # noqa: E731
+    d = (lv(p) - lv(t)) ** 2
+    expect = np.mean(20 * np.log10(4095 / np.sqrt(d.mean(axis=(1, 2)))))  # cols of the axial stack = bundle X
+    assert paper == pytest.approx(expect, abs=1e-9)
+    assert paper - true == pytest.approx(20 * math.log10(4095 / 2500), abs=0.1)
+    assert M.mae_hu(p, t) == pytest.approx(k, abs=1e-3)
+
+
+def test_ssim_conventions():
+    t = _target(1)
     assert M.ssim_true(t, t) == pytest.approx(1.0, abs=1e-9)
     assert M.ssim_paper(t, t) == pytest.approx(1.0, abs=1e-9)
     rng = np.random.default_rng(2)
-    p = np.clip(t + rng.normal(0, 0.05, size=t.shape), 0, 1)
+    p = (t + rng.normal(0, 0.05, size=t.shape)).astype(np.float32)  # not clipped by the paper metric
     paper, true = M.ssim_paper(p, t), M.ssim_true(p, t)
+    t64, p64 = t.astype(np.float64), p.astype(np.float64)
+    assert paper == pytest.approx(structural_similarity(t64, p64, win_size=7, data_range=2.0), abs=1e-12)
+    assert true == pytest.approx(structural_similarity(np.clip(p64, 0, 1), t64, win_size=7, data_range=1.0), abs=1e-12)
     assert paper > true  # the doubled range inflates SSIM
-    assert paper == pytest.approx(structural_similarity(p, t, win_size=7, data_range=2.0), abs=1e-12)
-    assert true == pytest.approx(structural_similarity(p, t, win_size=7, data_range=1.0), abs=1e-12)
+    # SSIM is one 3D SSIM: the stacking order does not change it (beyond rounding)
+    assert M.ssim_paper(p, t, "sagittal") == pytest.approx(paper, abs=1e-12)
     # the paper's original call (float input, no data_range) is refused by this scikit-image
     with pytest.raises(ValueError):
-        structural_similarity(p, t, win_size=7)
+        structural_similarity(p64, t64, win_size=7)
 
 
 def test_torch_input_channel_and_evaluate():
     t = _target(3)
-    p = np.clip(t + 0.01, 0, 1)
+    p = np.clip(t + 0.01, 0, 1).astype(np.float32)
     res_np = M.evaluate_volume(p, t)
     res_t = M.evaluate_volume(torch.from_numpy(p)[None], torch.from_numpy(t)[None])
     assert set(res_np) == set(M.METRIC_NAMES)
     for k in M.METRIC_NAMES:
         assert res_np[k] == pytest.approx(res_t[k])
     three = M.evaluate_three_axes({"axial": p, "coronal": p, "sagittal": t}, t)
-    for k in ("psnr", "mae_hu"):
-        assert three[k] == pytest.approx({"psnr": (2 * res_np["psnr"] + math.inf) / 3, "mae_hu": 2 / 3 * res_np["mae_hu"]}[k])
+    assert three["psnr"] == pytest.approx((2 * res_np["psnr"] + math.inf) / 3)
+    assert three["mae_hu"] == pytest.approx(2 / 3 * res_np["mae_hu"])
     assert three["ssim"] == pytest.approx((2 * res_np["ssim"] + 1) / 3)
+    per = M.evaluate_three_axes({"axial": p, 2: t}, t, per_axis=True)
+    assert per["psnr_paper_axial"] == M.psnr_paper(p, t, "axial") and per["mae_hu_sagittal"] == 0.0
+    assert per["psnr_paper"] == pytest.approx((M.psnr_paper(p, t, "axial") + 100.0) / 2)
     with pytest.raises(ValueError, match="shapes differ"):
         M.psnr_true(p, t[:-1])
+    with pytest.raises(ValueError, match="shapes differ"):
+        M.evaluate_volume(p, t[:-1])
 
 
 def test_ignite_handler_matches_functions():
@@ -110,12 +170,14 @@ def test_ignite_handler_matches_functions():
 
     out = from_engine(["pred", "label"])
     M.PSNRPaperHandler(output_transform=out).attach(engine, "psnr_paper")
+    M.PSNRPaperHandler(axis="sagittal", output_transform=out).attach(engine, "psnr_paper_sag")
     M.PSNRHandler(output_transform=out).attach(engine, "psnr")
     M.SSIMPaperHandler(output_transform=out).attach(engine, "ssim_paper")
     M.MAEHUHandler(output_transform=out).attach(engine, "mae_hu")
     engine.run([0, 1], max_epochs=1)
     expect = {
         "psnr_paper": np.mean([M.psnr_paper(p, t) for p, t in zip(preds, targets)]),
+        "psnr_paper_sag": np.mean([M.psnr_paper(p, t, "sagittal") for p, t in zip(preds, targets)]),
         "psnr": np.mean([M.psnr_true(p, t) for p, t in zip(preds, targets)]),
         "ssim_paper": np.mean([M.ssim_paper(p, t) for p, t in zip(preds, targets)]),
         "mae_hu": np.mean([M.mae_hu(p, t) for p, t in zip(preds, targets)]),
@@ -127,11 +189,37 @@ def test_ignite_handler_matches_functions():
 
 def test_metric_three_channel_predictions_average_axes():
     t = _target(8)
-    p = np.clip(t + 0.004, 0, 1)
+    p = np.clip(t + 0.004, 0, 1).astype(np.float32)
     y_pred = torch.from_numpy(np.stack([p, t, p]))[None]  # (1, 3, X, Y, Z): axial, coronal, sagittal
-    m = M.CTVolumeMetric("mae_hu")
-    m(y_pred, torch.from_numpy(t)[None, None])
-    expect = M.evaluate_three_axes({"axial": p, "coronal": t, "sagittal": p}, t)["mae_hu"]
-    assert m.aggregate().item() == pytest.approx(expect)
+    for name in ("mae_hu", "psnr_paper"):
+        m = M.CTVolumeMetric(name)
+        m(y_pred, torch.from_numpy(t)[None, None])
+        expect = M.evaluate_three_axes({"axial": p, "coronal": t, "sagittal": p}, t)[name]
+        assert m.aggregate().item() == pytest.approx(expect)
     with pytest.raises(ValueError, match="unknown metric"):
         M.CTVolumeMetric("lpips")
+    with pytest.raises(ValueError, match="LPIPS model"):
+        M.CTVolumeMetric("lpips_paper")
+
+
+def test_lpips_paper_per_slice_of_the_stack(tmp_path):
+    """LPIPS per slice of the official stack, eval mode (no dropout), equal to the model on those slices."""
+    from scripts.losses import LPIPSVGG, _vgg16_features
+
+    torch.manual_seed(0)
+    path = tmp_path / "vgg16.pth"
+    torch.save({f"features.{k}": v for k, v in _vgg16_features().state_dict().items()}, path)
+    lp = LPIPSVGG(path)  # training mode: lpips_paper must switch dropout off for the measurement
+    shape = (16, 20, 24)
+    rng = np.random.default_rng(9)
+    t = rng.random(shape).astype(np.float32)
+    p = (t + rng.normal(0, 0.1, shape)).astype(np.float32)
+    got = M.lpips_paper(p, t, lp, axis="coronal")
+    assert lp.training  # restored
+    st, sp = M.official_stack(t, "coronal"), M.official_stack(p, "coronal")  # (24, 16, 20) slices of 16 x 20
+    with torch.no_grad():
+        ref = lp.eval()(torch.from_numpy(sp.copy())[:, None], torch.from_numpy(st.copy())[:, None]).mean().item()
+    assert got == pytest.approx(ref, rel=1e-5)
+    assert M.lpips_paper(t, t, lp) == pytest.approx(0.0, abs=1e-7)
+    res = M.evaluate_volume(p, t, axis="coronal", lpips=lp)
+    assert res["lpips_paper"] == pytest.approx(got, rel=1e-6)
