@@ -13,7 +13,9 @@ def _commands() -> dict:
     # imported lazily so that ``--help`` is quick and one broken optional module cannot block the rest
     from scripts.example_data import download_example_cli
 
-    commands = {"download_example": download_example_cli}
+    from scripts.pretrained import download_weights_cli
+
+    commands = {"download_example": download_example_cli, "download_weights": download_weights_cli}
     try:
         from scripts.drr import drr_cli
     except ImportError:  # pragma: no cover - the DRR module lands with the DRR issue
