@@ -3,6 +3,8 @@
 * ``verify``: the Model Zoo's checks, one PASS/FAIL line each; exit status 1 on any failure.
 * ``package --output DIR [--ckpt_file model.pt]``: write ``DIR/perx2ct_<version>.zip``.
 * ``make_study --pa PA --lateral LATERAL --output STUDIES/<id>.nii.gz``: one MONAI Label study.
+* ``zoo_check [--ckpt_file model.pt] [--url URL]``: the Model Zoo's CI steps on the packaged bundle.
+* ``lint``: the Model Zoo's format gate (isort, black, flake8 with the zoo's settings) on the project.
 
 Run from the repository (bundle) root.
 """
@@ -26,10 +28,13 @@ def _make_study(pa: str, lateral: str, output: str, pixel_spacing_mm: float = 1.
 
 
 def main() -> None:
+    from bundle.lint import lint
     from bundle.package import package
     from bundle.verify import verify
+    from bundle.zoo_checks import zoo_check
 
-    fire.Fire({"verify": verify, "package": package, "make_study": _make_study}, name="python -m bundle")
+    commands = {"verify": verify, "package": package, "make_study": _make_study, "zoo_check": zoo_check, "lint": lint}
+    fire.Fire(commands, name="python -m bundle")
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@ Checks (one ``PASS``/``FAIL``/``WARN`` line each; exit status 1 if any fails):
 * ``changelog``: metadata ``version`` is a key of ``changelog`` (the Model Zoo's ``verify_version_changes``).
 * ``metadata_schema``: ``monai.bundle.verify_metadata`` against a *local* copy of the schema
   (``--schema PATH``; default ``../shared/monai/<schema file named in metadata>`` beside the repository).
-* ``large_files``: ``large_files.yml`` parses; every entry has ``path``, ``url``, ``hash_val``, ``hash_type``;
-  a local file with a non-empty ``hash_val`` must match it.
+* ``large_files``: ``large_files.yml`` parses; every entry has ``path``, ``url``, a non-empty ``hash_val``
+  and ``hash_type``; a local file must match its hash. An empty list (nothing published) is a ``WARN``.
 * ``inference_config``: ``configs/inference.json`` parses and has the ids MONAI's inference properties
   and MONAI Label need.
 * ``net_in_out``: ``monai.bundle.verify_net_in_out network_def`` with ``--model_preset`` (default ``small``):
@@ -58,7 +58,7 @@ LARGE_FILE_FIELDS = ("path", "url", "hash_val", "hash_type")
 HASH_TYPES = ("md5", "sha1", "sha256", "sha512")
 
 
-class CheckFailed(Exception):
+class CheckError(Exception):
     """A check's specific failure message (printed as is)."""
 
 
@@ -103,16 +103,16 @@ def _metadata(root: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise CheckFailed(f"{path} not found") from None
+        raise CheckError(f"{path} not found") from None
     except json.JSONDecodeError as e:
-        raise CheckFailed(f"{path} is not valid JSON: {e}") from None
+        raise CheckError(f"{path} is not valid JSON: {e}") from None
 
 
 # ------------------------------------------------------------------------------------------- checks
 def check_required_files(root: Path, **_: Any) -> tuple[str, str]:
     missing = [f for f in REQUIRED_FILES if not (root / f).is_file()]
     if missing:
-        raise CheckFailed(f"missing required file(s): {', '.join(missing)}")
+        raise CheckError(f"missing required file(s): {', '.join(missing)}")
     absent = [f for f in PREFERRED_FILES if not (root / f).is_file()]
     if absent:
         return "WARN", f"all {len(REQUIRED_FILES)} required files present; preferred file(s) missing: {', '.join(absent)}"
@@ -122,12 +122,12 @@ def check_required_files(root: Path, **_: Any) -> tuple[str, str]:
 def check_changelog(root: Path, **_: Any) -> tuple[str, str]:
     meta = _metadata(root)
     if "version" not in meta:
-        raise CheckFailed("'version' is missing in configs/metadata.json")
+        raise CheckError("'version' is missing in configs/metadata.json")
     if not isinstance(meta.get("changelog"), dict):
-        raise CheckFailed("'changelog' (a mapping version -> description) is missing in configs/metadata.json")
+        raise CheckError("'changelog' (a mapping version -> description) is missing in configs/metadata.json")
     version = meta["version"]
     if version not in meta["changelog"]:
-        raise CheckFailed(
+        raise CheckError(
             f"version {version} is not a key of 'changelog' in configs/metadata.json "
             f"(changelog has: {', '.join(meta['changelog']) or 'nothing'}); add a \"{version}\" entry"
         )
@@ -139,7 +139,7 @@ def _schema_path(root: Path, schema: str | None, meta: dict) -> Path:
         return Path(schema).expanduser().resolve()
     url = meta.get("schema")
     if not url:
-        raise CheckFailed("metadata has no 'schema' URL")
+        raise CheckError("metadata has no 'schema' URL")
     return (root.parent / "shared" / "monai" / url.rstrip("/").rsplit("/", 1)[-1]).resolve()
 
 
@@ -149,13 +149,13 @@ def check_metadata_schema(root: Path, schema: str | None = None, **_: Any) -> tu
     meta = _metadata(root)
     path = _schema_path(root, schema, meta)
     if not path.is_file():
-        raise CheckFailed(f"schema file not found: {path} (no download is attempted); pass --schema PATH to a local copy")
+        raise CheckError(f"schema file not found: {path} (no download is attempted); pass --schema PATH to a local copy")
     logging.getLogger("monai.apps").setLevel(logging.WARNING)
     try:
         # with an existing `filepath` and no hash, verify_metadata uses the file and downloads nothing
         verify_metadata(meta_file=str(root / "configs" / "metadata.json"), filepath=str(path), create_dir=False)
     except ValueError as e:
-        raise CheckFailed(f"metadata does not match {path.name}: {e}") from None
+        raise CheckError(f"metadata does not match {path.name}: {e}") from None
     return "PASS", f"configs/metadata.json is valid against {path.name}"
 
 
@@ -168,30 +168,36 @@ def check_large_files(root: Path, **_: Any) -> tuple[str, str]:
     try:
         content = ConfigParser.load_config_file(str(path))
     except Exception as e:  # noqa: BLE001 - report the parser's message
-        raise CheckFailed(f"large_files.yml does not parse: {e}") from None
+        raise CheckError(f"large_files.yml does not parse: {e}") from None
     entries = content.get("large_files") if isinstance(content, dict) else None
-    if not isinstance(entries, list) or not entries:
-        raise CheckFailed("large_files.yml needs a non-empty list 'large_files: [{path, url, hash_val, hash_type}]'")
+    if not isinstance(entries, list):
+        raise CheckError("large_files.yml needs a list 'large_files: [{path, url, hash_val, hash_type}]'")
+    if not entries:
+        return "WARN", "large_files.yml lists no file: no weights published (python -m bundle package --url URL)"
     notes = []
     for i, e in enumerate(entries):
         missing = [f for f in LARGE_FILE_FIELDS if not isinstance(e, dict) or f not in e]
         if missing:
-            raise CheckFailed(f"large_files.yml entry {i} lacks field(s): {', '.join(missing)}")
+            raise CheckError(f"large_files.yml entry {i} lacks field(s): {', '.join(missing)}")
         if str(e["hash_type"]).lower() not in HASH_TYPES:
-            raise CheckFailed(f"large_files.yml entry {i} ({e['path']}): hash_type {e['hash_type']!r} not one of {HASH_TYPES}")
-        if not str(e["url"]).startswith(("https://", "http://")):
-            raise CheckFailed(f"large_files.yml entry {i} ({e['path']}): url must be http(s), got {e['url']!r}")
+            raise CheckError(f"large_files.yml entry {i} ({e['path']}): hash_type {e['hash_type']!r} not one of {HASH_TYPES}")
+        if not str(e["url"]).startswith(("https://", "http://", "file://")):
+            raise CheckError(f"large_files.yml entry {i} ({e['path']}): url must be http(s) or file, got {e['url']!r}")
+        if not e["hash_val"]:
+            raise CheckError(
+                f"large_files.yml entry {i} ({e['path']}): empty hash_val; write the entry with "
+                "`python -m bundle package --ckpt_file CKPT --url URL`"
+            )
         local = root / str(e["path"])
-        if e["hash_val"] and local.is_file():
+        if local.is_file():
             digest = hashlib.new(str(e["hash_type"]).lower(), local.read_bytes()).hexdigest()
             if digest != str(e["hash_val"]):
-                raise CheckFailed(
+                raise CheckError(
                     f"{e['path']}: {e['hash_type']} {digest} differs from large_files.yml hash_val {e['hash_val']}"
                 )
             notes.append(f"{e['path']} matches its hash")
-        elif not e["hash_val"]:
-            notes.append(f"{e['path']}: no hash yet (nothing published)")
-    return "PASS", f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}" + (f"; {'; '.join(notes)}" if notes else "")
+    n = len(entries)
+    return "PASS", f"{n} entr{'y' if n == 1 else 'ies'}" + (f"; {'; '.join(notes)}" if notes else "")
 
 
 def check_inference_config(root: Path, **_: Any) -> tuple[str, str]:
@@ -201,29 +207,42 @@ def check_inference_config(root: Path, **_: Any) -> tuple[str, str]:
     try:
         parser = ConfigParser(ConfigParser.load_config_file(str(path)))
     except Exception as e:  # noqa: BLE001
-        raise CheckFailed(f"{path} does not parse: {e}") from None
+        raise CheckError(f"{path} does not parse: {e}") from None
     missing = [k for k in INFERENCE_IDS if k not in parser.config]
     if missing:
-        raise CheckFailed(f"configs/inference.json lacks id(s): {', '.join(missing)}")
+        raise CheckError(f"configs/inference.json lacks id(s): {', '.join(missing)}")
     return "PASS", f"configs/inference.json has {', '.join(INFERENCE_IDS)}"
 
 
-def _net_parser(root: Path, model_preset: str | None):
+def _net_parser(root: Path, model_preset: str | None, ckpt_file: str | None = None):
+    """The inference config; with ``ckpt_file`` its ``ckpt_path``, so the network follows that checkpoint's
+    sidecar (``scripts.checkpoint.read_info``) with no preset flag."""
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
     parser.read_config(str(root / "configs" / "inference.json"))
     parser.read_meta(str(root / "configs" / "metadata.json"))
     parser["bundle_root"] = str(root)
+    parser["ckpt_path"] = str(Path(ckpt_file).resolve()) if ckpt_file else ""
     if model_preset:
         parser["model_preset"] = model_preset
     return parser
 
 
-def check_net_in_out(root: Path, model_preset: str | None = "small", device: str = "cpu", **_: Any) -> tuple[str, str]:
+def _preset_name(parser) -> str:
+    """The network preset the config builds (``network_info`` when the config follows a checkpoint)."""
+    if "network_info" in parser:
+        return str(parser.get_parsed_content("network_info")["model_preset"])
+    return str(parser.get_parsed_content("model_preset"))
+
+
+def check_net_in_out(
+    root: Path, model_preset: str | None = "small", device: str = "cpu", ckpt_file: str | None = None, **_: Any
+) -> tuple[str, str]:
     from monai.bundle import verify_net_in_out
 
-    overrides = {"bundle_root": str(root)}
+    # no checkpoint: "" so that a models/model.pt (and its sidecar) in the bundle does not decide the network
+    overrides = {"bundle_root": str(root), "ckpt_path": str(Path(ckpt_file).resolve()) if ckpt_file else ""}
     if model_preset:
         overrides["model_preset"] = model_preset
     with _bundle_import_path(root):
@@ -236,8 +255,8 @@ def check_net_in_out(root: Path, model_preset: str | None = "small", device: str
                 **overrides,
             )
         except Exception as e:  # noqa: BLE001
-            raise CheckFailed(f"verify_net_in_out: {type(e).__name__}: {e}") from None
-        preset = _net_parser(root, model_preset)["model_preset"]
+            raise CheckError(f"verify_net_in_out: {type(e).__name__}: {e}") from None
+        preset = _preset_name(_net_parser(root, model_preset, ckpt_file))
     # the full output shape is checked by ckpt_export's eager run (one forward pass less here)
     return "PASS", f"preset {preset}: channels and dtype of network_data_format verified"
 
@@ -254,15 +273,16 @@ def check_ckpt_export(
     import torch
     from monai.bundle import ckpt_export
 
-    overrides = {"bundle_root": str(root)}
+    # no checkpoint: "" so that a models/model.pt (and its sidecar) in the bundle does not decide the network
+    overrides = {"bundle_root": str(root), "ckpt_path": str(Path(ckpt_file).resolve()) if ckpt_file else ""}
     if model_preset:
         overrides["model_preset"] = model_preset
     with tempfile.TemporaryDirectory(prefix="perx2ct_verify_") as tmp, _bundle_import_path(root):
-        parser = _net_parser(root, model_preset)
+        parser = _net_parser(root, model_preset, ckpt_file)
         if ckpt_file:
             ckpt = str(Path(ckpt_file).resolve())
             if not Path(ckpt).is_file():
-                raise CheckFailed(f"--ckpt_file {ckpt} not found")
+                raise CheckError(f"--ckpt_file {ckpt} not found")
             source = f"checkpoint {ckpt_file}"
         else:
             torch.manual_seed(0)
@@ -282,7 +302,7 @@ def check_ckpt_export(
                 **overrides,
             )
         except Exception as e:  # noqa: BLE001
-            raise CheckFailed(f"ckpt_export ({'trace' if use_trace else 'script'}) failed ({source}, preset {parser['model_preset']}): {type(e).__name__}: {e}") from None
+            raise CheckError(f"ckpt_export ({'trace' if use_trace else 'script'}) failed ({source}, preset {_preset_name(parser)}): {type(e).__name__}: {e}") from None
         ts = torch.jit.load(ts_path, map_location=device).eval()
         net = parser.get_parsed_content("network_def")
         net.load_state_dict(torch.load(ckpt, map_location=device, weights_only=True))
@@ -294,12 +314,12 @@ def check_ckpt_export(
     out = parser.get("_meta_#network_data_format#outputs#pred")
     expected = (1, int(out["num_channels"]), *(int(v) for v in out["spatial_shape"]))
     if tuple(eager.shape) != expected:
-        raise CheckFailed(f"network output shape {tuple(eager.shape)} != {expected} from network_data_format.outputs.pred")
+        raise CheckError(f"network output shape {tuple(eager.shape)} != {expected} from network_data_format.outputs.pred")
     if not torch.isfinite(eager).all():
-        raise CheckFailed("network output has non-finite values")
+        raise CheckError("network output has non-finite values")
     diff = float((eager - scripted).abs().max())
     if tuple(eager.shape) != tuple(scripted.shape) or not diff <= atol:
-        raise CheckFailed(
+        raise CheckError(
             f"TorchScript output differs from eager: shapes {tuple(eager.shape)} / {tuple(scripted.shape)}, "
             f"max abs diff {diff:.3g} > {atol:g}"
         )
@@ -314,7 +334,7 @@ def _input_shape(parser) -> list[int]:
 def check_readme_sections(root: Path, **_: Any) -> tuple[str, str]:
     path = root / "docs" / "README.md"
     if not path.is_file():
-        raise CheckFailed("docs/README.md not found")
+        raise CheckError("docs/README.md not found")
     headings = set()
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.lstrip().startswith("#"):
@@ -322,7 +342,7 @@ def check_readme_sections(root: Path, **_: Any) -> tuple[str, str]:
             headings.add(text)
     missing = [s for s in README_SECTIONS if not any(h == s.lower() or h.startswith(s.lower() + " ") for h in headings)]
     if missing:
-        raise CheckFailed(f"docs/README.md lacks section heading(s): {', '.join(missing)}")
+        raise CheckError(f"docs/README.md lacks section heading(s): {', '.join(missing)}")
     return "PASS", f"all {len(README_SECTIONS)} template sections present"
 
 
@@ -350,7 +370,7 @@ def run_checks(bundle_root: str | Path = ".", only: list[str] | None = None, **o
         start = time.perf_counter()
         try:
             status, message = CHECKS[name](root, **options)
-        except CheckFailed as e:
+        except CheckError as e:
             status, message = "FAIL", str(e)
         except Exception as e:  # noqa: BLE001 - an unexpected error is a failure with its traceback's last frame
             tb = traceback.extract_tb(e.__traceback__)[-1]

@@ -27,6 +27,10 @@ SCHEMA_DIR = REPO.parent / "shared" / "monai"
 
 # requirements.txt pins that metadata.json records in its own top-level fields, not in required_packages_version
 TOP_LEVEL_PINS = {"monai": "monai_version", "torch": "pytorch_version", "numpy": "numpy_version"}
+# metadata versions that differ from requirements.txt (pinned for Python 3.11) because the pin has no wheel for
+# Python 3.10, the Model Zoo CI's: the newest release with wheels for 3.10 and 3.11 (checked against PyPI by
+# `python -m bundle zoo_check`, step requirements_py310)
+PY310_VERSIONS = {"pillow": "12.3.0", "scikit-image": "0.25.2"}
 
 
 @pytest.fixture(scope="module")
@@ -102,8 +106,18 @@ def test_versions_match_requirements(metadata):
     pins = requirement_pins()
     for package, key in TOP_LEVEL_PINS.items():
         assert metadata[key] == pins[package], f"{key} {metadata[key]} != requirements.txt {package}=={pins[package]}"
-    expected = {name: version for name, version in pins.items() if name not in TOP_LEVEL_PINS}
+    expected = {name: PY310_VERSIONS.get(name, version) for name, version in pins.items() if name not in TOP_LEVEL_PINS}
     assert metadata["required_packages_version"] == expected
+    for name, version in PY310_VERSIONS.items():  # an older release than the pin
+        assert int(version.split(".")[0]) <= int(pins[name].split(".")[0]), (name, version, pins[name])
+
+
+def test_supported_apps_declares_monailabel(metadata):
+    """The zoo's property check runs once per supported app: an empty mapping checks nothing."""
+    dev = (REPO / "requirements-dev.txt").read_text()
+    pinned = re.search(r"^monailabel==(\S+)", dev, re.M)
+    assert pinned, "requirements-dev.txt pins monailabel"
+    assert metadata["supported_apps"] == {"monailabel": pinned.group(1)}
 
 
 def test_network_data_format(metadata):
