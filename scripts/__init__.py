@@ -16,6 +16,11 @@ Modules, one concept each:
 * :mod:`scripts.losses` / :mod:`scripts.metrics` - L1 + SSIM (+ LPIPS) loss; paper and honest metrics.
 * :mod:`scripts.handlers` - Ignite handlers: latest checkpoint, TensorBoard slices, evaluation report.
 * :mod:`scripts.inference` - inference items and the NIfTI writer with the output frame.
+* :mod:`scripts.errors` - one line per expected error (installed as ``sys.excepthook`` on import).
 """
+
+from scripts import errors as _errors
+
+_errors.install()
 
 __version__ = "0.1.0"

@@ -1,11 +1,26 @@
 """Ignite handlers of the bundle's workflows (declared in the configs next to MONAI's own).
 
+Checkpoints:
+
 * :class:`LatestCheckpoint` - ``latest.pt`` (network, optimiser, trainer state, ...) written atomically at
-  every epoch end, for resuming with one override.
-* :class:`SliceImageSummary` - TensorBoard images of the last training batch: PA, lateral, true and
-  predicted slice side by side.
-* :class:`ReconstructionReport` - evaluation output: ``metrics.csv`` (a row per case), ``summary.json``
-  and a PNG montage per case (axial, coronal, sagittal: truth, prediction, error).
+  every epoch end (and by :class:`CleanStop`), with its sidecar (:func:`scripts.checkpoint.write_info`).
+* :class:`CheckpointInfo` - the sidecar of the files MONAI's ``CheckpointSaver`` writes (``model.pt``).
+
+What the console shows:
+
+* :class:`TrainingProgress` - Ignite's progress bar with the running loss and the epoch's ETA.
+* :class:`TrainingMonitor` - the start-up block (device, preset and why, cases, epochs, iterations,
+  pretrained weights present or not) and, after the first iterations, the estimated time per epoch and run.
+* :class:`ValidationProgress` - validation cases and slices as they are reconstructed.
+* :class:`CleanStop` - Ctrl-C / SIGTERM: save the point reached, one line with the resume command, exit 130.
+
+Outputs:
+
+* :class:`SliceImageSummary` - TensorBoard images of the last training batch.
+* :class:`ReconstructionReport` - evaluation output: ``metrics.csv``, ``summary.json`` and a labelled
+  montage per case.
+* :class:`HeldOutReconstruction` - at the end of training, the held-out case's X-rays (a prepared case
+  folder) and its reconstruction (NIfTI + labelled PNG), with the inference command to try.
 """
 
 from __future__ import annotations
@@ -15,7 +30,12 @@ import io
 import json
 import logging
 import math
-from collections.abc import Mapping
+import os
+import shlex
+import signal
+import sys
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +43,15 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
-from scripts.atomic import atomic_write_bytes, save_grey_png, to_uint8
+from scripts.atomic import atomic_write_bytes, to_uint8
+from scripts.checkpoint import write_info
+from scripts.errors import stop
 
-__all__ = ["LatestCheckpoint", "SliceImageSummary", "ReconstructionReport", "is_rank0"]
+__all__ = [
+    "LatestCheckpoint", "CheckpointInfo", "TrainingProgress", "TrainingMonitor", "ValidationProgress", "CleanStop",
+    "SliceImageSummary", "ReconstructionReport", "HeldOutReconstruction", "is_rank0", "resume_command",
+    "preset_source", "format_seconds",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -34,21 +60,82 @@ def is_rank0() -> bool:
     return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or torch.distributed.get_rank() == 0
 
 
+def format_seconds(s: float) -> str:
+    """``3725.0`` -> ``"1 h 02 min"``, ``75`` -> ``"1 min 15 s"``, ``4.2`` -> ``"4.2 s"``."""
+    if not math.isfinite(s):
+        return "?"
+    if s < 60:
+        return f"{s:.1f} s"
+    m, sec = divmod(int(round(s)), 60)
+    if m < 60:
+        return f"{m} min {sec:02d} s"
+    h, m = divmod(m, 60)
+    return f"{h} h {m:02d} min"
+
+
+def _command(extra: Mapping[str, str] | None = None) -> str:
+    """The command line of this process as a user would type it again, with ``extra`` flags set."""
+    argv = list(sys.argv)
+    main = argv[0].replace(os.sep, "/")
+    if main.endswith("monai/bundle/__main__.py"):
+        head = ["-m", "monai.bundle"]
+    elif main.endswith("scripts/__main__.py"):
+        head = ["-m", "scripts"]
+    else:
+        head = [argv[0]]
+    args = argv[1:]
+    for flag, value in (extra or {}).items():
+        if flag in args:
+            i = args.index(flag)
+            args[i + 1 : i + 2] = [value]
+        else:
+            args += [flag, value]
+    exe = sys.executable or "python"
+    rel = os.path.relpath(exe) if os.path.isabs(exe) else exe
+    exe = rel if not rel.startswith("..") else exe
+    return shlex.join([exe, *head, *args])
+
+
+def resume_command() -> str:
+    """This training's command with ``--resume true``."""
+    return _command({"--resume": "true"})
+
+
+def preset_source(model_preset: str, device_default: str) -> str:
+    """Why ``model_preset`` was chosen: the command line, the config files, or the device's default."""
+    if "--model_preset" in sys.argv:
+        return "from --model_preset"
+    if model_preset == device_default:
+        kind = "a CUDA GPU" if torch.cuda.is_available() else "no CUDA GPU"
+        other = "small" if model_preset != "small" else "paper"
+        return f"default for a machine with {kind}; override with --model_preset {other}"
+    return "set by the config files"
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
 class LatestCheckpoint:
     """Save ``save_dict`` (objects with ``state_dict``) to ``<save_dir>/<filename>`` at each epoch end.
 
     The file is written to a temporary name and renamed, so an interrupted run never leaves a broken
-    ``latest.pt``. Only rank 0 writes. Resume with MONAI's ``CheckpointLoader`` on the same file.
+    ``latest.pt``; its sidecar ``latest.json`` records ``info`` (``model_preset``, ``geometry_preset``,
+    ``model_overrides``, ``run``, ...; see :mod:`scripts.checkpoint`). Only rank 0 writes. Resume with
+    MONAI's ``CheckpointLoader`` on the same file.
     """
 
-    def __init__(self, save_dir: str, save_dict: Mapping[str, Any], filename: str = "latest.pt") -> None:
+    def __init__(self, save_dir: str, save_dict: Mapping[str, Any], filename: str = "latest.pt",
+                 info: Mapping[str, Any] | None = None) -> None:
         self.path = Path(save_dir) / filename
         self.save_dict = dict(save_dict)
+        self.info = dict(info or {})
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+        engine.latest_checkpoint = self  # found there by CleanStop (no reference cycle in the config)
 
     def __call__(self, engine: Engine) -> None:
+        self.save(engine)
+
+    def save(self, engine: Engine) -> None:
         if not is_rank0():
             return
         state = {}
@@ -58,9 +145,325 @@ class LatestCheckpoint:
         buf = io.BytesIO()
         torch.save(state, buf)
         atomic_write_bytes(self.path, buf.getvalue())
-        logger.info("saved %s (epoch %d)", self.path, engine.state.epoch)
+        if self.info:
+            _write_sidecar(self.path, self.info, epoch=int(engine.state.epoch), iteration=int(engine.state.iteration))
+        logger.info("saved %s (epoch %d, iteration %d)", self.path, engine.state.epoch, engine.state.iteration)
 
 
+def _write_sidecar(path: Path, info: Mapping[str, Any], **extra: Any) -> None:
+    info = dict(info)
+    write_info(path, model_preset=info.pop("model_preset"), geometry_preset=info.pop("geometry_preset"),
+               model_overrides=info.pop("model_overrides", None), **{**info, **extra})
+
+
+class CheckpointInfo:
+    """Write the sidecar (:func:`scripts.checkpoint.write_info`) of checkpoints another handler saves.
+
+    Attach after MONAI's ``CheckpointSaver`` on the same engine: at each epoch end, every file of
+    ``filenames`` in ``save_dir`` that changed since the last look gets ``<name>.json`` with ``info``.
+    """
+
+    def __init__(self, save_dir: str, info: Mapping[str, Any], filenames: Sequence[str] = ("model.pt",)) -> None:
+        self.paths = [Path(save_dir) / f for f in filenames]
+        self.info = dict(info)
+        self._seen: dict[Path, float] = {}
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        if not is_rank0():
+            return
+        for path in self.paths:
+            if path.is_file() and self._seen.get(path) != path.stat().st_mtime:
+                _write_sidecar(path, self.info, source="training")
+                self._seen[path] = path.stat().st_mtime
+
+
+# ------------------------------------------------------------------------------------------ console
+class TrainingProgress:
+    """Ignite's ``ProgressBar`` on the trainer, showing the running loss (mean of the last ``window``
+    iterations) next to tqdm's elapsed / remaining time of the epoch."""
+
+    def __init__(self, window: int = 20, persist: bool = True) -> None:
+        self.window = int(window)
+        self.persist = persist
+        self._losses: list[float] = []
+
+    def _loss(self, output: Any) -> dict[str, float]:
+        loss = output.get("loss") if isinstance(output, Mapping) else output
+        if loss is None:
+            return {}
+        self._losses = (self._losses + [float(torch.as_tensor(loss).detach().float().mean())])[-self.window :]
+        return {"loss": sum(self._losses) / len(self._losses)}
+
+    def attach(self, engine: Engine) -> None:
+        from ignite.handlers import ProgressBar
+
+        ProgressBar(persist=self.persist).attach(engine, output_transform=self._loss)
+
+
+class TrainingMonitor:
+    """The start-up block and the time estimates of a training run (rank 0, through the logger).
+
+    At start: device, model preset and why (``preset_reason``), training / validation cases, epochs,
+    iterations per epoch and whether the ImageNet encoder weights and the LPIPS weights are present
+    (read from the network's encoder and the loss). After ``warmup + measure`` iterations: the seconds per
+    iteration, the estimated time per epoch and for the rest of the run; after the first validation, its
+    time and the estimate including validation.
+    """
+
+    def __init__(
+        self, network: torch.nn.Module, loss: Any = None, device: Any = None, model_preset: str = "?",
+        preset_reason: str = "", train_cases: int = 0, val_cases: int = 0, val_interval: int = 1,
+        validator: Engine | None = None, warmup: int = 1, measure: int = 2,
+    ) -> None:
+        self.network, self.loss, self.device = network, loss, device
+        self.model_preset, self.preset_reason = model_preset, preset_reason
+        self.train_cases, self.val_cases, self.val_interval = int(train_cases), int(val_cases), max(1, int(val_interval))
+        self.validator = validator
+        self.warmup, self.measure = int(warmup), max(1, int(measure))
+        self._t0: float | None = None
+        self._first: int | None = None
+        self._iter_s: float | None = None
+        self._val_s: float | None = None
+        self._val_t0 = 0.0
+
+    def attach(self, engine: Engine) -> None:
+        self._trainer = engine
+        engine.add_event_handler(Events.STARTED, self.started)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.iteration)
+        if self.validator is not None:
+            self.validator.add_event_handler(Events.STARTED, self._val_started)
+            self.validator.add_event_handler(Events.COMPLETED, self._val_completed)
+
+    def weights_present(self) -> dict[str, bool | None]:
+        """``{"imagenet_encoder": ..., "lpips": ...}``: True / False, None when the object does not say."""
+        net = getattr(self.network, "module", self.network)
+        enc = getattr(net, "encoder", None)
+        source = getattr(enc, "weights_source", None)  # "random" or "imagenet:<file>" (scripts.networks.encoder)
+        imagenet = None if source is None else str(source).startswith("imagenet")
+        lpips = None
+        if self.loss is not None:
+            for a in ("lpips_present", "has_lpips", "uses_lpips"):
+                if hasattr(self.loss, a):
+                    lpips = bool(getattr(self.loss, a))
+                    break
+            else:
+                if hasattr(self.loss, "lpips"):
+                    lpips = getattr(self.loss, "lpips") is not None
+        return {"imagenet_encoder": None if imagenet is None else bool(imagenet), "lpips": lpips}
+
+    def startup_lines(self, engine: Engine) -> list[str]:
+        s = engine.state
+        n_params = sum(p.numel() for p in self.network.parameters())
+        present = self.weights_present()
+
+        def yes(v: bool | None, what: str) -> str:
+            return "unknown" if v is None else ("present" if v else f"absent ({what})")
+
+        device = self.device if self.device is not None else next(self.network.parameters()).device
+        if str(device).startswith("cuda") and torch.cuda.is_available():
+            device = f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+        else:
+            device = f"{device} ({torch.get_num_threads()} threads)"
+        return [
+            f"device:              {device}",
+            f"model preset:        {self.model_preset} ({n_params / 1e6:.2f} M parameters; {self.preset_reason})",
+            f"cases:               {self.train_cases} training, {self.val_cases} validation",
+            f"epochs:              {s.max_epochs} (starting at epoch {s.epoch + 1})",
+            f"iterations / epoch:  {s.epoch_length}",
+            f"ImageNet encoder:    {yes(present['imagenet_encoder'], 'random initialisation: not the paper recipe')}",
+            f"LPIPS weights:       {yes(present['lpips'], 'no LPIPS term: not the paper loss')}",
+        ]
+
+    def started(self, engine: Engine) -> None:
+        self._t0, self._first = None, None
+        if is_rank0():
+            logger.info("training run\n  " + "\n  ".join(self.startup_lines(engine)))
+
+    def iteration(self, engine: Engine) -> None:
+        if self._first is None:
+            self._first = engine.state.iteration
+        done = engine.state.iteration - self._first + 1
+        if done == self.warmup:
+            self._t0 = time.perf_counter()
+        elif self._t0 is not None and done == self.warmup + self.measure and is_rank0():
+            self._iter_s = (time.perf_counter() - self._t0) / self.measure
+            self.log_estimate(engine)
+
+    def estimate(self, engine: Engine) -> tuple[float, float]:
+        """(seconds per epoch of training iterations, seconds for the remaining run), validation included once measured."""
+        s = engine.state
+        per_epoch = (self._iter_s or math.nan) * (s.epoch_length or 0)
+        remaining_iters = s.max_epochs * (s.epoch_length or 0) - s.iteration
+        remaining_epochs = s.max_epochs - s.epoch + 1
+        n_val = math.ceil(remaining_epochs / self.val_interval) if self.val_cases else 0
+        return per_epoch, (self._iter_s or math.nan) * remaining_iters + (self._val_s or 0.0) * n_val
+
+    def log_estimate(self, engine: Engine) -> None:
+        per_epoch, rest = self.estimate(engine)
+        val = ("validation not yet timed" if self._val_s is None else f"validation {format_seconds(self._val_s)} each")
+        logger.info("estimate: %s / iteration, %s / epoch of training, %s for the rest of the run (%s)",
+                    format_seconds(self._iter_s or math.nan), format_seconds(per_epoch), format_seconds(rest), val)
+
+    def _val_started(self, engine: Engine) -> None:
+        self._val_t0 = time.perf_counter()
+
+    def _val_completed(self, engine: Engine) -> None:
+        first = self._val_s is None
+        self._val_s = time.perf_counter() - self._val_t0
+        trainer = getattr(self, "_trainer", None)
+        if first and is_rank0() and self._iter_s is not None and trainer is not None:
+            self.log_estimate(trainer)
+
+
+class ValidationProgress:
+    """Show each validation/evaluation case and its slices as they are reconstructed (rank 0).
+
+    A forward hook on the network's decoder counts rendered slices; a tqdm bar per case shows
+    ``slices n/total`` (total = volume side x axes of the evaluator's inferer), and a log line per case
+    gives its time. Keeps a multi-minute full-volume reconstruction visibly alive.
+    """
+
+    def __init__(self, network: torch.nn.Module | None = None, name: str = "validation") -> None:
+        self.network, self.name = network, name
+        self._bar = None
+        self._hook = None
+        self._t0 = 0.0
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_STARTED, self._start)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._done)
+        engine.add_event_handler(Events.COMPLETED, self._close)
+
+    def _network(self, engine: Engine) -> Any:
+        net = self.network if self.network is not None else getattr(engine, "network", None)
+        return getattr(net, "module", net)
+
+    def _start(self, engine: Engine) -> None:
+        if not is_rank0():
+            return
+        from tqdm.auto import tqdm
+
+        net = self._network(engine)
+        side = int(getattr(net, "volume_shape", 128))
+        axes = len(getattr(getattr(engine, "inferer", None), "axes", [0]) or [0])
+        batch = engine.state.batch
+        ids = batch.get("case_id") if isinstance(batch, Mapping) else None
+        n = len(ids) if isinstance(ids, (list, tuple)) else 1
+        case = ",".join(str(i) for i in ids) if isinstance(ids, (list, tuple)) else str(ids or "")
+        total = getattr(engine.state, "epoch_length", None) or "?"
+        self._case = f"{self.name} case {engine.state.iteration}/{total} {case}".strip()
+        self._bar = tqdm(total=side * axes * n, desc=self._case, unit="slice", leave=False, mininterval=1.0,
+                         file=sys.stderr, dynamic_ncols=True)
+        self._t0 = time.perf_counter()
+        decoder = getattr(net, "decoder", None)
+        if decoder is not None:
+            bar = self._bar
+
+            def hook(module, inputs, output):
+                bar.update(int(output.shape[0]) if hasattr(output, "shape") else 1)
+
+            self._hook = decoder.register_forward_hook(hook)
+
+    def _done(self, engine: Engine) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+            logger.info("%s reconstructed in %s", self._case, format_seconds(time.perf_counter() - self._t0))
+
+    def _close(self, engine: Engine) -> None:
+        self._done(engine)
+
+
+class CleanStop:
+    """Ctrl-C or SIGTERM: stop cleanly, saving what can be resumed, in one line, exit status 130.
+
+    * ``role="train"`` (on the trainer, first of its handlers): saves ``latest`` (a :class:`LatestCheckpoint`;
+      default: the one attached to the trainer) at the last completed iteration and prints ``interrupted at epoch E, iteration I; resume with: <command>``.
+    * ``role="validate"`` (on the evaluator inside training): passes the interrupt up to the trainer without
+      the traceback MONAI's ``StatsHandler`` would log.
+    * ``role="evaluate"`` (a standalone evaluation): nothing partial is written (reports are written at the
+      end, atomically); prints the case reached and the command to run again.
+
+    SIGTERM is turned into the same interrupt while the engine runs.
+    """
+
+    _TERMINATING = "Engine run is terminating due to exception"
+
+    def __init__(self, role: str = "train", latest: LatestCheckpoint | None = None) -> None:
+        if role not in ("train", "validate", "evaluate"):
+            raise ValueError(f"CleanStop role must be 'train', 'validate' or 'evaluate', got {role!r}")
+        self.role, self.latest = role, latest
+        self._done: int | None = None
+        self._previous_sigterm: Any = None
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EXCEPTION_RAISED, self._raised)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._completed)
+        engine.add_event_handler(Events.STARTED, self._install)
+        engine.add_event_handler(Events.COMPLETED, self._uninstall)
+        # Ignite logs "Engine run is terminating due to exception: " before handing the interrupt over
+        engine.logger.addFilter(self._quiet)
+
+    def _quiet(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not (msg.startswith(self._TERMINATING) and (msg.rstrip().endswith(":") or msg.endswith(": 130")))
+
+    @staticmethod
+    def _sigterm(signum, frame) -> None:
+        raise KeyboardInterrupt
+
+    def _install(self, engine: Engine) -> None:
+        self._done = None
+        try:
+            self._previous_sigterm = signal.signal(signal.SIGTERM, self._sigterm)
+        except ValueError:  # not the main thread (e.g. a MONAI Label worker): leave signals alone
+            self._previous_sigterm = None
+
+    def _uninstall(self, engine: Engine) -> None:
+        if self._previous_sigterm is not None:
+            try:
+                signal.signal(signal.SIGTERM, self._previous_sigterm)
+            except ValueError:
+                pass
+            self._previous_sigterm = None
+
+    def _completed(self, engine: Engine) -> None:
+        self._done = engine.state.iteration
+
+    def _raised(self, engine: Engine, e: BaseException) -> None:
+        if not isinstance(e, KeyboardInterrupt):
+            raise e
+        self._uninstall(engine)
+        if self.role == "validate":
+            raise e  # the trainer's CleanStop saves and reports
+        if self.role == "evaluate":
+            total = getattr(engine.state, "epoch_length", None) or "?"
+            raise stop(f"interrupted at case {self._done or 0}/{total}; nothing was written for the unfinished run; "
+                       f"run again with: {_command()}")
+        state = engine.state
+        if self._done is not None:
+            state.iteration = self._done  # the interrupted iteration did not finish: it runs again on resume
+        length = state.epoch_length or 1
+        epoch = state.iteration // length + 1 if state.iteration % length else max(1, state.iteration // length)
+        saved = ""
+        latest = self.latest or getattr(engine, "latest_checkpoint", None)
+        if latest is None:
+            saved = " (nothing saved: no LatestCheckpoint attached)"
+        elif is_rank0():
+            try:
+                latest.save(engine)
+            except KeyboardInterrupt:  # a second Ctrl-C while saving: the atomic write leaves the old file
+                saved = " (not saved: interrupted again while saving)"
+        raise stop(f"interrupted at epoch {epoch}, iteration {state.iteration}{saved}; resume with: {resume_command()}")
+
+
+# ------------------------------------------------------------------------------------------ outputs
 class SliceImageSummary:
     """TensorBoard image summary of the trainer's last batch at each epoch end (rank 0).
 
@@ -105,7 +508,8 @@ class ReconstructionReport:
     both in the target scale [0, 1]. Case ids come from the batch's ``case_id`` key.
 
     Writes ``<output_dir>/metrics.csv`` (one row per case: paper and honest metrics averaged over the
-    axes), ``summary.json`` (means and standard deviations) and ``montages/<case_id>.png``.
+    axes), ``summary.json`` (means and standard deviations) and ``montages/<case_id>.png`` (labelled:
+    case, planes, ground truth / prediction / error, HU window, metrics).
     """
 
     def __init__(self, output_dir: str, axes: tuple[str, ...] = ("axial", "coronal", "sagittal"), montage: bool = True) -> None:
@@ -140,17 +544,17 @@ class ReconstructionReport:
             self.rows.append({"case_id": case_id, **{k: float(v) for k, v in metrics.items()}})
             logger.info("%s: %s", case_id, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
             if self.montage:
-                self._save_montage(case_id, pred.mean(axis=0), label)
+                self.save_montage(case_id, pred.mean(axis=0), label, metrics)
 
-    def _save_montage(self, case_id: str, pred: np.ndarray, label: np.ndarray) -> None:
-        from scripts.inference import display_planes
+    def save_montage(self, case_id: str, pred: np.ndarray, label: np.ndarray, metrics: Mapping[str, float] | None = None) -> Path:
+        """``montages/<case_id>.png``: a row per plane (axial, coronal, sagittal), columns ground truth,
+        prediction, |error| (0-500 HU), labelled with the case, the HU window and the metrics."""
+        from scripts.montage import reconstruction_montage
 
-        # one row per plane (axial, coronal, sagittal): truth, prediction, |error| (0..0.2 = 0..500 HU)
-        rows = [
-            np.concatenate([to_uint8(t), to_uint8(p), to_uint8(np.abs(p - t), 0, 0.2)], axis=1)
-            for t, p in zip(display_planes(label), display_planes(pred))
-        ]
-        save_grey_png(np.concatenate(rows, axis=0), self.output_dir / "montages" / f"{case_id}.png")
+        path = self.output_dir / "montages" / f"{case_id}.png"
+        shown = {k: metrics[k] for k in ("psnr", "ssim", "mae_hu") if metrics and k in metrics}
+        reconstruction_montage(path, {"ground truth": label, "prediction": pred}, case_id, shown)
+        return path
 
     def _complete(self, engine: Engine) -> None:
         if not self.rows:
@@ -174,3 +578,89 @@ class ReconstructionReport:
         atomic_write_bytes(self.output_dir / "summary.json", json.dumps(summary, indent=2).encode())
         engine.state.metrics.update({k: summary[k]["mean"] for k in keys[1:]})
         logger.info("evaluation of %d cases written to %s", len(self.rows), self.output_dir)
+
+
+class HeldOutReconstruction:
+    """At the end of training (rank 0): the held-out case ready to try, and its reconstruction.
+
+    Takes the first of ``cases`` (the test split, else validation). A raw case is prepared into
+    ``held_out_dir/<case_id>`` by the very chain of ``configs/prepare.json`` (``ct.nii.gz``, ``pa.png``,
+    ``lateral.png``, ``case.json``: a prepared case); a prepared case is used where it is. Its X-rays are
+    then read the way ``configs/inference.json`` reads X-rays, reconstructed by the trained network, and
+    written to ``output_dir/<case_id>.nii.gz`` (HU) with a labelled ``<case_id>.png`` (ground truth,
+    prediction, error, metrics). The paths and the inference command to try are printed.
+    """
+
+    def __init__(
+        self, network: torch.nn.Module, cases: Sequence[Mapping[str, Any]], output_dir: str, held_out_dir: str,
+        geometry: Any = None, raw_preprocessing: Any = None, device: Any = None, ckpt_path: str | None = None,
+        enabled: bool = True,
+    ) -> None:
+        self.network, self.cases = network, list(cases or [])
+        self.output_dir, self.held_out_dir = Path(output_dir), Path(held_out_dir)
+        self.geometry, self.raw_preprocessing = geometry, raw_preprocessing
+        self.device, self.ckpt_path, self.enabled = device, ckpt_path, bool(enabled)
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def case_folder(self) -> Path | None:
+        """The prepared folder of the held-out case (prepared here first when it is a raw CT)."""
+        case = self.cases[0]
+        if "pa" in case and "lateral" in case:
+            return Path(case["pa"]).parent
+        from scripts.prepare import prepare_case
+
+        if self.raw_preprocessing is None:
+            raise ValueError("HeldOutReconstruction needs raw_preprocessing (configs/prepare.json#preprocessing) for raw cases")
+        r = prepare_case(str(case["case_id"]), str(case["ct"]), self.held_out_dir, self.raw_preprocessing)
+        if r.get("status") == "failed":
+            logger.warning("held-out case %s could not be prepared: %s", case["case_id"], r.get("reason"))
+            return None
+        return self.held_out_dir / str(case["case_id"])
+
+    def __call__(self, engine: Engine) -> None:
+        if not (self.enabled and self.cases and is_rank0()):
+            return
+        from scripts.inference import SaveReconstructiond, inference_items
+        from scripts.radiograph import LoadRadiographsd
+
+        t0 = time.perf_counter()
+        folder = self.case_folder()
+        if folder is None:
+            return
+        item = inference_items(pa=str(folder))[0]
+        data = LoadRadiographsd(keys=("pa", "lateral"), output_key="image", geometry=self.geometry)(dict(item))
+        net = getattr(self.network, "module", self.network)
+        device = self.device or next(net.parameters()).device
+        was_training = net.training
+        net.eval()
+        with torch.no_grad():
+            pred = net.reconstruct(torch.as_tensor(data["image"], dtype=torch.float32)[None].to(device))[0, 0].float().cpu()
+        net.train(was_training)
+        label = None
+        if (folder / "ct.nii.gz").is_file():
+            import nibabel as nib
+
+            label = np.asarray(nib.load(str(folder / "ct.nii.gz")).dataobj, dtype=np.float32)
+        out = SaveReconstructiond(keys="pred", output_dir=str(self.output_dir))({**item, "pred": pred[None], "label": label})
+        command = shlex.join(["python", "-m", "monai.bundle", "run", "--config_file", "configs/inference.json",
+                              "--pa", str(_rel(folder / "pa.png")), "--lateral", str(_rel(folder / "lateral.png"))]
+                             + (["--ckpt_path", str(_rel(Path(self.ckpt_path)))] if self.ckpt_path else [])
+                             + ["--output_dir", "eval/inference"])
+        lines = [
+            f"held-out case {item['case_id']} (not trained on), reconstructed in {format_seconds(time.perf_counter() - t0)}:",
+            f"  reconstruction: {_rel(Path(out['pred_path']))}",
+            f"  preview:        {_rel(Path(out['pred_path'][: -len('.nii.gz')] + '.png'))}",
+            f"  its X-rays:     {_rel(folder / 'pa.png')}, {_rel(folder / 'lateral.png')}",
+            f"  try inference:  {command}",
+        ]
+        print("\n".join(lines), flush=True)
+
+
+def _rel(path: Path) -> Path:
+    try:
+        rel = Path(os.path.relpath(path))
+    except ValueError:
+        return path
+    return path if str(rel).startswith("..") else rel

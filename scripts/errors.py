@@ -1,0 +1,152 @@
+"""One clear line per expected error, for every entry point of the bundle.
+
+``python -m monai.bundle run ...`` wraps an error raised while a config expression runs in MONAI's
+``RuntimeError("Failed to evaluate ...")`` (and Ignite/handlers add their own layers), so the message
+that says what is wrong ends up under 100-300 lines of traceback. :func:`install` (called when the
+``scripts`` package is imported, which every config does) replaces ``sys.excepthook`` with
+:func:`report`, which walks the exception chain (``__cause__`` / ``__context__``) to the root cause and:
+
+* for an **expected** error (:func:`is_expected`: a missing file, a bad flag or input rejected by the
+  bundle's own checks, a corrupt checkpoint, a preset mismatch) prints ``error: <message>`` and where
+  the full traceback was written (:func:`log_path`), then exits with status 1;
+* a **clean stop** raises :class:`Interrupted` (a ``SystemExit(130)``) after printing its one line, so
+  neither Ignite, MONAI nor this hook adds anything;
+* for anything else (a bug) prints the usual traceback.
+
+Set ``PERX2CT_DEBUG=1`` to always get the full traceback on the console.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from types import TracebackType
+
+__all__ = ["Interrupted", "stop", "install", "report", "root_cause", "is_expected", "one_line", "log_path", "DEBUG_ENV"]
+
+#: Environment variable that turns the one-line reports back into full tracebacks.
+DEBUG_ENV = "PERX2CT_DEBUG"
+#: Environment variable naming the file that receives the full traceback (default: :func:`log_path`).
+LOG_ENV = "PERX2CT_ERROR_LOG"
+
+_OWN_PACKAGES = ("scripts", "bundle")
+# standard exceptions the bundle's own checks raise with a complete message
+_EXPECTED_BUILTINS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+_OWN_RAISES = (ValueError, KeyError, TypeError, RuntimeError, OSError, EOFError)
+
+
+class Interrupted(SystemExit):
+    """A clean stop (Ctrl-C / SIGTERM) after the point reached was saved: exit status 130.
+
+    A ``SystemExit`` so that nothing on the way up (Ignite, MONAI's config evaluation) wraps it or
+    prints a traceback. The raiser prints the one line first (:func:`stop`).
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(130)
+        self.message = message
+
+
+def stop(message: str) -> Interrupted:
+    """Print ``message`` (one line, stderr) and return the :class:`Interrupted` to raise."""
+    print(message, file=sys.stderr, flush=True)
+    return Interrupted(message)
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The innermost exception of ``exc``'s chain (explicit ``__cause__`` first, then ``__context__``)."""
+    seen = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        nxt = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+        if nxt is None:
+            break
+        exc = nxt
+    return exc
+
+
+def _raised_in_own_code(exc: BaseException) -> bool:
+    tb = exc.__traceback__
+    last = None
+    while tb is not None:
+        last = tb
+        tb = tb.tb_next
+    if last is None:
+        return False
+    module = str(last.tb_frame.f_globals.get("__name__", ""))
+    return module.split(".")[0] in _OWN_PACKAGES
+
+
+def _state_dict_mismatch(exc: BaseException) -> bool:
+    return isinstance(exc, RuntimeError) and str(exc).startswith("Error(s) in loading state_dict")
+
+
+def is_expected(exc: BaseException) -> bool:
+    """True for errors a user can fix from the message alone (see module doc); False for bugs."""
+    if isinstance(exc, _EXPECTED_BUILTINS) or _state_dict_mismatch(exc):
+        return True
+    if type(exc).__module__.split(".")[0] in _OWN_PACKAGES:
+        return True
+    return isinstance(exc, _OWN_RAISES) and _raised_in_own_code(exc)
+
+
+def one_line(exc: BaseException) -> str:
+    """The message of ``exc`` as one line (a state-dict mismatch is summarised, not listed)."""
+    if _state_dict_mismatch(exc):
+        text = str(exc)
+        n_size = text.count("size mismatch")
+        n_missing = text.count('"') // 2 if "Missing key(s)" in text or "Unexpected key(s)" in text else 0
+        return (
+            f"the checkpoint does not fit the network ({n_size} size mismatches, {n_missing} missing/unexpected keys): "
+            "it was saved for another model_preset; pass the preset it was trained with (--model_preset NAME) "
+            "or use a checkpoint whose models/<name>.json sidecar names its preset"
+        )
+    msg = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    msg = " ".join(msg.split()) or repr(exc)
+    if isinstance(exc, FileNotFoundError) and exc.filename and str(exc.filename) not in msg:
+        msg = f"{msg}: {exc.filename}"
+    return msg
+
+
+def log_path() -> Path:
+    """Where the full traceback of the last reported error goes: ``$PERX2CT_ERROR_LOG``, else
+    ``runs/last_error.log`` under the working directory (the bundle root) when writable, else the
+    temporary directory."""
+    if os.environ.get(LOG_ENV):
+        return Path(os.environ[LOG_ENV])
+    runs = Path.cwd() / "runs"
+    if os.access(runs if runs.is_dir() else Path.cwd(), os.W_OK):
+        return runs / "last_error.log"
+    return Path(tempfile.gettempdir()) / "perx2ct_last_error.log"
+
+
+def _write_log(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> str | None:
+    try:
+        path = log_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(traceback.format_exception(kind, exc, tb)))
+        return str(path)
+    except OSError:
+        return None
+
+
+def report(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    """``sys.excepthook``: one line for an expected error, the usual traceback otherwise."""
+    debug = os.environ.get(DEBUG_ENV, "").lower() not in ("", "0", "false", "no")
+    cause = root_cause(exc)
+    if debug or not is_expected(cause):
+        sys.__excepthook__(kind, exc, tb)
+        return
+    where = _write_log(kind, exc, tb)
+    hint = f" (full traceback: {where}; {DEBUG_ENV}=1 prints it)" if where else f" ({DEBUG_ENV}=1 prints the traceback)"
+    print(f"error: {one_line(cause)}{hint}", file=sys.stderr, flush=True)
+    # the exit status of an uncaught exception is 1 whatever the hook prints
+
+
+def install() -> None:
+    """Make :func:`report` the process's excepthook, unless another tool (IPython, pytest) set its own."""
+    if sys.excepthook is sys.__excepthook__:
+        sys.excepthook = report
