@@ -13,7 +13,9 @@ Modules, one concept each:
 * :mod:`scripts.slicing` - where a rendered slice (axis, index, zoom box) lies in the volume.
 * :mod:`scripts.networks` - PerspectiveSampler, encoder, decoder, PerX2CT and its presets.
 * :mod:`scripts.engine` - slice batches and inferers for MONAI's trainer and evaluators.
-* :mod:`scripts.losses` / :mod:`scripts.metrics` - L1 + SSIM (+ LPIPS) loss; paper and honest metrics.
+* :mod:`scripts.losses` / :mod:`scripts.metrics` - the official loss (L1 + LPIPS-VGG); the official metric code's
+  paper convention and honest metrics.
+* :mod:`scripts.pretrained` - ResNet-101 / VGG16 / LPIPS weights as data; ``python -m scripts download_weights``.
 * :mod:`scripts.handlers` - Ignite handlers: latest checkpoint, TensorBoard slices, evaluation report.
 * :mod:`scripts.inference` - inference items and the NIfTI writer with the output frame.
 * :mod:`scripts.errors` - one line per expected error (installed as ``sys.excepthook`` on import).
