@@ -22,9 +22,11 @@ The result is the raw DRR: line integrals of attenuation (dimensionless, ``mu`` 
 shape ``(rows, cols)`` of the geometry's detector, rows top to bottom (head to feet), columns
 in the geometry's display convention.
 
-Other backends (a batched torch projector) can slot in behind :func:`ray_cast_drr`'s signature.
+A second backend, the batched differentiable torch projector (:mod:`scripts.projector`), renders the
+same images; :func:`render_drr` picks either (``backend="itk"|"torch"``); both results go through the
+one post-processing of radiographs (:func:`scripts.radiograph.postprocess_radiograph`).
 
-Command line: ``python -m scripts drr --ct CT --view pa --preset perx2ct --output OUT.nii.gz``
+Command line: ``python -m scripts drr --ct CT --view pa --preset perx2ct --output OUT.nii.gz [--backend torch]``
 (:func:`drr_cli`).
 """
 
@@ -34,6 +36,7 @@ import ast
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 
 from scripts.atomic import save_nifti_atomic
 from scripts.geometry import ProjectionGeometry
@@ -44,6 +47,8 @@ __all__ = [
     "hu_to_attenuation",
     "volume_centre_mm",
     "ray_cast_drr",
+    "BACKENDS",
+    "render_drr",
     "detector_affine_lps",
     "drr_cli",
 ]
@@ -54,9 +59,14 @@ MU_WATER_PER_CM = 0.022
 HU_THRESHOLD = -800.0
 
 
-def hu_to_attenuation(volume_hu: np.ndarray, mu_water_per_cm: float = MU_WATER_PER_CM, hu_threshold: float = HU_THRESHOLD) -> np.ndarray:
+def hu_to_attenuation(volume_hu, mu_water_per_cm: float = MU_WATER_PER_CM, hu_threshold: float = HU_THRESHOLD):
     """plastimatch's default HU -> linear attenuation (per cm): ``mu_w * (1 + HU/1000)`` where
-    ``HU > hu_threshold``, else 0. Returns float32, same shape."""
+    ``HU > hu_threshold``, else 0. Same shape; numpy in -> float32 numpy; torch in -> torch (same dtype
+    and device for floating input, float32 otherwise; differentiable where ``HU > hu_threshold``)."""
+    if isinstance(volume_hu, torch.Tensor):
+        hu = volume_hu if volume_hu.is_floating_point() else volume_hu.float()
+        mu = mu_water_per_cm * (1.0 + hu / 1000.0)
+        return torch.where(hu > hu_threshold, mu, torch.zeros_like(mu))
     hu = np.asarray(volume_hu, dtype=np.float32)
     mu = np.float32(mu_water_per_cm) * (np.float32(1.0) + hu / np.float32(1000.0))
     return np.where(hu > hu_threshold, mu, np.float32(0.0)).astype(np.float32, copy=False)
@@ -152,6 +162,44 @@ def ray_cast_drr(
     return (out.astype(np.float64) / 10.0).astype(np.float32)
 
 
+#: DRR backends: ``itk`` (the reference, :func:`ray_cast_drr`) and ``torch`` (:func:`scripts.projector.project`).
+BACKENDS = ("itk", "torch")
+
+
+def render_drr(
+    volume_hu: np.ndarray,
+    spacing_mm: Sequence[float],
+    origin_mm: Sequence[float],
+    geometry: ProjectionGeometry,
+    views: Sequence[str] = ("pa", "lateral"),
+    *,
+    backend: str = "itk",
+    attenuation: np.ndarray | None = None,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
+    """Raw DRRs of one volume for several views with either backend: ``(V, rows, cols)`` float32.
+
+    Arguments as :func:`ray_cast_drr`; ``backend`` ``"itk"`` (reference) or ``"torch"`` (the batched
+    projector, on ``device``). Both apply :func:`hu_to_attenuation` and return line integrals in the same
+    unit and pixel order, so either result goes through the same post-processing
+    (:func:`scripts.radiograph.postprocess_radiograph`) unchanged.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown DRR backend {backend!r}; choose one of {list(BACKENDS)}")
+    views = (views,) if isinstance(views, str) else tuple(views)
+    mu = attenuation if attenuation is not None else hu_to_attenuation(volume_hu)
+    if backend == "itk":
+        return np.stack([ray_cast_drr(None, spacing_mm, origin_mm, geometry, v, attenuation=mu) for v in views])
+    from scripts.projector import project
+
+    mu_t = torch.as_tensor(np.asarray(mu, dtype=np.float32), device=device)
+    if mu_t.ndim != 3:
+        raise ValueError(f"volume must be 3D (X, Y, Z), got shape {tuple(mu_t.shape)}")
+    with torch.no_grad():
+        out = project(mu_t[None, None], spacing_mm, origin_mm, geometry, views)
+    return out[0].cpu().numpy().astype(np.float32, copy=False)
+
+
 def _parse_isocentre(isocentre) -> tuple[float, float, float] | None:
     if isocentre is None:
         return None
@@ -166,8 +214,16 @@ def _parse_isocentre(isocentre) -> tuple[float, float, float] | None:
     return vals[0], vals[1], vals[2]
 
 
-def drr_cli(ct: str, view: str = "pa", preset: str = "perx2ct", output: str = "drr.nii.gz", isocentre=None) -> str:
-    """Raw DRR (line integrals, no normalisation or resampling) of one CT, written as a 2D NIfTI.
+def drr_cli(
+    ct: str,
+    view: str = "pa",
+    preset: str = "perx2ct",
+    output: str = "drr.nii.gz",
+    isocentre=None,
+    backend: str = "itk",
+    device: str = "cpu",
+) -> str:
+    """Raw DRR (line integrals, no normalisation or resampling) of one CT, written as NIfTI.
 
     Args:
         ct: CT file (NIfTI/MHA/NRRD/DICOM) or DICOM series / patient folder (see :func:`scripts.ct_io.load_ct`).
@@ -175,16 +231,21 @@ def drr_cli(ct: str, view: str = "pa", preset: str = "perx2ct", output: str = "d
         preset: geometry preset (``perx2ct`` or ``x2ctgan``).
         output: output path (``.nii`` or ``.nii.gz``), written atomically (temp file + rename).
         isocentre: ``"[x,y,z]"`` in LPS mm; default the volume centre.
+        backend: ``itk`` (the reference ray caster) or ``torch`` (the batched projector); same file layout.
+        device: torch device of the ``torch`` backend (``cpu``, ``cuda``).
 
     Returns:
-        the output path. The NIfTI holds a float32 ``(cols, rows)`` array (NIfTI's i = detector column,
-        j = detector row) with pixel spacing = detector pixel size and an affine placing it on the
-        physical detector plane (RAS), so a viewer shows PA as a frontal film with head up.
+        the output path. The NIfTI holds a float32 ``(cols, rows, 1)`` array (NIfTI's i = detector column,
+        j = detector row, k = a singleton axis along the view's normal) with pixel spacing = detector pixel
+        size (1 mm along k) and a full, non-singular affine placing it on the physical detector plane
+        (RAS), so ITK, nibabel and MONAI read it and a viewer shows PA as a frontal film with head up.
     """
     import nibabel as nib
 
     from scripts.ct_io import affine_to_lps_grid, load_ct, lps_to_ras
 
+    if backend not in BACKENDS:
+        raise ValueError(f"--backend must be one of {list(BACKENDS)}, got {backend!r}")
     vol = load_ct(ct)
     spacing, origin = affine_to_lps_grid(vol.affine)
     arr = vol.array[0] if hasattr(vol, "array") else np.asarray(vol[0])
@@ -195,13 +256,13 @@ def drr_cli(ct: str, view: str = "pa", preset: str = "perx2ct", output: str = "d
     if iso is None:
         iso = tuple(volume_centre_mm(arr.shape, spacing, origin))
     geometry = geometry.with_isocentre(iso)
-    drr = ray_cast_drr(np.asarray(arr), spacing, origin, geometry, view)
+    drr = render_drr(np.asarray(arr), spacing, origin, geometry, view, backend=backend, device=device)[0]
 
     a = detector_affine_lps(geometry, view)
-    # NIfTI data axes (i, j) = (column, row)
-    a_ij = a[:, [1, 0, 2, 3]]
-    img = nib.Nifti1Image(np.ascontiguousarray(drr.T, dtype=np.float32), lps_to_ras(a_ij))
+    # NIfTI data axes (i, j, k) = (column, row, normal): a 3D image with a singleton k axis and a full direction
+    a_ijk = a[:, [1, 0, 2, 3]]
+    img = nib.Nifti1Image(np.ascontiguousarray(drr.T[:, :, None], dtype=np.float32), lps_to_ras(a_ijk))
     sr, sc = geometry.pixel_spacing_mm
-    img.header.set_zooms((sc, sr))
+    img.header.set_zooms((sc, sr, 1.0))
     img.header["descrip"] = f"raw DRR {view} {preset} iso {[round(x, 2) for x in iso]}"[:79].encode()
     return str(save_nifti_atomic(img, output))

@@ -188,30 +188,92 @@ def test_drrd_keys_and_isocentre(shared_data_dir):
         DRRd(geometry=g, views=("pa", "lateral"), output_keys=("pa",))
 
 
-def test_drr_cli(tmp_path):
-    import nibabel as nib
-
+def _cli_phantom(tmp_path: Path):
     vol = np.full((60, 50, 40), -1000.0, np.float32)
     vol[20:40, 10:40, 5:35] = 200.0
     spacing, origin = np.array([2.0, 2.0, 2.5]), np.array([-60.0, -50.0, -50.0])
     ct = tmp_path / "cube.mha"
     write_mha(vol, spacing, origin, ct)
+    return vol, spacing, origin, ct
+
+
+def test_drr_cli(tmp_path):
+    import nibabel as nib
+
+    vol, spacing, origin, ct = _cli_phantom(tmp_path)
     out = tmp_path / "sub" / "pa.nii.gz"
     assert drr_cli(str(ct), view="lateral", output=str(out), isocentre="[1.5, -2, 3]") == str(out)
     img = nib.load(str(out))
-    assert img.shape == (320, 320) and img.get_data_dtype() == np.float32
-    assert img.header.get_zooms() == pytest.approx((500 / 320, 500 / 320))
+    assert img.shape == (320, 320, 1) and img.get_data_dtype() == np.float32
+    assert img.header.get_zooms() == pytest.approx((500 / 320, 500 / 320, 1.0))
     g = ProjectionGeometry.from_preset("perx2ct", isocentre_mm=(1.5, -2.0, 3.0))
-    np.testing.assert_allclose(np.asarray(img.dataobj).T, ray_cast_drr(vol, spacing, origin, g, "lateral"), rtol=1e-6)
+    expect = ray_cast_drr(vol, spacing, origin, g, "lateral")
+    np.testing.assert_allclose(np.asarray(img.dataobj)[:, :, 0].T, expect, rtol=1e-6)
     assert not [p for p in out.parent.iterdir() if p.name != out.name], "temporary file left behind"
+    # the torch backend writes the same file (layout, affine, header), values to float32 rounding (the phantom
+    # lies inside the volume, where both backends sum the same bilinear samples)
+    out_t = tmp_path / "pa_torch.nii.gz"
+    drr_cli(str(ct), view="lateral", output=str(out_t), isocentre="[1.5, -2, 3]", backend="torch")
+    img_t = nib.load(str(out_t))
+    assert img_t.shape == img.shape and img_t.header.get_zooms() == img.header.get_zooms()
+    np.testing.assert_allclose(img_t.affine, img.affine)
+    np.testing.assert_allclose(np.asarray(img_t.dataobj), np.asarray(img.dataobj), rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="--backend must be one of"):
+        drr_cli(str(ct), output=str(tmp_path / "x.nii.gz"), backend="plastimatch")
     if importlib.util.find_spec("scripts.example_data") is None:
         pytest.skip("scripts/example_data.py not present yet: python -m scripts cannot start")
     out2 = tmp_path / "pa2.nii.gz"
     repo = Path(__file__).resolve().parents[1]
     res = subprocess.run(
-        [sys.executable, "-m", "scripts", "drr", "--ct", str(ct), "--view", "pa", "--preset", "perx2ct", "--output", str(out2)],
+        [sys.executable, "-m", "scripts", "drr", "--ct", str(ct), "--view", "pa", "--preset", "perx2ct", "--output", str(out2),
+         "--backend", "torch"],
         cwd=repo, capture_output=True, encoding="utf-8", errors="replace", timeout=120,
     )  # fmt: skip
     assert res.returncode == 0, res.stderr[-2000:]
     g = ProjectionGeometry.from_preset("perx2ct", isocentre_mm=tuple(volume_centre_mm(vol.shape, spacing, origin)))
-    np.testing.assert_allclose(np.asarray(nib.load(str(out2)).dataobj).T, ray_cast_drr(vol, spacing, origin, g, "pa"), rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(nib.load(str(out2)).dataobj)[:, :, 0].T, ray_cast_drr(vol, spacing, origin, g, "pa"), rtol=1e-4, atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("view", ["pa", "lateral"])
+def test_drr_file_readers(tmp_path, view):
+    """Issue 11 item 8: itk.imread, nibabel and MONAI's LoadImage (nibabel and ITK readers) all read the DRR
+    file, and each places pixel (col, row) at geometry.pixel_to_world(view, (col, row)) (a 3D image with a
+    singleton axis along the view's normal and a full, non-singular direction)."""
+    import itk
+    import nibabel as nib
+    from monai.transforms import LoadImage
+
+    vol, spacing, origin, ct = _cli_phantom(tmp_path)
+    iso = (4.0, -3.0, 2.0)
+    out = tmp_path / f"{view}.nii.gz"
+    drr_cli(str(ct), view=view, output=str(out), isocentre=str(list(iso)))
+    g = ProjectionGeometry.from_preset("perx2ct", isocentre_mm=iso)
+    expect = ray_cast_drr(vol, spacing, origin, g, view)  # (rows, cols)
+    pixels = np.array([[0, 0], [319, 0], [0, 319], [100, 250]], dtype=np.float64)  # (col, row)
+    world_lps = g.pixel_to_world(view, pixels)
+    lps_to_ras = np.diag([-1.0, -1.0, 1.0])
+
+    image = itk.imread(str(out))  # raised "Bad direction, determinant is 0" for the former 2D file
+    arr = itk.array_from_image(image)  # (k, j, i) = (1, rows, cols)
+    assert arr.shape == (1, 320, 320)
+    np.testing.assert_allclose(arr[0], expect, rtol=1e-6)
+    direction = itk.array_from_matrix(image.GetDirection())
+    assert abs(np.linalg.det(direction)) == pytest.approx(1.0)
+    itk_origin, itk_spacing = np.asarray(image.GetOrigin()), np.asarray(image.GetSpacing())
+    for (c, r), w in zip(pixels, world_lps):  # ITK's physical space is LPS
+        np.testing.assert_allclose(itk_origin + direction @ (itk_spacing * [c, r, 0.0]), w, atol=1e-3)
+
+    nimg = nib.load(str(out))
+    np.testing.assert_allclose(np.asarray(nimg.dataobj)[:, :, 0].T, expect, rtol=1e-6)
+    for (c, r), w in zip(pixels, world_lps):
+        np.testing.assert_allclose(nimg.affine @ [c, r, 0.0, 1.0], [*(lps_to_ras @ w), 1.0], atol=1e-3)
+
+    for reader in ("NibabelReader", "ITKReader"):
+        mimg = LoadImage(reader=reader, image_only=True)(str(out))
+        assert tuple(mimg.shape) == (320, 320, 1), reader
+        np.testing.assert_allclose(mimg.numpy()[:, :, 0].T, expect, rtol=1e-6, err_msg=reader)
+        aff = np.asarray(mimg.affine, dtype=np.float64)  # MONAI: RAS
+        for (c, r), w in zip(pixels, world_lps):
+            np.testing.assert_allclose(aff @ [c, r, 0.0, 1.0], [*(lps_to_ras @ w), 1.0], atol=1e-3, err_msg=reader)
