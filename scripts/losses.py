@@ -48,8 +48,12 @@ __all__ = ["VGG16_CONFIG", "LPIPS_TAPS", "LPIPS_CHANNELS", "LPIPS_EPS", "LPIPSVG
 
 logger = logging.getLogger(__name__)
 
+# conv widths of VGG16's five blocks
+_VGG16_BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
 #: torchvision's VGG16 ``features`` layout: conv widths, "M" = 2x2 max pooling (each conv is followed by ReLU).
-VGG16_CONFIG: tuple[int | str, ...] = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
+VGG16_CONFIG: tuple[int | str, ...] = tuple(
+    v for i, block in enumerate(_VGG16_BLOCKS) for v in ((("M",) if i else ()) + block)
+)
 #: Indices in ``features`` of relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 (LPIPS's taps).
 LPIPS_TAPS: tuple[int, ...] = (3, 8, 15, 22, 29)
 #: Channels of those taps (= the lin layers' widths).
@@ -142,7 +146,7 @@ class LPIPSVGG(nn.Module):
         self.input_range, self.dropout = input_range, bool(dropout)
         sd = _load_state_dict(vgg_weights, "LPIPS VGG weights")
         self.features = _vgg16_features()[: LPIPS_TAPS[-1] + 1]
-        feats = {k[len("features."):]: v for k, v in sd.items() if k.startswith("features.")}
+        feats = {k[len("features.") :]: v for k, v in sd.items() if k.startswith("features.")}
         wanted = self.features.state_dict()
         missing = sorted(set(wanted) - set(feats), key=lambda k: int(k.split(".")[0]))
         if missing:
@@ -152,7 +156,9 @@ class LPIPSVGG(nn.Module):
             )
         for k, v in wanted.items():
             if feats[k].shape != v.shape:
-                raise ValueError(f"{vgg_weights}: features.{k} has shape {tuple(feats[k].shape)}, VGG16 needs {tuple(v.shape)}")
+                raise ValueError(
+                    f"{vgg_weights}: features.{k} has shape {tuple(feats[k].shape)}, VGG16 needs {tuple(v.shape)}"
+                )
         self.features.load_state_dict({k: feats[k].float() for k in wanted})
 
         lin_sd = sd if lin_weights is None else _load_state_dict(lin_weights, "LPIPS lin weights")
@@ -168,7 +174,8 @@ class LPIPSVGG(nn.Module):
             logger.warning(
                 "no LPIPS lin weights (lin0.model.1.weight ...) in %s: every VGG channel weighs 1/C, a perceptual "
                 "distance but not the calibrated LPIPS. To fetch them: %s",
-                src, _DOWNLOAD_HINT,
+                src,
+                _DOWNLOAD_HINT,
             )
             weights = [torch.full((1, c, 1, 1), 1.0 / c) for c in LPIPS_CHANNELS]
             self.calibrated = False
@@ -259,7 +266,9 @@ class PerX2CTLoss(nn.Module):
         self.l1_weight, self.lpips_weight = float(l1_weight), float(lpips_weight)
         self.lpips: LPIPSVGG | None = None
         if lpips_vgg_weights and self.lpips_weight:
-            self.lpips = LPIPSVGG(lpips_vgg_weights, lpips_lin_weights, input_range=lpips_input_range, dropout=lpips_dropout)
+            self.lpips = LPIPSVGG(
+                lpips_vgg_weights, lpips_lin_weights, input_range=lpips_input_range, dropout=lpips_dropout
+            )
         elif lpips_input_range not in _INPUT_RANGES:
             raise ValueError(f"lpips_input_range must be one of {_INPUT_RANGES}, got {lpips_input_range!r}")
         self.fallback = self.lpips is None and self.lpips_weight > 0 and float(fallback_ssim_weight) > 0
@@ -271,7 +280,9 @@ class PerX2CTLoss(nn.Module):
         if self.lpips is None and self.lpips_weight:
             deviations.append("no LPIPS term (lpips_vgg_weights not set)")
         elif self.lpips is not None and not self.lpips.calibrated:
-            deviations.append("LPIPS without its calibrated lin weights (lpips_lin_weights not set): channels weigh 1/C")
+            deviations.append(
+                "LPIPS without its calibrated lin weights (lpips_lin_weights not set): channels weigh 1/C"
+            )
         if self.fallback:
             deviations.append(f"(1 - SSIM) x {self.ssim_weight:g} in place of LPIPS (fallback_ssim_weight)")
         elif self.ssim_weight:
@@ -298,7 +309,11 @@ class PerX2CTLoss(nn.Module):
             logger.warning(
                 "\n%s\nTHIS IS NOT THE PAPER'S LOSS. Training with %s.\nDifferences from the official "
                 "L1 + 1.0 x LPIPS: %s.\nFor the paper's loss: %s\n%s",
-                "=" * 100, self.recipe["formula"], "; ".join(deviations), _DOWNLOAD_HINT, "=" * 100,
+                "=" * 100,
+                self.recipe["formula"],
+                "; ".join(deviations),
+                _DOWNLOAD_HINT,
+                "=" * 100,
             )
         else:
             logger.info("loss: %s (the paper's loss)", self.recipe["formula"])
@@ -322,7 +337,8 @@ class PerX2CTLoss(nn.Module):
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if pred.shape != target.shape or pred.ndim != 4:
             raise ValueError(
-                f"PerX2CTLoss expects pred and target (B, 1, H, W) of equal shape; got {tuple(pred.shape)} and {tuple(target.shape)}"
+                "PerX2CTLoss expects pred and target (B, 1, H, W) of equal shape; "
+                f"got {tuple(pred.shape)} and {tuple(target.shape)}"
             )
         parts: dict[str, torch.Tensor] = {}
         total = pred.new_zeros((), dtype=torch.float32)

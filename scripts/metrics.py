@@ -139,7 +139,9 @@ def _array(x: Any, name: str) -> np.ndarray:
     while a.ndim > 3 and a.shape[0] == 1:
         a = a[0]
     if a.ndim != 3:
-        raise ValueError(f"{name} must be a 3D volume (X, Y, Z), optionally with one leading channel; got shape {np.shape(x)}")
+        raise ValueError(
+            f"{name} must be a 3D volume (X, Y, Z), optionally with one leading channel; got shape {np.shape(x)}"
+        )
     return a
 
 
@@ -432,7 +434,9 @@ class CTVolumeMetric(CumulativeIterationMetric):
         if y is None:
             raise ValueError(f"{type(self).__name__} needs the ground truth y")
         if y_pred.ndim != 5 or y.ndim != 5:
-            raise ValueError(f"expected y_pred and y of shape (B, C, X, Y, Z); got {tuple(y_pred.shape)} and {tuple(y.shape)}")
+            raise ValueError(
+                f"expected y_pred and y of shape (B, C, X, Y, Z); got {tuple(y_pred.shape)} and {tuple(y.shape)}"
+            )
         n_ch = y_pred.shape[1]
         if n_ch > 1 and n_ch > len(self.axes):
             raise ValueError(f"y_pred has {n_ch} channels but only {len(self.axes)} slicing axes are named")
@@ -519,8 +523,14 @@ class PSNRPaperHandler(CTMetricHandler):
         clip: bool = True,
         axes: Sequence[str | int] = AXES,
     ) -> None:
-        super().__init__(self.metric_name, axis=axis, axes=axes, clip=clip, output_transform=output_transform,
-                         save_details=save_details)
+        super().__init__(
+            self.metric_name,
+            axis=axis,
+            axes=axes,
+            clip=clip,
+            output_transform=output_transform,
+            save_details=save_details,
+        )
 
 
 class SSIMPaperHandler(PSNRPaperHandler):
@@ -556,5 +566,11 @@ class LPIPSPaperHandler(CTMetricHandler):
         from scripts.losses import LPIPSVGG
 
         model = LPIPSVGG(lpips_vgg_weights, lpips_lin_weights, input_range="unit").eval().to(device)
-        super().__init__(self.metric_name, axis=axis, axes=axes, output_transform=output_transform,
-                         save_details=save_details, lpips=model)
+        super().__init__(
+            self.metric_name,
+            axis=axis,
+            axes=axes,
+            output_transform=output_transform,
+            save_details=save_details,
+            lpips=model,
+        )

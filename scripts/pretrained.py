@@ -133,8 +133,8 @@ WEIGHTS: dict[str, WeightFile] = {
             name="lpips_lin",
             filename="lpips_vgg_v0.1.pth",
             urls=(
-                "https://files.pythonhosted.org/packages/9b/13/1df50c7925d9d2746702719f40e864f51ed66f307b20ad32392f1ad2bb87/"
-                "lpips-0.1.4-py3-none-any.whl",
+                "https://files.pythonhosted.org/packages/9b/13/"
+                "1df50c7925d9d2746702719f40e864f51ed66f307b20ad32392f1ad2bb87/lpips-0.1.4-py3-none-any.whl",
             ),
             sha256="a78928a0af1e5f0fcb1f3b9e8f8c3a2a5a3de244d830ad5c1feddc79b8432868",
             member="lpips/weights/v0.1/vgg.pth",
@@ -287,7 +287,11 @@ def _download_verified(entry: WeightFile, url: str, final: Path) -> None:
         os.replace(payload, final)
         logger.info(
             "%s: %s (%.1f MB in %.1f s, %s verified)",
-            entry.name, final, n_bytes / 1e6, time.monotonic() - t0, entry.check,
+            entry.name,
+            final,
+            n_bytes / 1e6,
+            time.monotonic() - t0,
+            entry.check,
         )
     finally:
         tmp.unlink(missing_ok=True)

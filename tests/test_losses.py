@@ -21,8 +21,9 @@ _SHIFT = torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1)
 _SCALE = torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1)
 
 
-def reference_lpips(vgg: dict, lins: list, x: torch.Tensor, y: torch.Tensor, signed: bool = False,
-                    dropout_seed: int | None = None) -> torch.Tensor:
+def reference_lpips(
+    vgg: dict, lins: list, x: torch.Tensor, y: torch.Tensor, signed: bool = False, dropout_seed: int | None = None
+) -> torch.Tensor:
     """LPIPS written out: scaling layer, VGG16 taps, channel-normalised squared difference, [dropout], lin, mean."""
 
     def prep(a):
@@ -164,8 +165,13 @@ def test_deviations_are_recorded(vgg, caplog):
         uncal = PerX2CTLoss(lpips_vgg_weights=str(path))  # no lin weights: 1/C per channel
     assert not uncal.lpips.calibrated and not uncal.is_paper_loss
     assert "1/C" in caplog.text and "NOT THE PAPER'S LOSS" in caplog.text
-    opts = PerX2CTLoss(lpips_vgg_weights=str(path), lpips_lin_weights=str(LIN_FILE), lpips_input_range="signed",
-                       lpips_dropout=False, ssim_weight=0.5)
+    opts = PerX2CTLoss(
+        lpips_vgg_weights=str(path),
+        lpips_lin_weights=str(LIN_FILE),
+        lpips_input_range="signed",
+        lpips_dropout=False,
+        ssim_weight=0.5,
+    )
     text = " ".join(opts.recipe["deviations"])
     assert not opts.is_paper_loss and "[-1, 1]" in text and "dropout off" in text and "SSIM" in text
     x, y = _slices(9), _slices(10)

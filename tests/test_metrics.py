@@ -210,13 +210,13 @@ def test_lpips_paper_per_slice_of_the_stack(tmp_path):
     path = tmp_path / "vgg16.pth"
     torch.save({f"features.{k}": v for k, v in _vgg16_features().state_dict().items()}, path)
     lp = LPIPSVGG(path)  # training mode: lpips_paper must switch dropout off for the measurement
-    shape = (16, 20, 24)
+    shape = (16, 16, 16)  # one LPIPS batch per stack
     rng = np.random.default_rng(9)
     t = rng.random(shape).astype(np.float32)
     p = (t + rng.normal(0, 0.1, shape)).astype(np.float32)
     got = M.lpips_paper(p, t, lp, axis="coronal")
     assert lp.training  # restored
-    st, sp = M.official_stack(t, "coronal"), M.official_stack(p, "coronal")  # (24, 16, 20) slices of 16 x 20
+    st, sp = M.official_stack(t, "coronal"), M.official_stack(p, "coronal")  # slices of fixed Y, rows -Z, cols X
     with torch.no_grad():
         ref = lp.eval()(torch.from_numpy(sp.copy())[:, None], torch.from_numpy(st.copy())[:, None]).mean().item()
     assert got == pytest.approx(ref, rel=1e-5)

@@ -28,8 +28,9 @@ def fake(tmp_path, monkeypatch):
     src.write_bytes(b"pretend these are weights\n" * 100)
     digest = hashlib.sha256(src.read_bytes()).hexdigest()
     full = P.WeightFile("fake", "tiny.pth", (src.as_uri(),), "test file", "none", sha256=digest)
-    prefix = P.WeightFile("fake_prefix", f"tiny-{digest[:8]}.pth", (src.as_uri(),), "test file", "none",
-                          hash_prefix=digest[:8])
+    prefix = P.WeightFile(
+        "fake_prefix", f"tiny-{digest[:8]}.pth", (src.as_uri(),), "test file", "none", hash_prefix=digest[:8]
+    )
     monkeypatch.setitem(P.WEIGHTS, "fake", full)
     monkeypatch.setitem(P.WEIGHTS, "fake_prefix", prefix)
     return src, digest, tmp_path / "out"
@@ -148,8 +149,9 @@ def test_cli(tmp_path):
     out = tmp_path / "pretrained"
     P.download_weights("lpips_lin", output_dir=out, url=LIN_FILE.as_uri())
     cmd = [sys.executable, "-m", "scripts", "download_weights", "--name", "lpips_lin", "--output_dir", str(out)]
-    bad = subprocess.run([*cmd, "--url", UNREACHABLE, "--force"], cwd=ROOT, capture_output=True, text=True,
-                         env=env, timeout=300)
+    bad = subprocess.run(
+        [*cmd, "--url", UNREACHABLE, "--force"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=300
+    )
     errors = [line for line in bad.stderr.splitlines() if line.startswith("error:")]
     assert bad.returncode == 1 and len(errors) == 1 and errors[0].startswith("error: could not download lpips_lin")
     assert "Traceback" not in bad.stderr
