@@ -25,7 +25,7 @@ import traceback
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["Interrupted", "stop", "install", "report", "root_cause", "is_expected", "one_line", "log_path", "DEBUG_ENV"]
+__all__ = ["Interrupted", "stop", "install", "report", "chain", "root_cause", "is_expected", "one_line", "log_path", "DEBUG_ENV"]
 
 #: Environment variable that turns the one-line reports back into full tracebacks.
 DEBUG_ENV = "PERX2CT_DEBUG"
@@ -56,16 +56,29 @@ def stop(message: str) -> Interrupted:
     return Interrupted(message)
 
 
-def root_cause(exc: BaseException) -> BaseException:
-    """The innermost exception of ``exc``'s chain (explicit ``__cause__`` first, then ``__context__``)."""
+def chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the exceptions behind it, outermost first (``__cause__``, else ``__context__``)."""
+    out: list[BaseException] = []
     seen = set()
-    while id(exc) not in seen:
-        seen.add(id(exc))
-        nxt = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
-        if nxt is None:
-            break
-        exc = nxt
-    return exc
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        out.append(cur)
+        cur = cur.__cause__ or (None if cur.__suppress_context__ else cur.__context__)
+    return out
+
+
+def root_cause(exc: BaseException) -> BaseException:
+    """The exception that says what went wrong: the outermost one raised by the bundle's own code or
+    classes (its message was written for the user), else the innermost expected one, else the innermost."""
+    links = chain(exc)
+    for e in links:
+        if _own(e):
+            return e
+    for e in reversed(links):
+        if is_expected(e):
+            return e
+    return links[-1]
 
 
 def _raised_in_own_code(exc: BaseException) -> bool:
@@ -84,13 +97,16 @@ def _state_dict_mismatch(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and str(exc).startswith("Error(s) in loading state_dict")
 
 
-def is_expected(exc: BaseException) -> bool:
-    """True for errors a user can fix from the message alone (see module doc); False for bugs."""
-    if isinstance(exc, _EXPECTED_BUILTINS) or _state_dict_mismatch(exc):
-        return True
+def _own(exc: BaseException) -> bool:
+    """An error of the bundle's own classes, or a standard one raised by the bundle's own checks."""
     if type(exc).__module__.split(".")[0] in _OWN_PACKAGES:
         return True
     return isinstance(exc, _OWN_RAISES) and _raised_in_own_code(exc)
+
+
+def is_expected(exc: BaseException) -> bool:
+    """True for errors a user can fix from the message alone (see module doc); False for bugs."""
+    return isinstance(exc, _EXPECTED_BUILTINS) or _state_dict_mismatch(exc) or _own(exc)
 
 
 def one_line(exc: BaseException) -> str:
@@ -136,6 +152,9 @@ def _write_log(kind: type[BaseException], exc: BaseException, tb: TracebackType 
 def report(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
     """``sys.excepthook``: one line for an expected error, the usual traceback otherwise."""
     debug = os.environ.get(DEBUG_ENV, "").lower() not in ("", "0", "false", "no")
+    if isinstance(exc, KeyboardInterrupt) and not debug:
+        print("interrupted (before anything resumable was saved)", file=sys.stderr, flush=True)
+        return  # Python then ends the process by SIGINT: exit status 130 in the shell
     cause = root_cause(exc)
     if debug or not is_expected(cause):
         sys.__excepthook__(kind, exc, tb)

