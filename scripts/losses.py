@@ -211,15 +211,14 @@ class LPIPSVGG(nn.Module):
         if self.shift.device != pred.device:
             self.to(pred.device)
         with torch.autocast(device_type=pred.device.type, enabled=False):
-            x = self._prepare(pred.float())
-            y = self._prepare(target.float())
-            n = x.shape[0]
-            feats = self._taps(torch.cat([x, y], dim=0))  # one pass for both
+            fx = self._taps(self._prepare(pred.float()))
+            # the target's features need no graph unless the target itself needs gradients (half the backward)
+            with torch.set_grad_enabled(torch.is_grad_enabled() and target.requires_grad):
+                fy = self._taps(self._prepare(target.float()))
             drop = self.dropout and self.training
-            total = x.new_zeros(n)
-            for i, f in enumerate(feats):
-                f = normalize_channels(f)
-                diff = (f[:n] - f[n:]) ** 2
+            total = pred.new_zeros(pred.shape[0], dtype=torch.float32)
+            for i, (f0, f1) in enumerate(zip(fx, fy)):
+                diff = (normalize_channels(f0) - normalize_channels(f1)) ** 2
                 if drop:
                     diff = F.dropout(diff, p=LPIPS_DROPOUT_P, training=True)
                 total = total + (diff * getattr(self, f"lin{i}")).sum(dim=1).mean(dim=(1, 2))
