@@ -75,6 +75,7 @@ __all__ = [
     "psnr_paper",
     "ssim_paper",
     "lpips_paper",
+    "lpips_model",
     "psnr_true",
     "ssim_true",
     "mae_hu",
@@ -234,6 +235,21 @@ def ssim_paper(pred: Any, target: Any, axis: str | int = "axial") -> float:
     if min(p.shape) < SSIM_WIN_SIZE:
         raise ValueError(f"SSIM needs a volume of at least {SSIM_WIN_SIZE} voxels per side, got {p.shape}")
     return float(structural_similarity(t, p, win_size=SSIM_WIN_SIZE, data_range=PAPER_SSIM_DATA_RANGE))
+
+
+def lpips_model(
+    lpips_vgg_weights: str | None, lpips_lin_weights: str | None = None, device: str | torch.device = "cpu"
+) -> torch.nn.Module | None:
+    """The LPIPS model of the paper metric (eval mode, [0, 1] input, on ``device``), or None without VGG weights.
+
+    For configs: ``"$scripts.metrics.lpips_model(@lpips_vgg_weights, @lpips_lin_weights, @device)"`` gives the
+    ``lpips`` argument of :func:`evaluate_three_axes` (None skips ``lpips_paper``).
+    """
+    if not lpips_vgg_weights:
+        return None
+    from scripts.losses import LPIPSVGG
+
+    return LPIPSVGG(lpips_vgg_weights, lpips_lin_weights, input_range="unit").eval().to(device)
 
 
 @torch.no_grad()
@@ -563,9 +579,9 @@ class LPIPSPaperHandler(CTMetricHandler):
         save_details: bool = True,
         device: str | torch.device = "cpu",
     ) -> None:
-        from scripts.losses import LPIPSVGG
-
-        model = LPIPSVGG(lpips_vgg_weights, lpips_lin_weights, input_range="unit").eval().to(device)
+        model = lpips_model(lpips_vgg_weights, lpips_lin_weights, device)
+        if model is None:
+            raise ValueError("LPIPSPaperHandler needs lpips_vgg_weights (a local VGG16 file); disable it without one")
         super().__init__(
             self.metric_name,
             axis=axis,

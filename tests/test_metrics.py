@@ -223,3 +223,11 @@ def test_lpips_paper_per_slice_of_the_stack(tmp_path):
     assert M.lpips_paper(t, t, lp) == pytest.approx(0.0, abs=1e-7)
     res = M.evaluate_volume(p, t, axis="coronal", lpips=lp)
     assert res["lpips_paper"] == pytest.approx(got, rel=1e-6)
+    # the ignite handler builds its own model (eval mode) from the files
+    engine = Engine(lambda e, _: {"pred": torch.from_numpy(p)[None, None], "label": torch.from_numpy(t)[None, None]})
+    from monai.handlers import from_engine
+
+    M.LPIPSPaperHandler(str(path), axis="coronal", output_transform=from_engine(["pred", "label"])).attach(engine, "lp")
+    engine.run([0], max_epochs=1)
+    assert engine.state.metrics["lp"] == pytest.approx(got, rel=1e-5)
+    assert M.lpips_model(None) is None
