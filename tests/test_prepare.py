@@ -23,16 +23,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scripts.prepare import (
-    CASE_FILES,
-    PrepareError,
-    assign_split,
-    complete_cases,
-    discover_cases,
-    is_case_complete,
-    read_split_file,
-    split_counts,
-)
+from scripts.case_discovery import DiscoveryError, discover_cases
+from scripts.case_writer import CASE_FILES, complete_cases, is_case_complete
+from scripts.datalist import SplitError, assign_split, read_split_file, split_counts
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = "configs/prepare.json"
@@ -162,9 +155,9 @@ def test_discover_cases(tmp_path):
     assert [c for c, _ in cases] == ["LIDC-IDRI-0001", "a", "b_case"]
     assert cases[2][1] == str(raw / "b case.nii.gz")
     (raw / "a").mkdir()
-    with pytest.raises(PrepareError, match="unique"):
+    with pytest.raises(DiscoveryError, match="unique"):
         discover_cases(raw)
-    with pytest.raises(PrepareError, match="not a folder"):
+    with pytest.raises(DiscoveryError, match="not a folder"):
         discover_cases(tmp_path / "nope")
 
 
@@ -174,7 +167,7 @@ def test_split_rules(tmp_path):
     assert split_counts(2, [0.8, 0.1, 0.1]) == (2, 0, 0)
     assert split_counts(10, "[1,1,2]") == (3, 2, 5)  # 2.5, 2.5, 5 -> tie broken toward training
     assert split_counts(7, [0, 0, 1]) == (0, 0, 7)
-    with pytest.raises(PrepareError):
+    with pytest.raises(SplitError):
         split_counts(3, [0.5, -0.1, 0.6])
     s = assign_split(ids, [0.8, 0.1, 0.1], seed=3)
     assert sorted(all_ids({k: [{"case_id": c} for c in v] for k, v in s.items()})) == ids  # exactly one list each
@@ -185,10 +178,10 @@ def test_split_rules(tmp_path):
     f.write_text(json.dumps({"_comment": "x", "training": ["c01", "c02", "gone"], "validation": ["c03"], "test": ["c03"]}))
     assert assign_split(ids, split_file=str(f)) == {"training": ["c01", "c02"], "validation": ["c03"], "test": ["c03"]}
     f.write_text(json.dumps({"train": ["c01"]}))
-    with pytest.raises(PrepareError, match="unknown keys"):
+    with pytest.raises(SplitError, match="unknown keys"):
         read_split_file(f)
     f.write_text(json.dumps({"training": ["x"]}))
-    with pytest.raises(PrepareError, match="names none"):
+    with pytest.raises(SplitError, match="names none"):
         assign_split(ids, split_file=str(f))
 
 
@@ -213,8 +206,8 @@ def test_bad_cases_are_recorded_and_the_batch_carries_on(mixed):
     datalist = read_json(out / "datalist.json")
     assert sorted(all_ids(datalist)) == list(GOOD)
     for entry in datalist["training"] + datalist["validation"] + datalist["test"]:
-        assert set(entry) == {"case_id", "pa", "lateral", "ct"}
-        for key in ("pa", "lateral", "ct"):
+        assert set(entry) == {"case_id", "pa", "lateral", "ct", "ct_1mm"}
+        for key in ("pa", "lateral", "ct", "ct_1mm"):
             assert not Path(entry[key]).is_absolute() and (out / entry[key]).is_file()
 
     for cid in GOOD:
