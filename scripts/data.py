@@ -99,8 +99,19 @@ def load_datalist(
     if (root / "datalist.json").is_file():
         lists = _prepared_datalist(root)
     else:
-        from scripts.prepare import assign_split, discover_cases
+        from scripts.case_discovery import discover_cases
+        from scripts.case_writer import CASE_FILES, TMP_PREFIX
+        from scripts.datalist import assign_split
 
+        made = sorted(e.name for e in root.iterdir()
+                      if e.is_dir() and ((e / "case.json").is_file() or e.name.startswith(TMP_PREFIX)))
+        if made or (root / "failures.json").is_file():
+            raise DatasetError(
+                f"{root} holds prepared case folders ({len(made)}, e.g. {', '.join(made[:3]) or 'none'}; files "
+                f"{', '.join(CASE_FILES)}) but no datalist.json: prepare was interrupted. Finish it with `python -m "
+                f"monai.bundle run --config_file configs/prepare.json --dataset_dir RAW --output_dir {root}` (the same "
+                "RAW folder; finished cases are kept), then point --dataset_dir at it again"
+            )
         cases = discover_cases(str(root))
         if not cases:
             raise DatasetError(f"no CT found in {root}: expected DICOM series folders, NIfTI or MHA files")
