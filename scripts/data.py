@@ -24,7 +24,7 @@ from typing import Any
 
 from monai.transforms import Compose, ConcatItemsd, CopyItemsd, DeleteItemsd, EnsureChannelFirstd, EnsureTyped, LoadImaged
 
-__all__ = ["load_datalist", "case_transform", "require_cases", "require_file"]
+__all__ = ["load_datalist", "case_transform", "require_cases", "require_file", "validation_cases", "bundle_component"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,8 @@ def _prepared_datalist(dataset_dir: Path) -> dict[str, Any]:
                 if key not in item:
                     raise DatasetError(f"{path}: entry {entry} of {split!r} has no {key!r}")
                 item[key] = str((dataset_dir / item[key]).resolve())
+            if item.get("ct_1mm"):  # optional: the 1 mm cube of point-sampled training targets
+                item["ct_1mm"] = str((dataset_dir / item["ct_1mm"]).resolve())
             items.append(item)
         out[split] = items
     return out
@@ -127,13 +129,48 @@ def load_datalist(
     return lists
 
 
-def case_transform(mode: str, raw_preprocessing: Compose | None = None) -> list:
+def validation_cases(datalist: dict[str, Any], dataset_dir: str, allow_training: Any = False) -> list[dict]:
+    """The validation cases of ``datalist``; with none, an error unless ``allow_training`` (then the
+    training cases, with a logged warning: checkpoints are then chosen on data the model was trained on)."""
+    from scripts.engine import flag
+
+    if datalist.get("validation"):
+        return list(datalist["validation"])
+    if not flag(allow_training, "validate_on_training"):
+        raise DatasetError(
+            f"no validation cases in {dataset_dir}: the best checkpoint is chosen on validation cases. Prepare with a "
+            f"split that has validation cases (e.g. --split \"[0.8,0.1,0.1]\"), pass a --split_file with a "
+            f"'validation' list, or accept choosing on training cases with --validate_on_training true"
+        )
+    logger.warning("no validation cases in %s: validating on the %d TRAINING cases (--validate_on_training true); "
+                   "models/model.pt is chosen on training data", dataset_dir, len(datalist["training"]))
+    return list(datalist["training"])
+
+
+def bundle_component(config_file: str, component: str, **overrides: Any) -> Any:
+    """Instantiate ``component`` of another bundle config (e.g. ``preprocessing`` of
+    ``<bundle_root>/configs/prepare.json``), with ``overrides`` (objects or values) replacing its ids first,
+    so a path comes from ``bundle_root`` rather than the working directory and shared objects (the geometry)
+    are the caller's."""
+    from monai.bundle import ConfigParser
+
+    require_file(config_file, "bundle config")
+    parser = ConfigParser()
+    parser.read_config(config_file)
+    for key, value in overrides.items():
+        parser[key] = value
+    return parser.get_parsed_content(component)
+
+
+def case_transform(mode: str, raw_preprocessing: Compose | None = None, keep_fine: bool = False) -> list:
     """Transforms turning a datalist item into ``{"image", "label", "case_id"}``.
 
     Args:
         mode: ``"prepared"`` (read ct.nii.gz, pa.png, lateral.png) or ``"raw"`` (run ``raw_preprocessing``,
             the chain declared in configs/prepare.json, on ``{"ct": path}``).
         raw_preprocessing: that chain; required for ``"raw"``.
+        keep_fine: keep the raw chain's 1 mm HU cube ``ct_1mm`` (slice caching reads it; prepared cases
+            keep their ``ct_1mm`` path); otherwise it is dropped so case caches stay small.
     """
     if mode == "prepared":
         from scripts.radiograph import LoadRadiographsd
@@ -152,7 +189,7 @@ def case_transform(mode: str, raw_preprocessing: Compose | None = None) -> list:
         tail = [
             ConcatItemsd(keys=("pa", "lateral"), name="image", dim=0),
             CopyItemsd(keys="ct", names="label"),
-            DeleteItemsd(keys=("ct", "pa", "lateral")),
+            DeleteItemsd(keys=("ct", "pa", "lateral") if keep_fine else ("ct", "pa", "lateral", "ct_1mm")),
         ]
     else:
         raise ValueError(f"unknown dataset mode {mode!r}; expected 'prepared' or 'raw'")

@@ -1,16 +1,16 @@
-"""Pieces that let MONAI's ``SupervisedTrainer`` train PerX2CT on random slices.
+"""Pieces that let MONAI's ``SupervisedTrainer`` and ``SupervisedEvaluator`` run PerX2CT.
 
-The trainer keeps its own iteration (AMP, gradient accumulation, events). Two components adapt
-it to slice training:
+The trainer keeps its own iteration (AMP, gradient accumulation, events). Slice training (the samples come
+from :mod:`scripts.slice_sampling`):
 
-* :class:`RandomSliceBatch` (the trainer's ``prepare_batch``): takes a batch of cases
-  ``{"image": (B, 2, 128, 128), "label": (B, 1, 128, 128, 128)}``, draws ``slices_per_case`` slices per
-  case (random axis per slice; random zoom boxes with probability ``zoom_prob``) and cuts the matching
-  ground truth from the label volume with :func:`scripts.slicing.sample_volume`.
-* :class:`SliceInferer` (the trainer's ``inferer``): calls the network once per case with the slice
-  specification, so the encoder runs once per case however many slices are drawn.
+* :class:`SliceBatch` (the trainer's ``prepare_batch``): a batch of N independent slice samples ->
+  the network's arguments (B = N cases, S = 1 slice each) and the (N, 1, 128, 128) ground truth.
+* :class:`SliceInferer` (the trainer's ``inferer``): calls the network and returns (B * S, 1, 128, 128)
+  slices, so 2D losses (L1, LPIPS) apply unchanged.
 
-Both return slices as (B * S, 1, 128, 128) so 2D losses (L1, SSIM, LPIPS) apply unchanged.
+Validation and evaluation: :class:`ReconstructionInferer` (whole volumes along each axis),
+:class:`ZoomInferer` (one zoomed region), :class:`SliceLossMetric` (the training loss as a validation metric).
+Training start: :func:`load_init_checkpoint` (``--init_ckpt``). Command line: :func:`flag`.
 """
 
 from __future__ import annotations
@@ -18,13 +18,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import logging
+import os
+
+import ignite.distributed as idist
 import torch
+from ignite.metrics import Metric
 from monai.inferers import Inferer
-from monai.utils import CommonKeys
 
-from scripts.slicing import axis_code, sample_volume, slice_positions
+from scripts.slicing import axis_code
 
-__all__ = ["RandomSliceBatch", "SliceInferer", "ReconstructionInferer", "ZoomInferer", "flag"]
+__all__ = ["SliceBatch", "SliceInferer", "SliceLossMetric", "ReconstructionInferer", "ZoomInferer", "flag",
+           "load_init_checkpoint", "metric_sign", "metric_cmp", "split_metrics"]
+
+logger = logging.getLogger(__name__)
 
 
 def flag(value: Any, name: str = "flag") -> bool:
@@ -41,87 +48,190 @@ def flag(value: Any, name: str = "flag") -> bool:
     raise ValueError(f"--{name} must be true or false, got {value!r}")
 
 
-class RandomSliceBatch:
-    """``prepare_batch`` for ``SupervisedTrainer``: random slices of each case and their ground truth.
+class SliceBatch:
+    """``prepare_batch`` for ``SupervisedTrainer``: a batch of independent slice samples, ready for the network.
 
-    Args:
-        slices_per_case: slices drawn per case per iteration (the encoder runs once per case).
-        axes: the axes to draw from (names or codes); the paper uses all three.
-        zoom_prob: probability that a slice is a zoomed sub-square (0.5 for the paper's global
-            variant, 0 otherwise).
-        zoom_min, zoom_max: side of a zoom box in voxels of the 128 grid (paper: 32..128).
-        output_size: pixels per side of a rendered slice (the decoder's output, 128).
-        seed: seed of the sampler's own generator (independent of global RNG state).
-        image_key, label_key: batch keys.
-
-    Returns (from ``__call__``): ``(image, target, (), kwargs)`` where image is (B, 2, H, W), target is
-    (B * S, 1, output_size, output_size) in the label's units, and kwargs holds ``slice_axis`` (B, S)
-    int64, ``slice_index`` (B, S) float32 voxels, ``zoom_box`` (B, S, 3) float32 ``(row0, col0, size)``.
+    Takes a collated batch of :class:`scripts.slice_sampling.SliceDataset` items ``{"image": (N, 2, H, W),
+    "label": (N, 1, h, w), "slice_axis": (N,), "slice_index": (N,), "zoom_box": (N, 3)}`` and returns
+    ``(image, label, (), kwargs)`` with ``kwargs`` = ``slice_axis`` (N, 1) int64, ``slice_index`` (N, 1) float32,
+    ``zoom_box`` (N, 1, 3) float32: the network sees B = N cases with S = 1 slice each, so every sample has its
+    own X-ray pair and each view's N images are encoded together (the official batch statistics).
     """
 
-    def __init__(
-        self,
-        slices_per_case: int = 4,
-        axes: Sequence[str | int] = ("axial", "coronal", "sagittal"),
-        zoom_prob: float = 0.0,
-        zoom_min: int = 32,
-        zoom_max: int = 128,
-        output_size: int = 128,
-        seed: int = 0,
-        image_key: str = CommonKeys.IMAGE,
-        label_key: str = CommonKeys.LABEL,
-    ) -> None:
-        if slices_per_case < 1:
-            raise ValueError(f"slices_per_case must be >= 1, got {slices_per_case}")
-        if not 0.0 <= zoom_prob <= 1.0:
-            raise ValueError(f"zoom_prob must be in [0, 1], got {zoom_prob}")
-        if not 1 <= zoom_min <= zoom_max:
-            raise ValueError(f"need 1 <= zoom_min <= zoom_max, got {zoom_min}, {zoom_max}")
-        self.slices_per_case = int(slices_per_case)
-        self.axes = torch.tensor([axis_code(a) for a in axes], dtype=torch.long)
-        self.zoom_prob = float(zoom_prob)
-        self.zoom_min, self.zoom_max = int(zoom_min), int(zoom_max)
-        self.output_size = int(output_size)
-        self.image_key, self.label_key = image_key, label_key
-        self.generator = torch.Generator().manual_seed(int(seed))
-
-    def draw(self, batch_size: int, volume_shape: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Draw ``(slice_axis (B, S), slice_index (B, S), zoom_box (B, S, 3))`` on the CPU."""
-        g, shape = self.generator, (batch_size, self.slices_per_case)
-        axis = self.axes[torch.randint(len(self.axes), shape, generator=g)]
-        index = torch.randint(volume_shape, shape, generator=g).float()
-        zoom_max = min(self.zoom_max, volume_shape)
-        size = torch.randint(min(self.zoom_min, zoom_max), zoom_max + 1, shape, generator=g).float()
-        zoomed = torch.rand(shape, generator=g) < self.zoom_prob
-        size = torch.where(zoomed, size, torch.full_like(size, float(volume_shape)))
-        row0 = torch.floor(torch.rand(shape, generator=g) * (volume_shape - size + 1))
-        col0 = torch.floor(torch.rand(shape, generator=g) * (volume_shape - size + 1))
-        return axis, index, torch.stack((row0, col0, size), dim=-1)
+    keys = ("image", "label", "slice_axis", "slice_index", "zoom_box")
 
     def __call__(self, batchdata: dict, device: str | torch.device | None = None, non_blocking: bool = False, **kwargs: Any):
-        try:
-            image, label = batchdata[self.image_key], batchdata[self.label_key]
-        except KeyError as e:
-            raise KeyError(f"training batch needs keys {self.image_key!r} and {self.label_key!r}; got {sorted(batchdata)}") from e
-        image = torch.as_tensor(image).to(device=device, non_blocking=non_blocking, **kwargs)
-        label = torch.as_tensor(label).to(device=device, non_blocking=non_blocking, **kwargs)
-        if label.ndim != 5 or label.shape[2] != label.shape[3] or label.shape[3] != label.shape[4]:
-            raise ValueError(f"label must be (B, 1, n, n, n) volumes, got {tuple(label.shape)}")
-        axis, index, box = self.draw(image.shape[0], label.shape[-1])
-        axis, index, box = axis.to(label.device), index.to(label.device), box.to(label.device)
-        positions = slice_positions(axis, index, box, self.output_size, label.shape[-1])
-        target = sample_volume(label.float(), positions)  # (B, S, h, w)
-        target = target.reshape(-1, 1, self.output_size, self.output_size)
-        return image, target, (), {"slice_axis": axis, "slice_index": index, "zoom_box": box}
+        missing = [k for k in self.keys if k not in batchdata]
+        if missing:
+            raise KeyError(f"a slice batch needs keys {list(self.keys)}; missing {missing} (got {sorted(batchdata)})")
+
+        def to(x: Any, dtype: torch.dtype | None = None) -> torch.Tensor:
+            return torch.as_tensor(x).to(device=device, dtype=dtype, non_blocking=non_blocking)
+
+        image, label = to(batchdata["image"]), to(batchdata["label"])
+        if label.ndim != 4 or image.ndim != 4 or image.shape[0] != label.shape[0]:
+            raise ValueError(f"need image (N, 2, H, W) and label (N, 1, h, w), got {tuple(image.shape)} and {tuple(label.shape)}")
+        n = image.shape[0]
+        kw = {
+            "slice_axis": to(batchdata["slice_axis"], torch.long).reshape(n, 1),
+            "slice_index": to(batchdata["slice_index"], torch.float32).reshape(n, 1),
+            "zoom_box": to(batchdata["zoom_box"], torch.float32).reshape(n, 1, 3),
+        }
+        return image, label, (), kw
 
 
 class SliceInferer(Inferer):
     """Inferer for slice training: ``network(image, slice_axis=..., slice_index=..., zoom_box=...)``
-    returns (B, S, h, w); this reshapes it to (B * S, 1, h, w) to line up with :class:`RandomSliceBatch`."""
+    returns (B, S, h, w); this reshapes it to (B * S, 1, h, w) to line up with :class:`SliceBatch`'s labels."""
 
     def __call__(self, inputs: torch.Tensor, network, *args: Any, **kwargs: Any) -> torch.Tensor:
         out = network(inputs, *args, **kwargs)
         return out.reshape(-1, 1, *out.shape[-2:])
+
+
+class SliceLossMetric(Metric):
+    """The training loss as a validation metric (the official checkpoint criterion ``val/rec_loss``).
+
+    Fed ``(pred, label)`` volumes (B, 1, X, Y, Z) by a ``SupervisedEvaluator``, it evaluates ``loss_fn`` on the
+    axial slices (array dim 2) in chunks of ``batch_size`` slices, with the loss module in eval mode (LPIPS
+    dropout off, as the official model in validation) and no gradients, and returns the mean over all slices.
+    """
+
+    def __init__(self, loss_fn: torch.nn.Module, batch_size: int = 20, output_transform=lambda x: x, device="cpu") -> None:
+        self.loss_fn, self.batch_size = loss_fn, int(batch_size)
+        super().__init__(output_transform=output_transform, device=device)
+
+    def reset(self) -> None:
+        self._sum, self._count = 0.0, 0
+
+    def update(self, output) -> None:
+        pred, label = output
+        pred = torch.stack(list(pred)) if isinstance(pred, (list, tuple)) else pred
+        label = torch.stack(list(label)) if isinstance(label, (list, tuple)) else label
+        p = pred.float().movedim(-1, 1).reshape(-1, 1, *pred.shape[-3:-1])  # (B * Z, 1, X, Y) axial slices
+        t = label.float().to(p.device).movedim(-1, 1).reshape(-1, 1, *label.shape[-3:-1])
+        was_training = getattr(self.loss_fn, "training", False)
+        if hasattr(self.loss_fn, "eval"):
+            self.loss_fn.eval()
+        try:
+            with torch.no_grad():
+                for s in range(0, p.shape[0], self.batch_size):
+                    m = min(self.batch_size, p.shape[0] - s)
+                    self._sum += float(self.loss_fn(p[s:s + m], t[s:s + m])) * m
+                    self._count += m
+        finally:
+            if was_training:
+                self.loss_fn.train()
+
+    def compute(self) -> float:
+        if self._count == 0:
+            raise RuntimeError("SliceLossMetric: no validation slices were seen")
+        total = torch.tensor([self._sum, float(self._count)], dtype=torch.float64)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            total = idist.all_reduce(total)
+        return float(total[0] / total[1])
+
+
+#: Validation metrics where lower is better (the checkpoint keeps the lowest).
+LOWER_IS_BETTER = ("val_loss", "val_mae_hu")
+
+
+def metric_sign(name: str) -> int:
+    """+1 when a higher ``name`` is better, -1 when lower is better (``val_loss``)."""
+    return -1 if name in LOWER_IS_BETTER else 1
+
+
+def metric_cmp(name: str):
+    """``metric_cmp_fn`` of a ``SupervisedEvaluator`` whose key metric is ``name``: is ``current`` better than
+    ``best``?"""
+    sign = metric_sign(name)
+    return lambda current, best: sign * current > sign * best
+
+
+def split_metrics(metrics: dict[str, Any], key: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(key_val_metric, additional_metrics)`` of an evaluator from a dict of metrics and the name of the one
+    that selects the checkpoint (``--checkpoint_metric``)."""
+    if key not in metrics:
+        raise ValueError(f"--checkpoint_metric {key!r} is not a validation metric; choose one of {sorted(metrics)}")
+    return {key: metrics[key]}, {k: v for k, v in metrics.items() if k != key}
+
+
+def _legacy_presets() -> dict[str, str]:
+    from scripts.networks import presets
+
+    return dict(getattr(presets, "LEGACY_PRESETS", {}))
+
+
+def load_init_checkpoint(
+    network: torch.nn.Module, ckpt_path: str | None, model_preset: str, geometry_preset: str,
+    device: str | torch.device = "cpu",
+) -> dict[str, Any] | None:
+    """Start training from the weights of ``ckpt_path`` (``--init_ckpt``): an imported official checkpoint
+    (``python -m scripts import_official``) or a previous run's ``models/model.pt``.
+
+    The file is a plain state dict (or a dict with one of ``model``, ``network``, ``state_dict``); its sidecar
+    (:func:`scripts.checkpoint.read_info`) must name the run's ``model_preset``, or its legacy form (an imported
+    ``paper_official`` checkpoint may start a ``paper`` run). Two ways to fine-tune imported weights:
+
+    * legacy mode: ``--model_preset paper_official --geometry_preset perx2ct_official`` (the conventions the
+      weights were trained with; training continues where the authors stopped);
+    * corrected geometry: ``--model_preset paper --geometry_preset perx2ct`` (the same weights in the bundle's
+      cone-beam geometry and conventions; logged, and fine-tuning has to adapt them).
+
+    Loading weights into another geometry than theirs is allowed and logged. Returns the sidecar
+    (or None without one); does nothing when ``ckpt_path`` is empty.
+    """
+    if not ckpt_path:
+        return None
+    from scripts.checkpoint import read_info
+
+    if not os.path.isfile(ckpt_path):
+        raise FileNotFoundError(f"--init_ckpt {ckpt_path}: no such file")
+    info = read_info(ckpt_path)
+    legacy_of = {v: k for k, v in _legacy_presets().items()}  # paper_official -> paper, ...
+    if info is not None and info["model_preset"] != model_preset:
+        if legacy_of.get(info["model_preset"]) == model_preset:
+            logger.warning(
+                "--init_ckpt %s holds %r weights (the official code's conventions); this run trains them as %r "
+                "(the bundle's positional encoding, slice layout, image orientation and geometry): the first "
+                "iterations unlearn the old conventions", ckpt_path, info["model_preset"], model_preset,
+            )
+        else:
+            raise ValueError(
+                f"--init_ckpt {ckpt_path} holds a {info['model_preset']!r} network but this run builds "
+                f"{model_preset!r}: add --model_preset {info['model_preset']}"
+            )
+    try:
+        state = torch.load(ckpt_path, map_location=device, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - one clear line naming the file
+        raise ValueError(f"--init_ckpt {ckpt_path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
+    for key in ("model", "network", "state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    net = getattr(network, "module", network)
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0]
+        raise ValueError(f"--init_ckpt {ckpt_path} does not fit the {model_preset!r} network: {first}") from e
+    if info is None:
+        logger.warning("--init_ckpt %s has no sidecar (%s): cannot check which network and geometry it was trained "
+                       "with", ckpt_path, os.path.splitext(ckpt_path)[0] + ".json")
+    else:
+        src_geometry = info["geometry_preset"]
+        overrides = info.get("model_overrides") or {}
+        if src_geometry != geometry_preset:
+            logger.warning(
+                "--init_ckpt %s was trained with geometry %r; this run samples with %r: the weights start in a new "
+                "geometry and fine-tuning adapts them (pass --geometry_preset %s to keep the original one)",
+                ckpt_path, src_geometry, geometry_preset, src_geometry,
+            )
+        if overrides:
+            logger.warning("--init_ckpt %s records model overrides %s; make sure this run builds the network with "
+                           "the same settings unless changing them is intended", ckpt_path, overrides)
+    logger.info("initialised %s from %s", type(net).__name__, ckpt_path)
+    return info
 
 
 class ReconstructionInferer(Inferer):
