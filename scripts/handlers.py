@@ -586,7 +586,9 @@ class HeldOutReconstruction:
     Takes the first of ``cases`` (the test split, else validation). A raw case is prepared into
     ``held_out_dir/<case_id>`` by the very chain of ``configs/prepare.json`` (``ct.nii.gz``, ``pa.png``,
     ``lateral.png``, ``case.json``: a prepared case); a prepared case is used where it is. Its X-rays are
-    then read the way ``configs/inference.json`` reads X-rays, reconstructed by the trained network, and
+    then read the way ``configs/inference.json`` reads X-rays, reconstructed by the trained network with the
+    weights of ``ckpt_path`` (the best checkpoint, which the printed inference command uses too) when it
+    exists, else with the final weights, and
     written to ``output_dir/<case_id>.nii.gz`` (HU) with a labelled ``<case_id>.png`` (ground truth,
     prediction, error, metrics). The paths and the inference command to try are printed.
     """
@@ -631,8 +633,15 @@ class HeldOutReconstruction:
             return
         item = inference_items(pa=str(folder))[0]
         data = LoadRadiographsd(keys=("pa", "lateral"), output_key="image", geometry=self.geometry)(dict(item))
+        import copy
+
         net = getattr(self.network, "module", self.network)
         device = self.device or next(net.parameters()).device
+        weights = "final weights"
+        if self.ckpt_path and Path(self.ckpt_path).is_file():
+            net = copy.deepcopy(net)
+            net.load_state_dict(torch.load(self.ckpt_path, map_location=device, weights_only=True))
+            weights = str(_rel(Path(self.ckpt_path)))
         was_training = net.training
         net.eval()
         with torch.no_grad():
@@ -649,7 +658,8 @@ class HeldOutReconstruction:
                              + (["--ckpt_path", str(_rel(Path(self.ckpt_path)))] if self.ckpt_path else [])
                              + ["--output_dir", "eval/inference"])
         lines = [
-            f"held-out case {item['case_id']} (not trained on), reconstructed in {format_seconds(time.perf_counter() - t0)}:",
+            f"held-out case {item['case_id']} (not trained on), reconstructed with {weights} in "
+            f"{format_seconds(time.perf_counter() - t0)}:",
             f"  reconstruction: {_rel(Path(out['pred_path']))}",
             f"  preview:        {_rel(Path(out['pred_path'][: -len('.nii.gz')] + '.png'))}",
             f"  its X-rays:     {_rel(folder / 'pa.png')}, {_rel(folder / 'lateral.png')}",
