@@ -1,24 +1,29 @@
-"""MONAI Label integration: a real server serving a small checkpoint reconstructs a study made from the
-example CT (LIDC-IDRI-0001) with the bundle's own DRR transforms.
+"""MONAI Label integration: a real server, driven by MONAI Label's own client (``MONAILabelClient``),
+reconstructs studies made from the example CT (LIDC-IDRI-0001) with the bundle's own DRR transforms, in
+every layout a viewer or PACS sends, and refuses everything else with a 4xx and a message.
 
-The server is started exactly as ``docs/monailabel.md`` says (``python -m bundle.monailabel_app
-start_server ...``, MONAI Label's CLI behind the pydicom-3 shim) on 127.0.0.1 and a free port, and is
-stopped by terminating its process group. Time limits: 120 s to start, 60 s per request; the server
-log is printed on any failure.
+One server for the module (start-ups are the expensive part), started exactly as ``docs/monailabel.md``
+says (``python -m bundle.monailabel_app start_server ...``) on 127.0.0.1 and a free port, stopped by
+terminating its process group. Time limits: 120 s to start, 60 s per request; the server log is printed
+on any failure. Layouts: a 2-frame NIfTI; two DICOM DX series (PA first, and lateral first as an upload);
+one DICOM series of two images, one without ViewPosition. Refused: one view, two PA views, views that
+cannot be told apart, a PNG, a CT.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import nibabel as nib
@@ -31,21 +36,26 @@ APP = REPO / "bundle" / "monailabel_app"
 START_TIMEOUT_S = 120
 REQUEST_TIMEOUT_S = 60
 STUDY_ID = "LIDC-IDRI-0001"
+DETECTOR_MM = 500.0  # the perx2ct geometry's detector side: 128 px of the DRR PNGs cover it
 
 
 def _small_checkpoint(path: Path) -> Path:
-    """State dict of ``network_def`` with ``model_preset small``, built from ``configs/inference.json``."""
+    """State dict of ``network_def`` with ``model_preset small`` and its sidecar (``scripts.checkpoint``)."""
     from monai.bundle import ConfigParser
+
+    from scripts.checkpoint import write_info
 
     parser = ConfigParser()
     parser.read_config(str(REPO / "configs" / "inference.json"))
     parser["bundle_root"] = str(REPO)
+    parser["ckpt_path"] = ""
     parser["model_preset"] = "small"
     torch.manual_seed(0)
     net = parser.get_parsed_content("network_def")
     n_params = sum(p.numel() for p in net.parameters())
     assert n_params <= 5_000_000, f"small preset has {n_params} parameters"
     torch.save(net.state_dict(), path)
+    write_info(path, model_preset="small", geometry_preset="perx2ct", source="test")
     return path
 
 
@@ -66,17 +76,95 @@ def study(tmp_path_factory, example_raw_dir) -> dict:
     ct_dir = example_raw_dir / STUDY_ID
     d = Compose([LoadCTd(keys="ct"), NormalizeCTd(keys="ct"), DRRd(keys="ct")])({"ct": str(ct_dir)})
     root = tmp_path_factory.mktemp("monailabel")
-    pngs = {}
+    pngs, pixels = {}, {}
     for view in ("pa", "lateral"):
         img = d[view][0].numpy()  # (rows, cols) in [0, 1], already 8-bit levels
+        # stretched to a maximum of 255, so the bundle's reader gives the DICOM copy (normalised by its own
+        # maximum) and the PNG (a network input, taken as it is) the same network input
+        pixels[view] = np.round(img / img.max() * 255).astype(np.uint8)
         pngs[view] = root / f"{view}.png"
-        Image.fromarray(np.round(img * 255).astype(np.uint8)).save(pngs[view])
+        Image.fromarray(pixels[view]).save(pngs[view])
     studies = root / "studies"
     make_study(str(pngs["pa"]), str(pngs["lateral"]), str(studies / f"{STUDY_ID}.nii.gz"))
     frames = read_study(studies / f"{STUDY_ID}.nii.gz")
     with Image.open(pngs["pa"]) as im:  # the study holds the PNG's pixels, in MONAI's (W, H) order
         np.testing.assert_array_equal(frames["pa"], np.asarray(im).T)
-    return {"studies": studies, "root": root}
+    return {"studies": studies, "root": root, "png": pngs, "pixels": pixels, "ct_dir": ct_dir}
+
+
+# ------------------------------------------------------------------------------------------- DICOM
+def _dicom(pixels: np.ndarray, view_position: str | None, series_uid: str, series_number: int, study_uid: str,
+           modality: str = "DX", instance: int = 1) -> bytes:  # fmt: skip
+    """One DICOM Part 10 file: an 8-bit grey image with ``ImagerPixelSpacing`` covering the 500 mm detector."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, generate_uid
+
+    sop_class = CTImageStorage if modality == "CT" else DigitalXRayImageStorageForPresentation
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+    ds.SeriesNumber, ds.InstanceNumber = series_number, instance
+    ds.Modality, ds.PatientID = modality, "PERX2CT-TEST"
+    if view_position is not None:
+        ds.ViewPosition = view_position
+    spacing = DETECTOR_MM / pixels.shape[0]
+    if modality == "CT":
+        ds.PixelSpacing = [spacing, spacing]
+        ds.ImagePositionPatient, ds.ImageOrientationPatient = [0, 0, float(instance)], [1, 0, 0, 0, 1, 0]
+    else:
+        ds.ImagerPixelSpacing = [spacing, spacing]
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = np.ascontiguousarray(pixels, dtype=np.uint8).tobytes()
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def _zip(path: Path, files: list[tuple[str, bytes]]) -> Path:
+    """A study archive; entries in the order given (the order a PACS export happened to use)."""
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in files:
+            zf.writestr(name, data)
+    return path
+
+
+@pytest.fixture(scope="module")
+def dicom(study) -> dict:
+    """The study's two DRRs as DICOM DX studies in several layouts, and the inputs the server must refuse."""
+    from pydicom.uid import generate_uid
+
+    px, out = study["pixels"], study["root"] / "dicom"
+    out.mkdir()
+    uid = generate_uid()
+    s_pa, s_lat = generate_uid(), generate_uid()
+    pa = _dicom(px["pa"], "PA", s_pa, 1, uid)
+    lat = _dicom(px["lateral"], "LL", s_lat, 2, uid)
+    one = generate_uid()
+    ct_series = generate_uid()
+    rng = np.random.default_rng(0)
+    return {
+        # two series of one image each; the lateral's series comes first in the second archive
+        "pa_first": _zip(out / "pa_first.zip", [("IMG0001.dcm", pa), ("IMG0002.dcm", lat)]),
+        "lateral_first": _zip(out / "lateral_first.zip", [("A/1.dcm", _dicom(px["lateral"], "LL", s_lat, 1, uid)),
+                                                          ("B/2.dcm", _dicom(px["pa"], "PA", s_pa, 2, uid))]),
+        # one series of two images, lateral first; the PA has no ViewPosition (rule 3: the other view)
+        "one_series": _zip(out / "one_series.zip", [("1.dcm", _dicom(px["lateral"], "LATERAL", one, 1, uid, instance=1)),
+                                                    ("2.dcm", _dicom(px["pa"], None, one, 1, uid, instance=2))]),
+        "one_view": _zip(out / "one_view.zip", [("IMG0001.dcm", pa)]),
+        "two_pa": _zip(out / "two_pa.zip", [("1.dcm", pa), ("2.dcm", _dicom(px["lateral"], "AP", s_lat, 2, uid))]),
+        "no_view": _zip(out / "no_view.zip", [("1.dcm", _dicom(px["pa"], None, s_pa, 1, uid)),
+                                              ("2.dcm", _dicom(px["lateral"], "", s_lat, 2, uid))]),
+        "ct": _zip(out / "ct.zip", [(f"CT{i}.dcm", _dicom(rng.integers(0, 255, (64, 64)).astype(np.uint8), None,
+                                                            ct_series, 1, uid, modality="CT", instance=i))
+                                    for i in range(1, 4)]),
+    }  # fmt: skip
 
 
 def _free_port() -> int:
@@ -88,6 +176,9 @@ def _free_port() -> int:
 class Server:
     def __init__(self, proc: subprocess.Popen, url: str, log: Path, start_s: float) -> None:
         self.proc, self.url, self.log, self.start_s = proc, url, log, start_s
+        from monailabel.client import MONAILabelClient
+
+        self.client = MONAILabelClient(url, tmpdir=str(log.parent / "client"))
 
     def log_tail(self, n: int = 80) -> str:
         lines = self.log.read_text(errors="replace").splitlines() if self.log.exists() else []
@@ -96,18 +187,26 @@ class Server:
     def fail(self, message: str):
         pytest.fail(f"{message}\n--- MONAI Label server log ({self.log}) ---\n{self.log_tail()}", pytrace=False)
 
-    def request(self, method: str, path: str, form: dict | None = None) -> bytes:
-        data = urllib.parse.urlencode(form).encode() if form is not None else (b"" if method == "POST" else None)
-        req = urllib.request.Request(self.url + path, data=data, method=method)
-        if data is not None:
-            req.add_header("Content-Type", "application/x-www-form-urlencoded")
+    def call(self, what: str, fn, *args, **kwargs):
+        """A client call; any client error fails the test with the server log."""
+        from monailabel.client.client import MONAILabelClientException
+
         try:
-            with urllib.request.urlopen(req, timeout=REQUEST_TIMEOUT_S) as r:
-                return r.read()
-        except urllib.error.HTTPError as e:
-            self.fail(f"{method} {path} -> HTTP {e.code}: {e.read()[:2000]!r}")
-        except (urllib.error.URLError, TimeoutError, OSError) as e:
-            self.fail(f"{method} {path} failed: {e}")
+            return fn(*args, **kwargs)
+        except MONAILabelClientException as e:
+            self.fail(f"{what}: {e.msg}")
+
+    def refused(self, file: Path) -> tuple[int, str]:
+        """Upload ``file`` to ``/infer/perx2ct``; returns the HTTP status and the ``detail`` the client got."""
+        from monailabel.client.client import MONAILabelClientException
+
+        try:
+            self.client.infer("perx2ct", "", {}, file=str(file))
+        except MONAILabelClientException as e:
+            m = re.fullmatch(r"Status: (\d+); Response: (.*)", e.msg, re.S)
+            assert m, e.msg
+            return int(m.group(1)), json.loads(m.group(2))["detail"]
+        self.fail(f"{file.name} was reconstructed; expected a refusal")
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +220,6 @@ def server(study, small_ckpt):
         "--conf", "models", "perx2ct",
         "--conf", "bundle_path", str(REPO),
         "--conf", "ckpt_path", str(small_ckpt),
-        "--conf", "model_preset", "small",
     ]  # fmt: skip
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="2",
                MONAI_LABEL_SESSION_PATH=str(study["root"] / "sessions"), MONAI_LABEL_DATASTORE_AUTO_RELOAD="false")  # fmt: skip
@@ -155,31 +253,40 @@ def server(study, small_ckpt):
                 proc.wait(timeout=10)
 
 
-def test_info_and_datastore(server):
-    info = json.loads(server.request("GET", "/info/"))
+def test_info_describes_the_model(server):
+    """``/info`` tells a viewer what the model does: inputs, output volume and frame, the call, no labels."""
+    info = server.call("info", server.client.info)
     model = info["models"].get("perx2ct")
     if model is None:
         server.fail(f"model perx2ct not served; /info/ models: {list(info['models'])}")
-    assert model["model_preset"] == "small"
-    listed = json.loads(server.request("GET", "/datastore/?output=all"))
+    assert model["model_preset"] == "small", "the preset comes from the checkpoint's sidecar, no flag given"
+    assert "PA" in " ".join(model["input"]["views"]) and "lateral" in " ".join(model["input"]["views"])
+    assert any("DICOM" in layout and "ViewPosition" in layout for layout in model["input"]["study_layouts"])
+    assert model["output"]["shape"] == [128, 128, 128] and model["output"]["spacing_mm"] == 2.5
+    assert "Hounsfield" in model["output"]["units"] and "isocentre" in model["output"]["frame"]
+    assert "chest CT" in model["description"] and "PA" in info["description"]
+    assert not model["labels"], "a reconstruction has no labels"
+    listed = server.call("datastore", server.client.datastore)
     assert STUDY_ID in listed["objects"], f"study not listed by the datastore: {list(listed['objects'])}"
 
 
-def _reconstruct(server, tmp_path: Path, name: str, params: dict | None = None):
-    """POST /infer/perx2ct for the study; returns (nibabel image, array, seconds)."""
-    start = time.monotonic()
-    body = server.request(
-        "POST", f"/infer/perx2ct?image={STUDY_ID}&output=image", form={"params": json.dumps(params)} if params else None
-    )
-    seconds = time.monotonic() - start
-    out = tmp_path / f"{name}.nii.gz"
-    out.write_bytes(body)
+def _volume(server, path: str | None, what: str):
+    """Load the NIfTI the client saved; returns (nibabel image, array)."""
+    if path is None or not Path(path).is_file():
+        server.fail(f"{what}: no volume in the response")
     try:
-        img = nib.load(str(out))
-        vol = np.asarray(img.dataobj)
+        img = nib.load(path)
+        return img, np.asarray(img.dataobj)
     except Exception as e:  # noqa: BLE001
-        server.fail(f"the response is not a NIfTI volume ({len(body)} bytes): {e}")
-    return img, vol, seconds
+        server.fail(f"{what}: the response is not a NIfTI volume: {e}")
+
+
+def _reconstruct_id(server, image_id: str, params: dict | None = None):
+    start = time.monotonic()
+    out, result = server.call(f"infer {image_id}", server.client.infer, "perx2ct", image_id, params or {})
+    seconds = time.monotonic() - start
+    img, vol = _volume(server, out, f"infer {image_id}")
+    return img, vol, result, seconds
 
 
 def _check_volume(img, vol, iso_lps):
@@ -192,13 +299,77 @@ def _check_volume(img, vol, iso_lps):
     np.testing.assert_allclose(img.affine, reconstruction_affine(iso_lps), atol=1e-4)
     centre_ras = img.affine @ np.array([63.5, 63.5, 63.5, 1.0])
     np.testing.assert_allclose(centre_ras[:3], [-iso_lps[0], -iso_lps[1], iso_lps[2]], atol=1e-3)
-
-
-def test_reconstruct_study(server, tmp_path):
-    """Default: the isocentre of a pair of radiographs is unknown and taken as the origin. (A request
-    with ``params={"isocentre_mm": ...}`` goes the same way into the bundle's writer; one inference of
-    the small network takes about 20 s on 2 CPU cores, so only one request is made here.)"""
-    img, vol, seconds = _reconstruct(server, tmp_path, "default")
-    print(f"\ninference (request to response): {seconds:.2f} s")
-    _check_volume(img, vol, (0.0, 0.0, 0.0))
     assert float(vol.std()) > 0, "constant reconstruction"
+
+
+@pytest.fixture(scope="module")
+def nifti_volume(server):
+    """Layout (a): the 2-frame NIfTI study in the datastore, reconstructed by id."""
+    img, vol, result, seconds = _reconstruct_id(server, STUDY_ID)
+    print(f"\ninference of the NIfTI study (request to response): {seconds:.2f} s")
+    return img, vol, result
+
+
+@pytest.fixture(scope="module")
+def dicom_volume(server, dicom):
+    """Layout (b): two DICOM DX series (PA first), uploaded to the datastore, reconstructed by id."""
+    server.call("upload", server.client.upload_image, str(dicom["pa_first"]), "dicom-pa-first")
+    img, vol, result, seconds = _reconstruct_id(server, "dicom-pa-first")
+    print(f"\ninference of the DICOM study: {seconds:.2f} s")
+    return img, vol, result
+
+
+def test_nifti_study(nifti_volume):
+    """Default: the isocentre of a pair of radiographs is unknown and taken as the origin."""
+    img, vol, result = nifti_volume
+    _check_volume(img, vol, (0.0, 0.0, 0.0))
+    assert result["case_id"] == STUDY_ID and result["units"] == "HU"
+
+
+def test_dicom_two_series(dicom_volume, nifti_volume):
+    """The DICOM DX pair (8-bit, ImagerPixelSpacing covering the 500 mm detector) reaches the network as the
+    same two images as the PNG study, so the volume is the NIfTI study's: the views were not swapped."""
+    img, vol, _ = dicom_volume
+    _check_volume(img, vol, (0.0, 0.0, 0.0))
+    np.testing.assert_array_equal(vol, nifti_volume[1])
+
+
+def test_dicom_lateral_first_is_identical(server, dicom, dicom_volume):
+    """The lateral's series first (and sent as a file upload, not through the datastore): the same volume."""
+    out, _ = server.call("infer upload", server.client.infer, "perx2ct", "", {}, file=str(dicom["lateral_first"]))
+    _, vol = _volume(server, out, "lateral-first study")
+    np.testing.assert_array_equal(vol, dicom_volume[1])
+
+
+def test_dicom_one_series_two_images(server, dicom, dicom_volume):
+    """One series holding both images, lateral first, the PA without ViewPosition: the other view, PA."""
+    server.call("upload", server.client.upload_image, str(dicom["one_series"]), "dicom-one-series")
+    _, vol, _, _ = _reconstruct_id(server, "dicom-one-series")
+    np.testing.assert_array_equal(vol, dicom_volume[1])
+
+
+def test_refuses_one_view(server, dicom):
+    status, detail = server.refused(dicom["one_view"])
+    assert status == 422 and "one radiograph only" in detail and "ViewPosition PA" in detail, (status, detail)
+    assert "a PA (or AP) and a lateral" in detail
+
+
+def test_refuses_two_of_the_same_view(server, dicom):
+    status, detail = server.refused(dicom["two_pa"])
+    assert status == 422 and "two PA/AP radiographs" in detail, (status, detail)
+
+
+def test_refuses_views_it_cannot_tell_apart(server, dicom):
+    status, detail = server.refused(dicom["no_view"])
+    assert status == 422 and "cannot tell the PA from the lateral" in detail and "set ViewPosition" in detail
+
+
+def test_refuses_a_png(server, study):
+    status, detail = server.refused(study["png"]["pa"])
+    assert status == 415 and "a single 2D image (PNG) is one radiograph" in detail, (status, detail)
+    assert "make_study" in detail
+
+
+def test_refuses_a_ct(server, dicom):
+    status, detail = server.refused(dicom["ct"])
+    assert status == 422 and "a CT (3 image(s)) is not an input of PerX2CT" in detail, (status, detail)

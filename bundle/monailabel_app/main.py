@@ -13,8 +13,10 @@ Start (from the repository root; see ``docs/monailabel.md``)::
 * ``model_preset``: the network preset the checkpoint was trained with (default: the config's, ``paper``).
 * ``preload``: ``true`` to build the network at start-up instead of at the first request.
 
-Datastore: ``STUDIES`` holds one ``<study_id>.nii.gz`` per study (2-frame NIfTI, frame 0 PA, frame 1
-lateral; :mod:`lib.study`); only ``.nii.gz`` / ``.nii`` files are listed.
+Datastore: ``STUDIES`` holds one file per study (:mod:`lib.study`): ``<study_id>.nii.gz`` (2-frame
+NIfTI, frame 0 PA, frame 1 lateral) or ``<study_id>.zip`` (DICOM DX/CR radiographs, paired by view);
+only ``.nii.gz``, ``.nii`` and ``.zip`` files are listed. A DICOMweb datastore (``--studies http://...``)
+serves DICOM series as folders; a folder holding both views is accepted the same way.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask  # noqa: E402
 logger = logging.getLogger(__name__)
 
 MODELS = ("perx2ct",)
-STUDY_EXTENSIONS = ("*.nii.gz", "*.nii")
+STUDY_EXTENSIONS = ("*.nii.gz", "*.nii", "*.zip")
 DEFAULT_BUNDLE = Path(__file__).resolve().parents[2]  # bundle/monailabel_app/main.py -> repository root
 
 
@@ -58,7 +60,10 @@ class PerX2CTApp(MONAILabelApp):
             studies=studies,
             conf=conf,
             name="PerX2CT",
-            description="CT reconstruction from a PA and a lateral chest radiograph (PerX2CT, ICASSP 2023)",
+            description=(
+                "PerX2CT (ICASSP 2023): reconstructs a chest CT volume (HU) from a PA and a lateral chest radiograph. Send a study (2-frame NIfTI, or the two DICOM DX/CR radiographs as a .zip); the "
+                "result is a new CT volume, not a label map. See models.perx2ct for inputs, output frame and call."
+            ),
             version="1",
         )
 

@@ -10,7 +10,9 @@ Why not MONAI Label's ``BundleInferTask``: it appends ``Restored``, which resamp
 the *input's* grid - for 2D radiographs in and a 3D CT out that is meaningless - and it replaces the
 bundle's loader and writer by its own. This task instead
 
-* splits the study file into the two radiograph files the bundle's ``preprocessing`` reads,
+* resolves the study (2-frame NIfTI, or DICOM DX/CR radiographs paired by view: :mod:`lib.study`) into
+  the two radiograph files the bundle's ``preprocessing`` reads; a study it cannot use is answered with
+  an HTTP 4xx whose ``detail`` says why (``fastapi.HTTPException``), not a bare 500,
 * runs the bundle's ``inferer`` with the bundle's network and checkpoint,
 * writes the result with the bundle's own ``SaveReconstructiond`` (only its ``output_dir`` moved to a
   temporary folder), so the returned NIfTI carries the reconstruction's affine: 128^3 voxels of 2.5 mm
@@ -30,12 +32,13 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
+from fastapi import HTTPException
 from monai.bundle import ConfigParser
 from monai.transforms import Compose
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
 
-from lib.study import split_study
+from lib.study import StudyError, resolve_study
 
 logger = logging.getLogger(__name__)
 
@@ -59,27 +62,17 @@ def _bundle_on_path(bundle_root: str):
             sys.path.remove(bundle_root)
 
 
-class _SplitStudyd:
-    """Pre-transform: the study file in ``image`` -> ``pa`` / ``lateral`` files in a temporary folder."""
+def _radiograph_error(e: BaseException) -> str | None:
+    """The message of a ``scripts.radiograph.RadiographError`` in ``e``'s cause chain, else None."""
+    from scripts.radiograph import RadiographError
 
-    def __init__(self) -> None:
-        self.folders: list[str] = []
-
-    def cleanup(self) -> None:
-        while self.folders:
-            shutil.rmtree(self.folders.pop(), ignore_errors=True)
-
-    def __call__(self, data: dict) -> dict:
-        d = dict(data)
-        study = d.get("image_path") or d.get("image")
-        if not isinstance(study, str) or not Path(study).is_file():
-            raise ValueError(f"PerX2CT expects a study file (2-frame NIfTI, frame 0 PA, frame 1 lateral), got {study!r}")
-        folder = tempfile.mkdtemp(prefix="perx2ct_study_")
-        self.folders.append(folder)
-        d.update(split_study(study, folder))
-        name = Path(study).name
-        d.setdefault("case_id", name[: -len(".nii.gz")] if name.endswith(".nii.gz") else Path(study).stem)
-        return d
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, RadiographError):
+            return str(e)
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
 
 
 class PerX2CTInfer(BasicInferTask):
@@ -88,7 +81,8 @@ class PerX2CTInfer(BasicInferTask):
     Args:
         bundle_root: the bundle (``configs/inference.json``, ``configs/metadata.json``, ``scripts/``).
         ckpt_path: the state dict to load; default: the config's ``ckpt_path`` (``models/model.pt``).
-        model_preset: override of the config's ``model_preset`` (must match the checkpoint).
+        model_preset: the network preset; default: the checkpoint's sidecar ``model.json``
+            (:func:`scripts.checkpoint.read_info`), else the config's. Given explicitly, it must match it.
         config_file: the inference config, relative to ``bundle_root`` or absolute.
     """
 
@@ -121,8 +115,18 @@ class PerX2CTInfer(BasicInferTask):
                     f"PerX2CT checkpoint not found: {ckpt}. Pass --conf ckpt_path MODEL.pt (a state dict saved from "
                     f"network_def with the same model_preset), or put it at models/model.pt (see large_files.yml)"
                 )
+            self.parser["ckpt_path"] = str(Path(ckpt).resolve())  # the config builds the network its sidecar names
+            from scripts.checkpoint import read_info
+
+            info = read_info(ckpt) or {}
             network = self.parser.get_parsed_content("network_def", instantiate=True)
             self._writer_template = self._find_writer()
+            configured = (
+                self.parser.get_parsed_content("network_info")["model_preset"]
+                if "network_info" in self.parser
+                else self.parser.get_parsed_content("model_preset")
+            )
+            self.model_preset = str(model_preset or info.get("model_preset") or configured)
 
         self.version = metadata.get("version")
         super().__init__(
@@ -131,21 +135,73 @@ class PerX2CTInfer(BasicInferTask):
             type=InferType.OTHERS,
             labels=None,
             dimension=3,
-            description=f"PerX2CT {self.version}: CT volume (128^3, 2.5 mm, HU) from a PA and a lateral radiograph",
+            description=(
+                f"PerX2CT {self.version}: reconstructs a chest CT volume (Hounsfield units) from a PA and a lateral "
+                "chest radiograph"
+            ),
             input_key="image",
             output_label_key="pred",
             load_strict=True,
             preload=preload,
         )
-        self.model_preset = self.parser["model_preset"]
 
     def info(self) -> dict[str, Any]:
+        """What ``/info`` tells a viewer: the task, its input, its output and how to call it."""
         i = super().info()
         i["version"] = self.version
         i["model_preset"] = self.model_preset
-        i["input"] = "study: <id>.nii.gz, (W, H, 2) frame 0 PA, frame 1 lateral"
-        i["output"] = "NIfTI, 128^3 float32 HU, 2.5 mm, RAS affine centred on the isocentre (origin by default)"
+        i["task"] = "reconstruction: chest CT from two radiographs (not a segmentation; no labels)"
+        i["input"] = {
+            "views": ["PA (or AP) chest radiograph", "lateral chest radiograph"],
+            "study_layouts": [
+                "<id>.nii.gz: 2-frame NIfTI (W, H, 2), frame 0 PA, frame 1 lateral (python -m bundle make_study)",
+                "DICOM DX/CR: two series of one image or one series of two images (a .zip, a folder or .dcm), "
+                "paired by ViewPosition (PA/AP, LL/RL/LATERAL), else ViewCodeSequence, else the other view",
+            ],
+            "refused": "one view, two of the same view, a single PNG/2D image, a CT: HTTP 4xx with the reason",
+        }
+        frame = self._writer_template.frame  # scripts.frame.VolumeFrame: the output cube
+        c = frame.centre_voxel
+        lo, hi = frame.target_to_hu(0.0), frame.target_to_hu(1.0)
+        i["output"] = {
+            "format": "NIfTI (.nii.gz), float32",
+            "shape": [int(frame.shape)] * 3,
+            "spacing_mm": float(frame.spacing_mm),
+            "size_mm": float(frame.size_mm),
+            "units": f"Hounsfield units, {lo:g} to {hi:g}" if self._writer_template.output_hu else "target scale [0, 1]",
+            "frame": (
+                f"array axes toward the patient's Left, Posterior, Superior; RAS affine; voxel ({c:g}, {c:g}, {c:g}) "
+                "is the X-ray isocentre (the origin unless params isocentre_mm [x, y, z] LPS mm)"
+            ),
+            "as": "a new image volume (not a label map): load it as a volume in the viewer",
+        }
+        i["call"] = "POST /infer/perx2ct?image=<study id>&output=image (or a study file upload: file=@study.zip)"
         return i
+
+    def __call__(self, request, callbacks=None):
+        """Resolve the study into its two views, then run the bundle's pipeline; refusals are HTTP 4xx."""
+        folder = tempfile.mkdtemp(prefix="perx2ct_study_")
+        try:
+            study = request.get("image")
+            if not isinstance(study, str):
+                raise StudyError(f"PerX2CT expects a study (a file or a folder), got {type(study).__name__}")
+            views = resolve_study(study, folder)
+            name = Path(study.rstrip("/")).name
+            case_id = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else Path(name).stem
+            logger.info("PerX2CT study %s (%s): PA %s, lateral %s", name, views["layout"], views["pa"], views["lateral"])
+            request = {**request, "pa": views["pa"], "lateral": views["lateral"], "case_id": case_id}
+            try:
+                return super().__call__(request, callbacks)
+            except Exception as e:  # the bundle's reader refusing a radiograph is the client's error too
+                reason = _radiograph_error(e)
+                if reason is None:
+                    raise
+                raise StudyError(f"{name}: {reason}") from e
+        except StudyError as e:
+            logger.warning("PerX2CT refused %s: %s", request.get("image"), e)
+            raise HTTPException(status_code=e.status_code, detail=str(e)) from None
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
 
     def _find_writer(self):
         from scripts.inference import SaveReconstructiond
@@ -166,15 +222,7 @@ class PerX2CTInfer(BasicInferTask):
         return list(c.transforms) if isinstance(c, Compose) else list(c or [])
 
     def pre_transforms(self, data=None) -> Sequence[Callable]:
-        return [_SplitStudyd(), *self._parsed_list("preprocessing")]
-
-    def run_pre_transforms(self, data: dict[str, Any], transforms):
-        try:
-            return super().run_pre_transforms(data, transforms)
-        finally:  # the split radiographs are read by now (or the request failed)
-            for t in transforms:
-                if isinstance(t, _SplitStudyd):
-                    t.cleanup()
+        return self._parsed_list("preprocessing")
 
     def inferer(self, data=None):
         with _bundle_on_path(self.bundle_root):
@@ -205,7 +253,7 @@ class PerX2CTInfer(BasicInferTask):
         return result, {
             "case_id": str(data.get("case_id", "")),
             "shape": shape,
-            "spacing_mm": float(writer.size_mm) / shape[0] if shape else None,
+            "spacing_mm": float(writer.frame.spacing_mm),
             "isocentre_mm": iso,
             "units": "HU" if writer.output_hu else "target scale [0, 1]",
         }

@@ -1,4 +1,14 @@
-"""The MONAI Label datastore item of this app: one *study* = one 2-frame NIfTI file.
+"""The MONAI Label datastore items of this app: a *study* = one 2-frame NIfTI file, or DICOM radiographs.
+
+:func:`resolve_study` turns whatever a client sent into the two radiograph files the bundle reads:
+
+* ``<id>.nii.gz`` / ``<id>.nii``: the 2-frame NIfTI below (:func:`make_study`);
+* ``<id>.zip``, a folder, or one ``.dcm`` file: DICOM DX/CR radiographs, paired by view
+  (:mod:`lib.dicom_study`: ``ViewPosition``, then ``ViewCodeSequence``, then "the other one");
+* anything else (a PNG, one 2D image, a CT, a NIfTI that is not (W, H, 2)) raises
+  :class:`lib.dicom_study.StudyError` with the HTTP status and the message the client receives.
+
+The 2-frame NIfTI:
 
 Layout: ``STUDIES/<study_id>.nii.gz`` holds an array of shape (W, H, 2): frame 0 is the PA radiograph,
 frame 1 the lateral one. Each frame is stored the way MONAI's ``LoadImage`` returns a 2D image: the
@@ -31,7 +41,9 @@ import numpy as np
 
 from scripts.atomic import save_nifti_atomic
 
-__all__ = ["FRAMES", "make_study", "read_radiograph", "read_study", "split_study"]
+from .dicom_study import StudyError, pair_views, scan_dicom
+
+__all__ = ["FRAMES", "StudyError", "make_study", "read_radiograph", "read_study", "resolve_study", "split_study"]
 
 FRAMES = ("pa", "lateral")  # frame order along the last axis of a study
 
@@ -98,16 +110,84 @@ def _as_network_input(frame: np.ndarray) -> np.ndarray:
 
 
 def read_study(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """The two frames of a study: ``{"pa": (W, H), "lateral": (W, H)}``."""
-    data = np.asarray(nib.load(str(path)).dataobj)
+    """The two frames of a study: ``{"pa": (W, H), "lateral": (W, H)}``; :class:`StudyError` otherwise."""
+    try:
+        data = np.asarray(nib.load(str(path)).dataobj)
+    except Exception as e:  # noqa: BLE001 - nibabel's many error types
+        raise StudyError(f"{Path(path).name}: not a readable NIfTI file ({e})") from None
     if data.ndim == 4 and data.shape[2] == 1:  # (W, H, 1, 2): tolerate an explicit singleton z
         data = data[:, :, 0, :]
+    if data.ndim == 2 or (data.ndim == 3 and data.shape[-1] == 1):
+        raise StudyError(
+            f"{Path(path).name}: one 2D image {data.shape} is one view; a study needs a PA and a lateral radiograph "
+            "(a (W, H, 2) NIfTI: `python -m bundle make_study --pa PA --lateral LATERAL --output STUDY.nii.gz`)"
+        )
     if data.ndim != 3 or data.shape[-1] != 2:
-        raise ValueError(
-            f"{path}: a PerX2CT study is a (W, H, 2) NIfTI (frame 0 PA, frame 1 lateral), got shape {data.shape}; "
-            "make one with `python -m bundle make_study --pa PA --lateral LATERAL --output STUDY.nii.gz`"
+        what = "a CT volume" if data.ndim == 3 and min(data.shape) > 2 else "not a study"
+        raise StudyError(
+            f"{Path(path).name}: {what} of shape {data.shape}; a PerX2CT study is a (W, H, 2) NIfTI (frame 0 PA, "
+            "frame 1 lateral) or DICOM PA + lateral radiographs; make one with "
+            "`python -m bundle make_study --pa PA --lateral LATERAL --output STUDY.nii.gz`"
         )
     return {name: data[..., i] for i, name in enumerate(FRAMES)}
+
+
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif")
+
+
+def _unzip(path: Path, folder: Path) -> list[str]:
+    """Extract a study archive (names kept inside ``folder``); returns the extracted files."""
+    import zipfile
+
+    out = folder / "dicom"
+    files = []
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for i, info in enumerate(zf.infolist()):
+                if info.is_dir():
+                    continue
+                target = out / f"{i:05d}_{Path(info.filename).name}"  # flat: no path from the archive is trusted
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(zf.read(info))
+                files.append(str(target))
+    except zipfile.BadZipFile as e:
+        raise StudyError(f"{path.name}: not a readable zip archive ({e})") from None
+    return files
+
+
+def resolve_study(path: str | os.PathLike, folder: str | os.PathLike) -> dict[str, Any]:
+    """The two radiograph files of a study, written into ``folder`` when they must be extracted.
+
+    Returns ``{"pa": file, "lateral": file, "layout": "nifti" | "dicom"}``; raises :class:`StudyError`
+    (with the HTTP status for the client) for anything that is not one PA and one lateral view.
+    """
+    path, folder = Path(path), Path(folder)
+    name = path.name.lower()
+    if path.is_dir():
+        return {**pair_views(scan_dicom([str(p) for p in sorted(path.rglob("*")) if p.is_file()]), path.name),
+                "layout": "dicom"}  # fmt: skip
+    if not path.is_file():
+        raise StudyError(f"study not found: {path}", status_code=404)
+    if name.endswith((".nii.gz", ".nii")):
+        return {**split_study(path, folder), "layout": "nifti"}
+    if name.endswith(".zip"):
+        return {**pair_views(scan_dicom(_unzip(path, folder)), path.name), "layout": "dicom"}
+    with open(path, "rb") as f:
+        head = f.read(132)
+    if name.endswith((".dcm", ".dicom")) or head[128:132] == b"DICM":
+        return {**pair_views(scan_dicom([str(path)]), path.name), "layout": "dicom"}
+    if name.endswith(_IMAGE_SUFFIXES) or _read_8bit(path) is not None or head[:8] == b"\x89PNG\r\n\x1a\n":
+        raise StudyError(
+            f"{path.name}: a single 2D image ({path.suffix.lstrip('.').upper() or 'image'}) is one radiograph; a study "
+            "needs a PA and a lateral view: a 2-frame NIfTI (`python -m bundle make_study --pa PA --lateral LATERAL "
+            "--output STUDY.nii.gz`) or the two DICOM DX/CR radiographs (a .zip or a folder)",
+            status_code=415,
+        )
+    raise StudyError(
+        f"{path.name}: unknown study format; send a 2-frame NIfTI (.nii.gz), or PA + lateral DICOM DX/CR "
+        "radiographs as a .zip, a folder or .dcm files",
+        status_code=415,
+    )
 
 
 def split_study(path: str | os.PathLike, folder: str | os.PathLike) -> dict[str, Any]:
