@@ -271,7 +271,8 @@ class PerX2CTLoss(nn.Module):
         elif lpips_input_range not in _INPUT_RANGES:
             raise ValueError(f"lpips_input_range must be one of {_INPUT_RANGES}, got {lpips_input_range!r}")
         self.fallback = self.lpips is None and self.lpips_weight > 0 and float(fallback_ssim_weight) > 0
-        self.ssim_weight = float(fallback_ssim_weight) if self.fallback else float(ssim_weight)
+        # weight of (1 - SSIM): the optional extra term plus, without LPIPS weights, the stand-in for LPIPS
+        self.ssim_weight = float(ssim_weight) + (float(fallback_ssim_weight) if self.fallback else 0.0)
         self.ssim = SSIMLoss(spatial_dims=2, data_range=1.0) if self.ssim_weight else None
         self.last_components: dict[str, torch.Tensor] = {}
 
@@ -283,9 +284,9 @@ class PerX2CTLoss(nn.Module):
                 "LPIPS without its calibrated lin weights (lpips_lin_weights not set): channels weigh 1/C"
             )
         if self.fallback:
-            deviations.append(f"(1 - SSIM) x {self.ssim_weight:g} in place of LPIPS (fallback_ssim_weight)")
-        elif self.ssim_weight:
-            deviations.append(f"extra (1 - SSIM) x {self.ssim_weight:g} term (ssim_weight)")
+            deviations.append(f"(1 - SSIM) x {float(fallback_ssim_weight):g} in place of LPIPS (fallback_ssim_weight)")
+        if float(ssim_weight):
+            deviations.append(f"extra (1 - SSIM) x {float(ssim_weight):g} term (ssim_weight)")
         if self.l1_weight != 1.0:
             deviations.append(f"l1_weight {self.l1_weight:g} (paper 1)")
         if self.lpips_weight != 1.0:

@@ -157,6 +157,9 @@ def test_without_weights_trains_and_says_it_is_not_the_paper_loss(caplog):
     assert plain(y, x).item() == pytest.approx((y - x).abs().mean().item(), rel=1e-6)
     assert set(plain.last_components) == {"l1", "total"} and not plain.is_paper_loss
     assert PerX2CTLoss()(x, x.clone()).item() == pytest.approx(0.0, abs=1e-5)
+    both = PerX2CTLoss(ssim_weight=0.5)  # the extra term adds to the stand-in
+    both(y, x)
+    assert both.ssim_weight == 1.5 and len([d for d in both.recipe["deviations"] if "SSIM" in d]) == 2
 
 
 def test_deviations_are_recorded(vgg, caplog):
