@@ -22,6 +22,9 @@ def _commands() -> dict:
         pass
     else:
         commands["drr"] = drr_cli
+    from scripts.import_official import import_official_cli
+
+    commands["import_official"] = import_official_cli
     return commands
 
 

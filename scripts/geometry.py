@@ -37,6 +37,7 @@ Both views display like chest radiographs, head up (row direction = -z).
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -89,7 +90,14 @@ VIEW_PRESETS: dict[str, dict[str, Any]] = {
     "lateral": {"normal": (1.0, 0.0, 0.0), "col": (0.0, 1.0, 0.0), "row": (0.0, 0.0, -1.0)},
 }
 
-#: Geometry presets, as data. ``perx2ct``: the PerX2CT paper's DRRs; ``x2ctgan``: X2CT-GAN's.
+#: Geometry presets, as data. ``perx2ct``: the PerX2CT paper's DRRs; ``x2ctgan``: X2CT-GAN's;
+#: ``perx2ct_official``: the *sampling camera* of the official code (dek924/PerX2CT), for its published
+#: weights: a pinhole 320 mm (1 world unit) from the volume centre with a 60 degree field of view
+#: (detector half-width / SID = tan 30 deg). Its 500 mm detector keeps the physical field of the DRRs the
+#: weights were trained on (their magnification at the isocentre, 433 / 320 = 1.353, is close to the DRRs'
+#: 949 / 700 = 1.356); only the source distance is the official camera's. It goes with the sampler options
+#: ``align_corners=True, visibility_mask=False`` (set by the ``*_official`` model presets). Never make
+#: DRRs with it: the authors' DRRs were made with ``perx2ct``.
 GEOMETRY_PRESETS: dict[str, dict[str, Any]] = {
     "perx2ct": {
         "sad_mm": 700.0,
@@ -100,6 +108,12 @@ GEOMETRY_PRESETS: dict[str, dict[str, Any]] = {
     "x2ctgan": {
         "sad_mm": 541.0,
         "sid_mm": 949.0,
+        "detector_size_mm": (500.0, 500.0),
+        "detector_shape": (320, 320),
+    },
+    "perx2ct_official": {
+        "sad_mm": 320.0,
+        "sid_mm": 250.0 / math.tan(math.radians(30.0)),  # 433.01 mm: half-width 250 mm = SID x tan(fov / 2)
         "detector_size_mm": (500.0, 500.0),
         "detector_shape": (320, 320),
     },

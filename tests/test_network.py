@@ -1,5 +1,7 @@
 """PerX2CT network: sizes of the presets, shapes for every axis and zoom, gradients, determinism."""
 
+import math
+
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -78,24 +80,57 @@ def test_full_volume_shape_and_axis_consistency():
             torch.testing.assert_close(cut(three[:, code]), s, rtol=1e-4, atol=1e-5)
 
 
-def test_encoder_runs_once_per_case():
+def test_each_view_is_encoded_in_its_own_call():
+    """One encoder call per view for all cases of a batch, on every path (volume, slices, zoom); in training,
+    BatchNorm statistics come from one view's images only (as the official code), so the PA features do not
+    depend on the lateral images."""
     net = tiny().eval()
     calls = []
-    net.encoder.register_forward_hook(lambda *a: calls.append(1))
+    net.encoder.register_forward_hook(lambda m, args, out: calls.append(tuple(args[0].shape)))
+    image = torch.rand(2, 2, 128, 128)
     with torch.no_grad():
-        net.reconstruct(torch.rand(2, 2, 128, 128), [0, 1, 2])
-        assert len(calls) == 1
-        net(torch.rand(2, 2, 128, 128), torch.zeros(2, 4, dtype=torch.long), torch.zeros(2, 4))
-        assert len(calls) == 2
+        net.reconstruct(image, [0, 1, 2])
+        assert calls == [(2, 1, 128, 128)] * 2
+        net(image, torch.zeros(2, 4, dtype=torch.long), torch.zeros(2, 4))
+        net.forward_slices(image, "axial", torch.zeros(2), torch.tensor([[0.0, 0.0, 64.0]] * 2))
+        assert calls == [(2, 1, 128, 128)] * 6
+    net.train()
+    other = image.clone()
+    other[:, 1] = torch.rand(2, 128, 128) * 0.5
+    pa_maps = net.encode(image)[0][0]
+    torch.testing.assert_close(net.encode(other)[0][0], pa_maps, rtol=0, atol=0)
+    both = net.encoder(image.transpose(0, 1).reshape(4, 1, 128, 128))[0][:2]  # the two views batched together
+    assert (both - pa_maps).abs().max() > 1e-3  # ... would mix the views' statistics
 
 
-def test_gradients_reach_the_encoder_but_not_the_frozen_stem():
-    net = tiny().train()
+def test_stem_is_frozen_only_with_imagenet_weights_and_bn1_keeps_batch_statistics(tmp_path, caplog):
+    """As the official code: conv1/bn1 parameters frozen only when ImageNet weights are loaded; bn1 then still
+    normalises with (and updates) batch statistics in training. Without weights, training start warns."""
+    from scripts.networks import random_encoder_warning
+
+    torch.manual_seed(0)
+    scratch = tiny().train()
+    assert scratch.encoder.weights_source == "random" and not scratch.encoder.freeze_stem
+    out = scratch(torch.rand(2, 2, 128, 128), torch.tensor([[0, 2], [1, 0]]), torch.tensor([[3.0, 9.0], [16.0, 31.0]]))
+    out.mean().backward()
+    assert scratch.encoder.conv1.weight.grad.abs().sum() > 0 and scratch.encoder.bn1.weight.grad.abs().sum() > 0
+    with caplog.at_level("WARNING"):
+        msg = random_encoder_warning(scratch)
+    assert msg is not None and "encoder starts from random weights: not the paper's recipe" in caplog.text
+    assert "python -m scripts download_weights" in msg
+
+    file = tmp_path / "resnet_imagenet.pth"
+    torch.save(dict(scratch.encoder.state_dict()), file)
+    net = tiny(encoder_weights=str(file)).train()
+    assert net.encoder.weights_source == f"imagenet:{file}" and random_encoder_warning(net) is None
+    before = net.encoder.bn1.running_mean.clone()
     out = net(torch.rand(2, 2, 128, 128), torch.tensor([[0, 2], [1, 0]]), torch.tensor([[3.0, 9.0], [16.0, 31.0]]))
     out.mean().backward()
     assert net.encoder.layer1[0].conv1.weight.grad.abs().sum() > 0
-    assert net.encoder.conv1.weight.grad is None and not net.encoder.conv1.weight.requires_grad
-    assert not net.encoder.bn1.training  # frozen stem keeps its statistics
+    for p in (net.encoder.conv1.weight, net.encoder.bn1.weight, net.encoder.bn1.bias):
+        assert p.grad is None and not p.requires_grad
+    assert net.encoder.bn1.training and not torch.equal(net.encoder.bn1.running_mean, before)  # batch statistics
+    assert not tiny(encoder_weights=str(file), encoder={"freeze_stem": False}).encoder.freeze_stem
 
 
 def test_same_seed_same_output():
@@ -228,3 +263,108 @@ def test_sampler_repr_and_the_network_uses_the_centred_geometry():
     s = PerspectiveSampler(g)
     assert s.geometry.isocentre_mm == (0.0, 0.0, 0.0)
     assert "sad_mm=700" in repr(s) and "views=('pa', 'lateral')" in repr(s)
+
+
+def test_positional_encoding_is_the_official_nerf_embedder():
+    """[p, sin(2^0 p), cos(2^0 p), ..., sin(2^9 p), cos(2^9 p)] (3 values per term, no pi) of p = axes @ offset / unit."""
+    from scripts.networks import PositionalEncoding
+
+    p = torch.rand(7, 3) - 0.5
+    pe = PositionalEncoding()
+    expected = torch.cat([p] + [f(p * 2.0**k) for k in range(10) for f in (torch.sin, torch.cos)], dim=-1)
+    torch.testing.assert_close(pe(p), expected, rtol=0, atol=0)
+    assert pe.out_channels == 63
+    official = PositionalEncoding(axes=[[0, 0, -1], [0, 1, 0], [1, 0, 0]])  # official world p = (-z, y, x) / 320 mm
+    torch.testing.assert_close(official(p), pe(torch.stack((-p[:, 2], p[:, 1], p[:, 0]), -1)), rtol=0, atol=1e-7)
+    earlier = PositionalEncoding(unit=0.5, pi=True)  # the earlier encoding: sin(2^k pi x) of x = mm / 160
+    torch.testing.assert_close(earlier(p)[:, 3:6], torch.sin(2 * p * math.pi), rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="3 x 3 matrix"):
+        PositionalEncoding(axes=[[1, 0, 0]])
+
+
+def _decoder_io(net, axis, index, box=None):
+    """(decoder input (n, F, 32, 32), decoder output, network output) of one slice of a random image."""
+    seen = {}
+    h = net.decoder.register_forward_hook(lambda m, args, out: seen.update(x=args[0].clone(), y=out.clone()))
+    with torch.no_grad():
+        out = net.forward_slices(torch.rand(1, 2, 128, 128), axis, torch.tensor([float(index)]), box)
+    h.remove()
+    return seen["x"], seen["y"], out
+
+
+@pytest.mark.parametrize("axis", ["axial", "coronal", "sagittal"])
+def test_query_points_reach_the_decoder_as_the_official_code_lays_them_out(axis):
+    """Paper defaults: the PE sees mm / 320 on this bundle's axes and layout. Official mode: the decoder input is laid
+    out as the official code's grid (oracle README: official slice k of an axis fixes official axis
+    (0, 1, 2)[axis] at k, rows and cols are the other two in order; grid voxel = 1.5 + 4t; p = (v - 63.5) / 128),
+    and the output is laid back into this bundle's layout."""
+    code = ("axial", "coronal", "sagittal").index(axis)
+    net = build_perx2ct("small", sampler()).eval()
+    pe0 = 2 * 64  # PE channels follow the two views' 64 local channels
+    x, _, _ = _decoder_io(net, axis, 40)
+    grid = (torch.arange(32) * 4 + 1.5 - 63.5) / 128
+    fixed, rows, cols = {0: (2, 0, 1), 1: (1, 0, 2), 2: (0, 1, 2)}[code]  # bundle (i, j, k) axes of the slice
+    torch.testing.assert_close(x[0, pe0 + fixed], torch.full((32, 32), (40 - 63.5) / 128))
+    torch.testing.assert_close(x[0, pe0 + rows], grid[:, None].expand(32, 32))
+    torch.testing.assert_close(x[0, pe0 + cols], grid[None, :].expand(32, 32))
+
+    official = {k: v for k, v in MODEL_PRESETS["paper_official"].items() if k not in ("encoder", "decoder_channels",
+                                                                                        "num_res_blocks", "attn_resolutions")}
+    net = build_perx2ct("small", sampler(), **official).eval()
+    official_index = 127 - 40 if code == 0 else 40  # axial runs the other way (official i0 = 127 - k)
+    x, y, out = _decoder_io(net, axis, 40)
+    p = x[0, pe0 : pe0 + 3]  # official world (p0, p1, p2)
+    o_fixed, o_rows, o_cols = {0: (0, 1, 2), 1: (1, 0, 2), 2: (2, 0, 1)}[code]  # official (i0, i1, i2) axes
+    torch.testing.assert_close(p[o_fixed], torch.full((32, 32), (official_index - 63.5) / 128))
+    torch.testing.assert_close(p[o_rows], grid[:, None].expand(32, 32))
+    torch.testing.assert_close(p[o_cols], grid[None, :].expand(32, 32))
+    back = y[0, 0].T if code == 0 else torch.rot90(y[0, 0], -1, [0, 1])  # project[r, c] = official[c, r] / [n-1-c, r]
+    torch.testing.assert_close(out[0, 0], back, rtol=0, atol=0)
+
+
+def test_official_image_orientation_and_intensity_attribute():
+    """Official mode: the encoder sees fliplr(PA) and rot90(lateral, 1); the maps handed to the sampler are turned
+    back into this bundle's image convention. ``input_intensity`` says how inference scales the images."""
+    net = build_perx2ct("small", sampler(), view_transforms={"pa": "fliplr", "lateral": "rot90"},
+                        input_intensity="8bit").eval()
+    assert net.input_intensity == "8bit" and build_perx2ct("small", sampler()).input_intensity == "max_normalized"
+    seen = []
+    net.encoder.register_forward_hook(lambda m, args, out: seen.append((args[0].clone(), out[0].clone())))
+    image = torch.rand(1, 2, 128, 128)
+    with torch.no_grad():
+        maps, _ = net.encode(image)
+    torch.testing.assert_close(seen[0][0][0, 0], image[0, 0].flip(-1), rtol=0, atol=0)
+    torch.testing.assert_close(seen[1][0][0, 0], torch.rot90(image[0, 1], 1, [0, 1]), rtol=0, atol=0)
+    torch.testing.assert_close(maps[0], seen[0][1].flip(-1), rtol=0, atol=0)
+    torch.testing.assert_close(maps[1], torch.rot90(seen[1][1], -1, [2, 3]), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="unknown view transform 'mirror'"):
+        build_perx2ct("small", sampler(), view_transforms={"pa": "mirror"})
+    with pytest.raises(ValueError, match="unknown input_intensity"):
+        build_perx2ct("small", sampler(), input_intensity="16bit")
+    with pytest.raises(ValueError, match="unknown slice_layout"):
+        build_perx2ct("small", sampler(), slice_layout="transposed")
+
+
+def test_legacy_presets_are_data_over_the_paper_presets():
+    """The official presets differ from paper / paper_global only in convention fields (same weights layout) and
+    select the official sampling; the legacy network scripts for export."""
+    from scripts.networks import LEGACY_PRESETS
+
+    convention = {"positional_encoding", "slice_layout", "view_transforms", "input_intensity", "sampler_options", "encoder"}
+    for normal, legacy in LEGACY_PRESETS.items():
+        a, b = MODEL_PRESETS[normal], MODEL_PRESETS[legacy]
+        assert {k for k in set(a) | set(b) if a.get(k) != b.get(k)} <= convention
+        assert {**b["encoder"], "freeze_stem": None} == {**a["encoder"], "freeze_stem": None}
+    g = ProjectionGeometry.from_preset("perx2ct_official")
+    with torch.device("meta"):
+        net = build_perx2ct("paper_official", PerspectiveSampler(g))
+    assert net.sampler.options() == {"align_corners": True, "visibility_mask": False}
+    assert net.slice_layout == "official" and net.input_intensity == "8bit" and net.encoder.freeze_stem
+    official = {k: v for k, v in MODEL_PRESETS["paper_official"].items() if k not in ("encoder", "decoder_channels",
+                                                                                        "num_res_blocks", "attn_resolutions")}
+    small = build_perx2ct("small", PerspectiveSampler(g), **official).eval()
+    scripted = torch.jit.script(small)
+    image, axis = torch.rand(1, 2, 128, 128), torch.tensor([[0, 1, 2]])
+    index, box = torch.tensor([[3.0, 64.5, 127.0]]), torch.tensor([[[0.0, 0.0, 128.0], [10.0, 20.0, 32.0], [64.0, 0.0, 64.0]]])
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(image, axis, index, box), small(image, axis, index, box), rtol=0, atol=1e-5)

@@ -99,3 +99,49 @@ def test_sampling_a_real_drr_at_a_bead_returns_its_peak(view):
     maps[VIEWS.index(view)][0, 0] = torch.as_tensor(drr)
     value = PerspectiveSampler(g)(maps, torch.tensor(bead, dtype=torch.float32)[None, None])[0, 0, VIEWS.index(view)]
     assert value >= 0.97 * drr.max(), (float(value), float(drr.max()))
+
+
+def test_official_camera_preset_reproduces_the_official_pinhole_camera():
+    """Geometry preset ``perx2ct_official`` + ``align_corners=True``, sampling maps in this bundle's image convention,
+    equals the official camera (oracle README's closed form, matched there to the official matrices to 1.7e-5) on the
+    official-orientation maps (official PA = fliplr(bundle PA), official lateral = rot90(bundle lateral, 1)):
+    official world p = (-z, y, x) / 320 mm; PA d = (1 - p1) tan 30, (x, y) = (-p2 / d, p0 / d); lateral
+    d = (1 - p2) tan 30, (x, y) = (p0 / d, -p1 / d); grid_sample align_corners=True, no mask."""
+    g = ProjectionGeometry.from_preset("perx2ct_official")
+    sampler = PerspectiveSampler(g, align_corners=True, visibility_mask=False).double()
+    h = w = 16
+    points = np.random.default_rng(3).uniform(-160, 160, size=(1, 400, 3))  # the 320 mm cube
+    out = sampler(_ramp_maps(h, w), torch.as_tensor(points)).numpy()[0]
+    x, y, z = points[0].T
+    p0, p1, p2 = -z / 320, y / 320, x / 320
+    tan30 = np.tan(np.radians(30.0))
+    d = (1 - p1) * tan30
+    pa_u, pa_v = p2 / d, p0 / d  # official (-p2/d, p0/d) on fliplr(map): bundle column coordinate negated
+    d = (1 - p2) * tan30
+    lat_u, lat_v = p1 / d, p0 / d  # official (x, y) = (p0/d, -p1/d) on rot90(map, 1): bundle (col, row) = (-y, x)
+    for v, (u_, v_) in enumerate(((pa_u, pa_v), (lat_u, lat_v))):
+        inside = (np.abs(u_) <= 1) & (np.abs(v_) <= 1)
+        assert inside.sum() > 200
+        expected = np.stack(((u_ + 1) / 2 * (w - 1), (v_ + 1) / 2 * (h - 1)), -1)  # align_corners=True pixel indices
+        np.testing.assert_allclose(out[inside, 2 * v : 2 * v + 2], expected[inside], atol=1e-9)
+    # points beyond the virtual detector plane (433 mm from the PA source: y < -113 mm) are sampled, not masked
+    far = torch.tensor([[[0.0, -150.0, 0.0]]], dtype=torch.float64)
+    maps = [torch.ones(1, 1, h, w, dtype=torch.float64) for _ in VIEWS]
+    assert float(sampler(maps, far)[0, 0, 0]) == 1.0
+    assert float(sampler.with_options(visibility_mask=True)(maps, far)[0, 0, 0]) == 0.0
+
+
+def test_sampler_options():
+    s = PerspectiveSampler(ProjectionGeometry.from_preset("perx2ct"))
+    assert s.options() == {"align_corners": False, "visibility_mask": True}
+    t = s.with_options(align_corners=True)
+    assert t.options() == {"align_corners": True, "visibility_mask": True} and t.views == s.views
+    assert "align_corners=True" in repr(t)
+    with pytest.raises(ValueError, match="unknown sampler options"):
+        s.with_options(mode="nearest")
+    # align_corners=False: +-1 on the outer edges; True: on the outer pixel centres
+    maps = [torch.arange(4.0).view(1, 1, 1, 4).expand(1, 1, 4, 4).contiguous() for _ in VIEWS]
+    g = s.geometry
+    edge = torch.tensor([[[g.detector_size_mm[1] / 2 / g.magnification, 0.0, 0.0]]])  # PA: projects on the right edge
+    assert float(s(maps, edge)[0, 0, 0]) == pytest.approx(1.5, abs=1e-4)  # half of pixel 3, half zero padding
+    assert float(t(maps, edge)[0, 0, 0]) == pytest.approx(3.0, abs=1e-4)  # the last pixel's centre

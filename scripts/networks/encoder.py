@@ -49,9 +49,15 @@ class ResNetEncoder(nn.Module):
         widths: base widths of layer1..3 (64, 128, 256; the bottleneck expands them 4x).
         global_features: also run the global branch (layer3 up to its last block's first conv) and return
             its spatial mean (B, widths[2]).
-        freeze_stem: freeze conv1/bn1 (the paper freezes the stem); bn1 stays in eval mode.
+        freeze_stem: freeze the parameters of conv1/bn1. ``None`` (default) = as the official code: frozen
+            only when ImageNet ``weights`` are loaded. bn1 keeps using (and updating) batch statistics in
+            training either way, as the official code (it only sets ``requires_grad=False``).
         weights: optional local path to a torchvision-layout ResNet state dict (ImageNet); keys of layers
             that are not built (layer3/4 for the local-only model, fc) are ignored.
+
+    Attributes:
+        weights_source: ``"imagenet:<path>"`` when ImageNet weights were loaded, else ``"random"`` (see
+            :func:`scripts.networks.random_encoder_warning`).
     """
 
     def __init__(
@@ -60,7 +66,7 @@ class ResNetEncoder(nn.Module):
         layers: Sequence[int] = (3, 4, 23),
         widths: Sequence[int] = (64, 128, 256),
         global_features: bool = False,
-        freeze_stem: bool = True,
+        freeze_stem: bool | None = None,
         weights: str | None = None,
     ) -> None:
         super().__init__()
@@ -89,9 +95,11 @@ class ResNetEncoder(nn.Module):
         self.global_channels = widths[2] if global_features else 0
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.weights_source = "random"
         if weights is not None:
             self.load_imagenet(weights)
-        self.freeze_stem = bool(freeze_stem)
+            self.weights_source = f"imagenet:{weights}"
+        self.freeze_stem = (weights is not None) if freeze_stem is None else bool(freeze_stem)
         if self.freeze_stem:
             for p in list(self.conv1.parameters()) + list(self.bn1.parameters()):
                 p.requires_grad_(False)
@@ -116,12 +124,6 @@ class ResNetEncoder(nn.Module):
             raise ValueError(f"{path}: shape mismatch for {bad[:3]} (is it the right ResNet depth?)")
         self.load_state_dict(usable, strict=False)
         logger.info("loaded encoder weights from %s (%d tensors)", path, len(usable))
-
-    def train(self, mode: bool = True) -> ResNetEncoder:
-        super().train(mode)
-        if self.freeze_stem:
-            self.bn1.eval()
-        return self
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x: (B, 1, H, W) in [0, 1]. Returns (local (B, C2, H/8, W/8), global (B, C3) or (B, 0))."""

@@ -14,18 +14,41 @@ for one 128^3 volume = encoder once + 128 slices.
   32/64, decoder width 16, one res block per level + 1, no attention at 32 x 32 apart from the mid
   block): 611,585 parameters, 0.32 TFLOP per volume (1/73 of ``paper``); about 2.5 s per volume on
   two CPU cores.
+
+All presets use the official positional encoding (NeRF embedder without pi on mm / 320, see
+:class:`~scripts.networks.perx2ct.PositionalEncoding`); the ``small`` preset too (nothing argues for the
+earlier pi-scaled encoding, whose highest band aliased on the 2.5 mm grid).
+
+Legacy presets for the authors' published weights (``python -m scripts import_official``), same keys and
+shapes as ``paper`` / ``paper_global``: ``paper_official`` and ``paper_global_official`` add the official
+code's conventions as data: the official world axes of the positional encoding, the official slice
+layout, the official image orientation, 8-bit inputs without re-normalisation, and the official
+sampling (``align_corners=True``, no visibility mask); use them with the geometry preset
+``perx2ct_official`` (the official pinhole camera). Their stem is frozen (the weights were trained so).
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 from typing import Any
 
 from scripts.networks.encoder import ResNetEncoder
 from scripts.networks.perx2ct import PerX2CT
 from scripts.networks.sampler import PerspectiveSampler
 
-__all__ = ["MODEL_PRESETS", "build_perx2ct"]
+__all__ = ["MODEL_PRESETS", "LEGACY_PRESETS", "build_perx2ct", "random_encoder_warning", "ENCODER_WEIGHTS_COMMAND"]
+
+logger = logging.getLogger(__name__)
+
+_OFFICIAL = {
+    "positional_encoding": {"frequencies": 10, "unit": 1.0, "pi": False, "axes": [[0, 0, -1], [0, 1, 0], [1, 0, 0]]},
+    "slice_layout": "official",
+    "view_transforms": {"pa": "fliplr", "lateral": "rot90"},
+    "input_intensity": "8bit",
+    "sampler_options": {"align_corners": True, "visibility_mask": False},
+}
+_FREEZE = {"freeze_stem": True}
 
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {
@@ -44,15 +67,52 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
         "zoom_in": False,
     },
 }
+MODEL_PRESETS["paper_official"] = {
+    **MODEL_PRESETS["paper"], **_OFFICIAL, "encoder": {**MODEL_PRESETS["paper"]["encoder"], **_FREEZE},
+}
+MODEL_PRESETS["paper_global_official"] = {
+    **MODEL_PRESETS["paper_global"], **_OFFICIAL, "encoder": {**MODEL_PRESETS["paper_global"]["encoder"], **_FREEZE},
+}
+
+#: The model preset of the official code's conventions for each preset with the same weights layout.
+LEGACY_PRESETS = {"paper": "paper_official", "paper_global": "paper_global_official"}
 
 
 def build_perx2ct(preset: str, sampler: PerspectiveSampler, encoder_weights: str | None = None, **overrides: Any) -> PerX2CT:
     """A :class:`PerX2CT` from a preset of :data:`MODEL_PRESETS`; ``overrides`` replace preset fields
-    (e.g. ``slice_batch=32``); ``encoder_weights`` is an optional local ImageNet ResNet state dict."""
+    (e.g. ``slice_batch=32``; ``encoder`` and ``sampler_options`` are merged into the preset's dicts);
+    ``encoder_weights`` is an optional local ImageNet ResNet state dict. A preset's ``sampler_options``
+    (e.g. ``align_corners``) give the network a copy of ``sampler`` with those options."""
     if preset not in MODEL_PRESETS:
         raise ValueError(f"unknown model_preset {preset!r}; choose one of {sorted(MODEL_PRESETS)}")
     cfg = copy.deepcopy(MODEL_PRESETS[preset])
     enc_cfg = {**cfg.pop("encoder"), **overrides.pop("encoder", {})}
+    sampler_options = {**cfg.pop("sampler_options", {}), **overrides.pop("sampler_options", {})}
     cfg.update(overrides)
+    if sampler_options and sampler.options() != {**sampler.options(), **sampler_options}:
+        sampler = sampler.with_options(**sampler_options)
     encoder = ResNetEncoder(**enc_cfg, weights=encoder_weights)
     return PerX2CT(sampler=sampler, encoder=encoder, **cfg)
+
+
+#: The command that fetches the ImageNet ResNet-101 weights (``scripts/pretrained.py``).
+ENCODER_WEIGHTS_COMMAND = "python -m scripts download_weights --name resnet101 --output_dir models/pretrained"
+
+
+def random_encoder_warning(network: Any, log: logging.Logger | None = None) -> str | None:
+    """Log a warning (and return it) when ``network``'s encoder did not start from ImageNet weights; None when it did.
+
+    Training calls it at start: the paper's recipe initialises the ResNet from ImageNet, and a run that does
+    not should say so. (A network whose weights come from a checkpoint afterwards, e.g. fine-tuning an
+    imported model, need not call it.)
+    """
+    net = getattr(network, "module", network)  # DistributedDataParallel
+    source = getattr(getattr(net, "encoder", None), "weights_source", "random")
+    if source != "random":
+        return None
+    msg = (
+        "encoder starts from random weights: not the paper's recipe (ImageNet-initialised ResNet); get them with "
+        f"`{ENCODER_WEIGHTS_COMMAND}` and pass the file as --encoder_weights"
+    )
+    (log or logger).warning(msg)
+    return msg
