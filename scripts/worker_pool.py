@@ -76,7 +76,15 @@ class _Worker:
     def __init__(self, ctx, fn, initializer, initargs) -> None:
         self.conn, child = ctx.Pipe(duplex=True)
         self.proc = ctx.Process(target=_worker_main, args=(child, fn, initializer, initargs, os.getpid()), daemon=True)
-        self.proc.start()
+        try:  # ignored from birth (an ignored signal stays ignored across exec): Ctrl-C during start-up is the parent's
+            old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        except ValueError:  # not the main thread
+            old = None
+        try:
+            self.proc.start()
+        finally:
+            if old is not None:
+                signal.signal(signal.SIGINT, old)
         child.close()
         self.task: Any = None
 

@@ -161,6 +161,30 @@ def test_discover_cases(tmp_path):
         discover_cases(tmp_path / "nope")
 
 
+def test_discovery_skips_bad_links_with_a_reason(tmp_path):
+    from scripts.case_discovery import scan_dataset
+    from scripts.ct_io import find_dicom_series
+
+    raw = tmp_path / "raw"
+    (raw / "case_a").mkdir(parents=True)
+    write_ct(raw / "b.nii.gz")
+    os.symlink("loop.nii.gz", raw / "loop.nii.gz")  # loops on itself
+    os.symlink("gone.nii.gz", raw / "dangling.nii.gz")
+    os.symlink(".", raw / "self", target_is_directory=True)
+    os.symlink("..", raw / "up", target_is_directory=True)
+    os.symlink("case_a", raw / "again", target_is_directory=True)
+    os.symlink(raw / "b.nii.gz", raw / "b_link.nii.gz")  # a file link to a volume is a case like any file
+    os.symlink("..", raw / "case_a" / "parent", target_is_directory=True)  # inside a case: never rescanned
+    cases, skipped = scan_dataset(raw)
+    assert [c for c, _ in cases] == ["b", "b_link", "case_a"]
+    got = {s.case_id: (s.error, s.reason) for s in skipped}
+    assert {k: v[0] for k, v in got.items()} == {"again": "LinkIntoDataset", "dangling": "BrokenLink",
+                                                 "loop": "LoopingLink", "self": "LinkIntoDataset", "up": "LinkIntoDataset"}
+    assert "symbolic link loops" in got["loop"][1] and "points to nothing" in got["dangling"][1]
+    assert "another entry of the dataset" in got["again"][1] and "dataset folder or one above it" in got["self"][1]
+    assert find_dicom_series(raw / "case_a") == []  # the link to the parent is not followed into visited folders
+
+
 def test_split_rules(tmp_path):
     ids = [f"c{i:02d}" for i in range(23)]
     assert split_counts(23, [0.8, 0.1, 0.1]) == (19, 2, 2)  # 18.4, 2.3, 2.3: the leftover goes to training
@@ -357,3 +381,200 @@ def test_real_dicom_case(lungdx, tmp_path):
     np.testing.assert_allclose(info["original"]["spacing_mm"][2], 8.0, atol=1e-3)
     for view in ("pa", "lateral"):
         assert Image.open(out / "LungDx-A0002" / f"{view}.png").size == (128, 128)
+
+
+# ------------------------------------------------------------------------------------ a messy real-world folder
+def _dicom_copy(files: list[Path], dst: Path, **tags) -> Path:
+    import pydicom
+
+    dst.mkdir(parents=True)
+    for f in files:
+        ds = pydicom.dcmread(f)
+        for k, v in tags.items():
+            setattr(ds, k, v)
+        ds.save_as(dst / f.name)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def messy(tmp_path_factory, example_lungdx):
+    """One good case beside a mixed-series folder, a 5-slice series, 10 mm and 2 mm pixel series, a looping
+    link, a folder link to ".", an empty folder and a non-CT series; prepared once with 2 workers."""
+    import resource
+
+    from pydicom.uid import generate_uid
+
+    root = tmp_path_factory.mktemp("messy")
+    raw = root / "raw"
+    raw.mkdir()
+    write_ct(raw / "good.nii.gz")
+    files = sorted(example_lungdx.glob("*.dcm"))
+    mixed_dir = _dicom_copy(files, raw / "mixed_series")
+    second = _dicom_copy(files[10:40], root / "second", SeriesInstanceUID=generate_uid(), SeriesDescription="second stack")
+    for f in second.iterdir():  # the second series lies in the same folder, with its own file names
+        shutil.move(f, mixed_dir / f"b_{f.name}")
+    _dicom_copy(files[20:25], raw / "five_slices")
+    _dicom_copy(files, raw / "pixel_10mm", PixelSpacing=[10.0, 10.0])
+    _dicom_copy(files, raw / "pixel_2mm", PixelSpacing=[2.0, 2.0])
+    _dicom_copy(files[:25], raw / "not_ct", Modality="MR")
+    (raw / "empty").mkdir()
+    os.symlink("loop.nii.gz", raw / "loop.nii.gz")
+    os.symlink(".", raw / "self", target_is_directory=True)
+    out = root / "out"
+    proc = run_prepare(raw, out, "--num_workers", "2", "--split", "[1,0,0]")
+    peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # KiB -> GiB, largest process so far
+    return raw, out, proc, peak_gb
+
+
+MESSY_REASONS = {
+    "empty": ("no DICOM files found",),
+    "five_slices": ("not a plausible chest CT", "5 slices", "at least 20"),
+    "loop": ("symbolic link loops",),
+    "not_ct": ("MR", "need CT"),
+    "pixel_10mm": ("not a plausible chest CT", "pixel spacing 10 mm", "0.2 to 5 mm"),
+    "self": ("folder link", "dataset folder"),
+}
+
+
+def test_messy_folder_prepares_the_good_cases_and_says_why_not_the_others(messy):
+    raw, out, proc, peak_gb = messy
+    text = output_text(proc)
+    assert proc.returncode == 0, text
+    assert "Traceback" not in text
+    assert complete_cases(out) == ["good", "mixed_series", "pixel_2mm"]
+    failures = {f["case_id"]: f for f in read_json(out / "failures.json")}
+    assert set(failures) == set(MESSY_REASONS), failures
+    for cid, words in MESSY_REASONS.items():
+        assert "\n" not in failures[cid]["reason"], failures[cid]
+        for w in words:
+            assert w in failures[cid]["reason"], (cid, failures[cid]["reason"])
+    assert peak_gb < 4.0, f"peak resident memory {peak_gb:.2f} GB"
+    print(f"messy folder: peak resident memory of the largest process {peak_gb:.2f} GB")
+
+
+def test_mixed_series_folder_records_the_series_left_out(messy):
+    raw, out, proc, _ = messy
+    info = read_json(out / "mixed_series" / "case.json")["original"]
+    assert info["series"]["slices"] == 64 and info["num_slices"] == 64
+    (left,) = info["series_left_out"]
+    assert left["slices"] == 30 and left["description"] == "second stack" and left["modality"] == "CT"
+    assert left["uid"] != info["series"]["uid"]
+    assert re.search(r"mixed_series: used CT series .* left out: CT series " + re.escape(left["uid"]), output_text(proc))
+
+
+def test_ct_1mm_is_the_cube_the_target_was_sampled_from(messy):
+    """ct_1mm.nii.gz (int16 HU, 1 mm, 320 mm) point-sampled at the 128 voxel centres gives ct.nii.gz."""
+    import torch
+    from monai.data import MetaTensor
+
+    from scripts.frame import FRAME
+    from scripts.transforms import point_downsample
+
+    _, out, _, _ = messy
+    case = out / "pixel_2mm"
+    fine = nib.load(str(case / "ct_1mm.nii.gz"))
+    target = nib.load(str(case / "ct.nii.gz"))
+    assert fine.shape == (320, 320, 320) and fine.get_data_dtype() == np.int16
+    np.testing.assert_allclose(np.linalg.norm(fine.affine[:3, :3], axis=0), 1.0)
+    np.testing.assert_allclose(fine.affine @ [159.5, 159.5, 159.5, 1], target.affine @ [63.5, 63.5, 63.5, 1], atol=1e-6)
+    hu = MetaTensor(torch.as_tensor(np.asarray(fine.dataobj), dtype=torch.float32)[None], affine=torch.as_tensor(fine.affine))
+    resampled = FRAME.hu_to_target(point_downsample(hu, (128,) * 3).numpy()[0])
+    np.testing.assert_allclose(resampled, np.asarray(target.dataobj), atol=0.51 / FRAME.hu_range)  # int16 rounding
+    info = read_json(case / "case.json")
+    np.testing.assert_allclose(info["original"]["spacing_mm"][:2], 2.0)
+    assert info["original"]["normalization"]["crop"] == "symmetric"
+    assert info["original"]["normalization"]["target_resampling"] == "point"
+    assert info["ct_1mm"]["intensity"] == "HU (int16)"
+
+
+# ------------------------------------------------------------------------------------ kill -9 and Ctrl-C
+def _descendants(pid: int) -> set[int]:
+    """Live (non-zombie) processes descending from ``pid``."""
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                stat = Path(f"/proc/{d}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            if fields[0] != "Z":
+                children.setdefault(int(fields[1]), []).append(int(d))
+    out, todo = set(), [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.add(c)
+            todo.append(c)
+    return out
+
+
+def _alive(pids: set[int]) -> set[int]:
+    alive = set()
+    for p in pids:
+        try:
+            if Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                alive.add(p)
+        except OSError:
+            pass
+    return alive
+
+
+@pytest.fixture(scope="module")
+def three_cases(tmp_path_factory) -> Path:
+    raw = tmp_path_factory.mktemp("three") / "raw"
+    raw.mkdir()
+    for i in range(3):
+        write_ct(raw / f"c{i}.nii.gz", seed=i)
+    return raw
+
+
+def _start_busy(raw: Path, out: Path, log: Path) -> tuple[subprocess.Popen, set[int]]:
+    """A 2-worker prepare in its own process group, returned once a worker is writing a case."""
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", CONFIG, "--dataset_dir", str(raw),
+           "--output_dir", str(out), "--num_workers", "2"]
+    fh = open(log, "w")  # noqa: SIM115 - closed with the process
+    p = subprocess.Popen(cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
+                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    t0 = time.time()
+    while not (out.is_dir() and any(e.name.startswith(".tmp-") for e in out.iterdir())):
+        assert p.poll() is None, log.read_text()
+        assert time.time() - t0 < TIMEOUT_S, "no worker started a case in time"
+        time.sleep(0.1)
+    return p, _descendants(p.pid)
+
+
+def test_kill_9_leaves_no_worker_behind(three_cases, tmp_path):
+    p, workers = _start_busy(three_cases, tmp_path / "out", tmp_path / "log")
+    try:
+        assert len(workers) >= 2, workers  # the workers (and multiprocessing's helper) are running
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait(30)
+        t0 = time.time()
+        # 2 s: far less than the case each worker had just started (the DRRs alone take longer), so only a
+        # worker that watches its parent is gone in time
+        while _alive(workers) and time.time() - t0 < 2:
+            time.sleep(0.05)
+        assert not _alive(workers), f"left behind: {_alive(workers)}"
+    finally:
+        for q in _alive(workers):
+            os.kill(q, signal.SIGKILL)
+
+
+def test_ctrl_c_stops_everything_with_one_line(three_cases, tmp_path):
+    out = tmp_path / "out"
+    p, workers = _start_busy(three_cases, out, tmp_path / "log")
+    try:
+        os.killpg(p.pid, signal.SIGINT)  # what a terminal sends to the foreground process group
+        assert p.wait(60) == 1
+        text = (tmp_path / "log").read_text()
+        assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
+        lines = [ln for ln in text.splitlines() if "interrupted" in ln]
+        assert len(lines) == 1 and lines[0].startswith("prepare: interrupted;") and "run the same command" in lines[0]
+        assert not [e.name for e in out.iterdir() if e.name.startswith(".")]  # no partial case
+        assert all(is_case_complete(e) for e in out.iterdir() if e.is_dir())
+        assert not _alive(workers)
+    finally:
+        if p.poll() is None:
+            p.kill()
+        for q in _alive(workers):
+            os.kill(q, signal.SIGKILL)
