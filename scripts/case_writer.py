@@ -122,7 +122,8 @@ def run_chain(preprocessing: Callable, data: dict, ct_key: str = "ct") -> tuple[
         ct = data.get(ct_key) if isinstance(data, Mapping) else None
         if not original and isinstance(ct, MetaTensor):
             meta = ct.meta
-            original = {"shape": [int(s) for s in ct.shape[1:]], "spacing_mm": _spacing(ct.affine), "axcodes": meta.get("axcodes", "")}
+            original = {"shape": [int(s) for s in ct.shape[1:]], "spacing_mm": _spacing(ct.affine),
+                        "axcodes": meta.get("axcodes", "")}
             for k in _SOURCE_META:
                 if k in meta:
                     original[k] = _jsonable(meta[k])

@@ -755,8 +755,8 @@ def load_ct(path: str | os.PathLike, check: ChestCTCheck | None = None):
     else:
         series, left_out = choose_ct_series(p)
     if left_out:
-        logger.warning("%s: using CT series %s (%d slices); left out: %s", p, series.series_uid, series.num_slices,
-                       "; ".join(f"{s.modality} series {s.series_uid} ({s.num_slices} slices)" for s in left_out))
+        logger.info("%s: using CT series %s (%d slices); left out: %s", p, series.series_uid, series.num_slices,
+                    "; ".join(f"{s.modality} series {s.series_uid} ({s.num_slices} slices)" for s in left_out))
     image, note = read_dicom_series(series, check=check)
     d = np.asarray(itk.array_from_matrix(image.GetDirection()), dtype=np.float64)
     normal = np.cross(d[:, 0], d[:, 1])

@@ -75,7 +75,8 @@ def read_split_file(path: str | os.PathLike) -> dict[str, list[str]]:
     keys starting with ``_`` such as ``_comment`` are ignored). Raises :class:`SplitError` if malformed."""
     p = Path(path)
     if not p.is_file():
-        raise SplitError(f"split_file {p} not found: give a JSON file {{\"training\": [...], \"validation\": [...], \"test\": [...]}}")
+        raise SplitError(f"split_file {p} not found: give a JSON file "
+                         f"{{\"training\": [...], \"validation\": [...], \"test\": [...]}}")
     try:
         data = json.loads(p.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -124,7 +125,7 @@ def assign_split(
                            split_file, len(unnamed), ", ".join(unnamed))
         if ids and not (named & have):
             raise SplitError(f"split_file {split_file} names none of the {len(ids)} prepared cases "
-                               f"(e.g. {', '.join(ids[:3])}); fix the ids or drop --split_file")
+                             f"(e.g. {', '.join(ids[:3])}); fix the ids or drop --split_file")
         return {name: sorted(i for i in wanted[name] if i in have) for name in SPLIT_NAMES}
     n_train, n_val, _ = split_counts(len(ids), split)
     order = list(ids)

@@ -154,7 +154,7 @@ def separable_resample(vol: np.ndarray, weights: Sequence[np.ndarray], fill: flo
     reduction first, so memory stays near the size of the larger of the input crop and the output.
     Rows of zeros give ``fill``. ``vol``: ``(X, Y, Z)``; ``weights[a]``: ``(n_out_a, n_in_a)``."""
     crops, ws = [], []
-    for a, w in enumerate(weights):
+    for w in weights:
         cols = np.nonzero(np.abs(w).sum(axis=0))[0]
         lo, hi = (int(cols[0]), int(cols[-1]) + 1) if cols.size else (0, 1)
         crops.append(slice(lo, hi))
