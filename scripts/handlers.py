@@ -611,7 +611,7 @@ class HeldOutReconstruction:
         case = self.cases[0]
         if "pa" in case and "lateral" in case:
             return Path(case["pa"]).parent
-        from scripts.prepare import prepare_case
+        from scripts.case_writer import prepare_case
 
         if self.raw_preprocessing is None:
             raise ValueError("HeldOutReconstruction needs raw_preprocessing (configs/prepare.json#preprocessing) for raw cases")
