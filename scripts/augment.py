@@ -276,6 +276,15 @@ class RandRigidViewsDataset(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
+    @property
+    def volume_shape(self) -> int:
+        """The wrapped dataset's target grid (read by its sampler)."""
+        return self.dataset.volume_shape
+
+    @property
+    def frame(self):
+        return self.dataset.frame
+
     def _cube(self, c: int) -> tuple[torch.Tensor, float]:
         """The HU cube of case ``c`` to render from and its voxel size (kept per worker)."""
         if c not in self._cubes:

@@ -28,8 +28,8 @@ from monai.inferers import Inferer
 
 from scripts.slicing import axis_code
 
-__all__ = ["SliceBatch", "SliceInferer", "SliceLossMetric", "ReconstructionInferer", "ZoomInferer", "flag",
-           "load_init_checkpoint", "metric_sign", "metric_cmp", "split_metrics"]
+__all__ = ["SliceBatch", "SliceInferer", "SliceLossMetric", "ReconstructionInferer", "ZoomInferer", "autocast_dtype",
+           "flag", "load_init_checkpoint", "metric_sign", "metric_cmp", "split_metrics"]
 
 logger = logging.getLogger(__name__)
 
@@ -237,16 +237,40 @@ def load_init_checkpoint(
 class ReconstructionInferer(Inferer):
     """Whole-volume reconstruction, once per slicing axis (the paper evaluates each test volume three
     times, slicing along each axis). Returns (B, A, X, Y, Z): channel ``a`` is the volume rendered
-    slice by slice along ``axes[a]``. The encoder runs once per case for all axes."""
+    slice by slice along ``axes[a]``. The encoder runs once per case for all axes.
 
-    def __init__(self, axes: Sequence[str] = ("axial", "coronal", "sagittal")) -> None:
+    ``amp_dtype``: ``None``/``"fp32"`` (default: full precision) or ``"bf16"`` (``torch.autocast`` in
+    bfloat16 on the inputs' device, CPU or CUDA; the output is returned as float32)."""
+
+    def __init__(self, axes: Sequence[str] = ("axial", "coronal", "sagittal"), amp_dtype: str | None = None) -> None:
         self.axes = [axis_code(a) for a in axes]
         if not self.axes:
             raise ValueError("ReconstructionInferer needs at least one axis")
+        self.amp_dtype = autocast_dtype(amp_dtype)
 
     def __call__(self, inputs: torch.Tensor, network, *args: Any, **kwargs: Any) -> torch.Tensor:
         net = getattr(network, "module", network)  # unwrap DistributedDataParallel
-        return net.reconstruct(inputs, axes=self.axes)
+        if self.amp_dtype is None:
+            return net.reconstruct(inputs, axes=self.axes)
+        with torch.autocast(inputs.device.type, dtype=self.amp_dtype):
+            out = net.reconstruct(inputs, axes=self.axes)
+        return out.float()
+
+
+def autocast_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
+    """``None``/``"fp32"`` -> None (no autocast); ``"bf16"``/``"bfloat16"`` -> ``torch.bfloat16``."""
+    if name is None or isinstance(name, torch.dtype) and name == torch.float32:
+        return None
+    if isinstance(name, torch.dtype):
+        if name != torch.bfloat16:
+            raise ValueError(f"amp_dtype must be fp32 or bf16, got {name}")
+        return name
+    key = str(name).strip().lower()
+    if key in ("fp32", "float32", "none", ""):
+        return None
+    if key in ("bf16", "bfloat16"):
+        return torch.bfloat16
+    raise ValueError(f"amp_dtype must be 'fp32' or 'bf16', got {name!r}")
 
 
 class ZoomInferer(Inferer):
