@@ -45,3 +45,55 @@ def test_zoom_inferer_renders_the_region_and_is_written_in_place(tmp_path):
     assert (tmp_path / "c1_zoom.png").is_file()
     with pytest.raises(ValueError, match="zoom box must be"):
         ZoomInferer("axial", 3, [0, 0])
+
+
+def test_zoom_outside_the_grid_is_refused_with_the_valid_range():
+    from scripts.inference import check_zoom
+
+    assert check_zoom(None) is None
+    assert check_zoom({"axis": "axial", "index": 127, "box": [96, 0, 32]}) == {"axis": "axial", "index": 127.0, "box": [96.0, 0.0, 32.0]}
+    for zoom, message in (
+        ({"axis": "axial", "index": 128, "box": [0, 0, 32]}, r"index 128 is outside the 128-voxel grid: use 0..127"),
+        ({"axis": "axial", "index": -1, "box": [0, 0, 32]}, r"use 0..127"),
+        ({"axis": "axial", "index": 3, "box": [97, 0, 32]}, r"row0 97 .* use 0..96"),
+        ({"axis": "axial", "index": 3, "box": [0, -1, 32]}, r"col0 -1 .* use 0..96"),
+        ({"axis": "axial", "index": 3, "box": [0, 0, 129]}, r"size 129 must be in \(0, 128\]"),
+        ({"axis": "axial", "index": 3, "box": [0, 0]}, r"box must be \[row0, col0, size\]"),
+        ({"axis": "oblique", "index": 3, "box": [0, 0, 8]}, r"unknown slice axis 'oblique'"),
+        ({"axis": "axial", "box": [0, 0, 8]}, r"--zoom must be"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            check_zoom(zoom)
+    with pytest.raises(ValueError, match="use 0..127"):
+        SaveReconstructiond(keys="pred", zoom={"axis": "axial", "index": 200, "box": [0, 0, 32]})
+
+
+def test_outputs_are_named_by_case_id(tmp_path):
+    from scripts.inference import inference_items
+
+    for case in ("c1", "c2"):
+        (tmp_path / case).mkdir()
+        for view in ("pa", "lateral"):
+            (tmp_path / case / f"{view}.png").write_bytes(b"")
+    # view-named files take their folder's name; a prepared folder its own name
+    assert inference_items(str(tmp_path / "c1" / "pa.png"), str(tmp_path / "c1" / "lateral.png"))[0]["case_id"] == "c1"
+    assert inference_items(str(tmp_path / "c2"))[0]["case_id"] == "c2"
+    assert inference_items(str(tmp_path / "c1" / "pa.png"), str(tmp_path / "c1" / "lateral.png"), case_id="x")[0]["case_id"] == "x"
+    # a datalist without case ids: every case gets its folder's name, and duplicates are made unique
+    entries = [{"pa": f"{c}/pa.png", "lateral": f"{c}/lateral.png"} for c in ("c1", "c2", "c1")]
+    (tmp_path / "list.json").write_text(__import__("json").dumps(entries))
+    assert [i["case_id"] for i in inference_items(datalist=str(tmp_path / "list.json"))] == ["c1", "c2", "c1_2"]
+    with pytest.raises(FileNotFoundError, match="--lateral image not found"):
+        inference_items(str(tmp_path / "c1" / "pa.png"), str(tmp_path / "nope.png"))
+
+
+def test_preview_is_labelled_and_shows_ground_truth_when_given(tmp_path):
+    from PIL import Image
+
+    vol = torch.rand(1, 128, 128, 128) * 0.8 + 0.1
+    SaveReconstructiond(keys="pred", output_dir=str(tmp_path))({"pred": vol, "case_id": "p"})
+    SaveReconstructiond(keys="pred", output_dir=str(tmp_path))({"pred": vol, "label": vol, "case_id": "g"})
+    p, g = (np.asarray(Image.open(tmp_path / f"{c}.png")) for c in ("p", "g"))
+    assert g.shape[0] > p.shape[0] > 3 * 128  # three planes plus a text band (with a metrics line when ground truth is given)
+    assert g.shape[1] >= 64 + 3 * 128 > p.shape[1]  # ground truth, prediction and error columns
+    assert p[: p.shape[0] - 3 * 128].max() > 200, "the title band holds text"
