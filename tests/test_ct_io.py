@@ -417,6 +417,8 @@ def test_voxels_at_their_header_positions(tmp_path, real_sources, variant):
     for name, files in sources.items():
         folder = _rewrite(files, tmp_path / name, variant)
         vol = load_ct(folder)
+        stored_from_head = variant in ("reversed", "head_first_negative_sbs")
+        assert vol.meta["instance_number_increases_toward"] == ("I" if stored_from_head else "S")  # official crop
         a = vol.numpy()[0]
         rng = np.random.default_rng(0)
         idx = np.stack([rng.integers(0, s, N_SAMPLES) for s in a.shape], axis=1)

@@ -185,6 +185,20 @@ def test_discovery_skips_bad_links_with_a_reason(tmp_path):
     assert find_dicom_series(raw / "case_a") == []  # the link to the parent is not followed into visited folders
 
 
+def test_training_on_an_interrupted_prepare_says_so(tmp_path):
+    from scripts.data import DatasetError, load_datalist
+
+    out = tmp_path / "prepared"
+    (out / "case_a").mkdir(parents=True)
+    (out / "case_a" / "case.json").write_text("{}")
+    (out / ".tmp-case_b-123").mkdir()
+    with pytest.raises(DatasetError) as e:
+        load_datalist(str(out))
+    msg = str(e.value)
+    assert "no datalist.json: prepare was interrupted" in msg and "case_a" in msg
+    assert f"configs/prepare.json --dataset_dir RAW --output_dir {out}" in msg
+
+
 def test_split_rules(tmp_path):
     ids = [f"c{i:02d}" for i in range(23)]
     assert split_counts(23, [0.8, 0.1, 0.1]) == (19, 2, 2)  # 18.4, 2.3, 2.3: the leftover goes to training
