@@ -17,7 +17,8 @@ Modules, one concept each:
 * :mod:`scripts.radiograph` - reading radiographs (PNG/JPEG, NIfTI, DICOM DX/CR) into the network input.
 * :mod:`scripts.slicing` - where a rendered slice (axis, index, zoom box) lies in the volume.
 * :mod:`scripts.networks` - PerspectiveSampler, encoder, decoder, PerX2CT and its presets.
-* :mod:`scripts.engine` - slice batches and inferers for MONAI's trainer and evaluators.
+* :mod:`scripts.slice_sampling` - the training samples: per-case cache, seeded slice sampler, 1 mm ground truth.
+* :mod:`scripts.engine` - slice batches, inferers, the validation loss metric and --init_ckpt for MONAI's engines.
 * :mod:`scripts.losses` / :mod:`scripts.metrics` - the official loss (L1 + LPIPS-VGG); the official metric code's
   paper convention and honest metrics.
 * :mod:`scripts.pretrained` - ResNet-101 / VGG16 / LPIPS weights as data; ``python -m scripts download_weights``.

@@ -54,13 +54,14 @@ __all__ = ["CachedCase", "cache_cases", "SliceDataset", "SliceSampler", "officia
 logger = logging.getLogger(__name__)
 
 #: Version of the cache layout; bump when what is written changes meaning.
-CACHE_VERSION = "slices/1"
+CACHE_VERSION = "slices/2"
 FINE_KEY = "ct_1mm"
 
 
 # ------------------------------------------------------------------------------------------ cache
 class CachedCase(dict):
-    """One decoded case on disk: ``{"case_id", "dir", "kind": "1mm" | "target", "shape", "size_mm"}``."""
+    """One decoded case on disk: ``{"case_id", "dir", "kind": "1mm" | "target", "volume": file of the ground-truth
+    cube, "shape", "size_mm"}``; ``dir`` also holds ``image.npy`` and ``target.npy`` (the 128^3 target)."""
 
 
 def _stamp(value: Any) -> Any:
@@ -146,8 +147,8 @@ def cache_cases(
         mode: the datalist mode (part of the cache key).
         use_fine: use the 1 mm cube when a case has one (False: always the 128^3 target).
 
-    Writes ``image.npy`` (2, H, W) float32, ``volume.npy`` (the 1 mm cube as int16 HU, or the 128^3 target as
-    float32) and ``case.json``; a case already cached is not decoded again. A case without a usable 1 mm cube
+    Writes ``image.npy`` (2, H, W) float32, ``target.npy`` (the 128^3 target, float32), ``ct_1mm.npy`` (the 1 mm
+    cube as int16 HU, when the case has one) and ``case.json``; a case already cached is not decoded again. A case without a usable 1 mm cube
     falls back to its 128^3 target with a logged note.
     """
     root = Path(cache_dir) / "slices"
@@ -166,19 +167,19 @@ def cache_cases(
             why = None if fine is None else _fine_is_frame_cube(fine, fine_affine, out["label"])
             folder.mkdir(parents=True, exist_ok=True)
             _save_npy(folder / "image.npy", image)
+            label = _as_numpy(out["label"]).astype(np.float32)
+            _save_npy(folder / "target.npy", label.reshape(label.shape[-3:]))
             if fine is not None and why is None:
-                _save_npy(folder / "volume.npy", np.clip(np.rint(fine), -32768, 32767).astype(np.int16))
-                kind, shape = "1mm", int(fine.shape[0])
+                _save_npy(folder / "ct_1mm.npy", np.clip(np.rint(fine), -32768, 32767).astype(np.int16))
+                kind, volume, shape = "1mm", "ct_1mm.npy", int(fine.shape[0])
             else:
                 if use_fine:
                     logger.warning(
                         "%s: %s; training targets come from the 128^3 target instead (re-prepare the case to add "
                         "ct_1mm.nii.gz for point-sampled 1 mm ground truth)", case_id, why or "no 1 mm cube (ct_1mm)",
                     )
-                label = _as_numpy(out["label"]).astype(np.float32)
-                _save_npy(folder / "volume.npy", label.reshape(label.shape[-3:]))
-                kind, shape = "target", int(label.shape[-1])
-            info = CachedCase(case_id=case_id, kind=kind, shape=shape, size_mm=FRAME.size_mm)
+                kind, volume, shape = "target", "target.npy", int(label.shape[-1])
+            info = CachedCase(case_id=case_id, kind=kind, volume=volume, shape=shape, size_mm=FRAME.size_mm)
             write_json_atomic(info_file, dict(info))
             info["dir"] = str(folder)
         cases.append(info)
@@ -236,7 +237,8 @@ class SliceDataset(Dataset):
     def _arrays(self, c: int) -> tuple[np.ndarray, np.ndarray]:
         if c not in self._open:  # opened lazily in each worker process
             d = Path(self.cases[c]["dir"])
-            self._open[c] = (np.load(d / "image.npy"), np.load(d / "volume.npy", mmap_mode="r"))
+            volume = self.cases[c].get("volume", "ct_1mm.npy" if self.cases[c]["kind"] == "1mm" else "target.npy")
+            self._open[c] = (np.load(d / "image.npy"), np.load(d / volume, mmap_mode="r"))
         return self._open[c]
 
     def target(self, c: int, positions: torch.Tensor) -> torch.Tensor:

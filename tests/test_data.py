@@ -82,7 +82,7 @@ def test_cases_are_decoded_once_and_fall_back_without_a_1mm_cube(cases, caplog):
     assert [c["kind"] for c in cases["cached"]] == ["1mm", "target"]
     assert cases["calls"] == ["fine", "coarse"]  # the second cache_cases call decoded nothing
     assert [c["dir"] for c in cases["again"]] == [c["dir"] for c in cases["cached"]]
-    vol = np.load(f"{cases['cached'][0]['dir']}/volume.npy", mmap_mode="r")
+    vol = np.load(f"{cases['cached'][0]['dir']}/ct_1mm.npy", mmap_mode="r")
     assert vol.dtype == np.int16 and vol.shape == (FINE,) * 3
 
 

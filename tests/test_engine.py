@@ -142,7 +142,7 @@ def test_a_small_model_learns_from_independent_slice_samples(tmp_path):
         folder = tmp_path / f"case{c}"
         folder.mkdir()
         vol = np.exp(-(i[:, None, None] ** 2 + i[None, :, None] ** 2 + i[None, None, :] ** 2) / r**2) * 0.8
-        np.save(folder / "volume.npy", vol.astype(np.float32))
+        np.save(folder / "target.npy", vol.astype(np.float32))
         j = np.linspace(-1, 1, FRAME.shape)
         img = np.broadcast_to(np.exp(-(j[:, None] ** 2 + j[None, :] ** 2) / r**2), (2,) + (FRAME.shape,) * 2)
         img = img.astype(np.float32)
