@@ -258,9 +258,9 @@ class RandRigidViewsDataset(Dataset):
     Args:
         dataset: the :class:`~scripts.slice_sampling.SliceDataset` to wrap.
         views: the :class:`RandRigidViewsd` that draws and renders (its keys are unused here).
-        render_grid: voxels per side of the cube the views are rendered from (default 128: each case's cube
-            area-averaged once to the 128^3 target grid, about 0.3 s per sample on 2 CPU cores at 128^2;
-            ``None``: the cached cube as it is, e.g. 1 mm, 2.5x the samples per ray).
+        render_grid: voxels per side of the cube the views are rendered from (default 128: the case's cached
+            128^3 target, or its cube area-averaged once to 128^3; about 0.3 s per sample on 2 CPU cores at
+            128^2; ``None``: the cached ground-truth cube as it is, e.g. 1 mm, 2.5x the samples per ray).
         seed: seed of the random stream.
 
     Items: as the wrapped dataset's (``image`` replaced, ``label`` resampled at the moved positions).
@@ -286,15 +286,21 @@ class RandRigidViewsDataset(Dataset):
         return self.dataset.frame
 
     def _cube(self, c: int) -> tuple[torch.Tensor, float]:
-        """The HU cube of case ``c`` to render from and its voxel size (kept per worker)."""
+        """The HU cube of case ``c`` to render from and its voxel size (kept per worker): the cached 128^3
+        target when rendering from the target grid, else the case's ground-truth cube (1 mm HU or target)."""
         if c not in self._cubes:
             from pathlib import Path
 
             case = self.dataset.cases[c]
-            vol = torch.from_numpy(np.load(Path(case["dir"]) / "volume.npy").astype(np.float32))[None]
-            if case["kind"] != "1mm":
-                vol = self.views.frame.target_to_hu(vol)
-            size_mm = float(case.get("size_mm", self.views.frame.size_mm))
+            folder = Path(case["dir"])
+            frame = self.views.frame
+            names = [case.get("volume"), "ct_1mm.npy" if case["kind"] == "1mm" else "target.npy", "volume.npy"]
+            use_target = self.render_grid == frame.shape and (folder / "target.npy").is_file()
+            name = "target.npy" if use_target else next(n for n in names if n and (folder / n).is_file())
+            vol = torch.from_numpy(np.load(folder / name).astype(np.float32))[None]
+            if name == "target.npy" or case["kind"] != "1mm":
+                vol = frame.target_to_hu(vol)
+            size_mm = float(case.get("size_mm", frame.size_mm))
             if self.render_grid is not None and vol.shape[-1] > self.render_grid:
                 from scripts.transforms import area_downsample
 

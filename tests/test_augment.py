@@ -114,3 +114,36 @@ def test_random_parts(item):
         RandRigidViewsd(max_shift_mm=-1.0)
     with pytest.raises(ValueError, match="gamma_range"):
         RandRigidViewsd(gamma_range=(0.0, 1.0))
+
+
+def test_slice_dataset_wrapper(tmp_path):
+    """RandRigidViewsDataset on the slice loader: its views are the moved case's views, and its ground-truth
+    slice is the slice of the moved volume (the same slice of a cache holding the moved target)."""
+    from scripts.augment import RandRigidViewsDataset
+    from scripts.slice_sampling import SliceDataset
+
+    target = FRAME.hu_to_target(_phantom_hu(FRAME.shape))
+
+    def cache(name, volume):
+        folder = tmp_path / name
+        folder.mkdir()
+        np.save(folder / "image.npy", np.zeros((2, 128, 128), np.float32))
+        for file in ("target.npy", "volume.npy"):  # the cache layout's names, before and after it named the file
+            np.save(folder / file, volume[0].numpy().astype(np.float32))
+        return {"case_id": name, "dir": str(folder), "kind": "target", "volume": "target.npy", "shape": FRAME.shape,
+                "size_mm": FRAME.size_mm}
+
+    views = _plain_views(RandRigidViewsd(render_shape=(64, 64), max_shift_mm=8.0, max_rotation_deg=4.0))
+    wrapped = RandRigidViewsDataset(SliceDataset([cache("case", target)]), views, seed=5)
+    assert len(wrapped) == len(wrapped.dataset) and wrapped.volume_shape == FRAME.shape
+    for key in (70, FRAME.shape + 40, 2 * FRAME.shape + 90):  # one slice per axis
+        item = wrapped[key]
+        motion = views.motion.copy()
+        assert item["image"].shape == (2, 128, 128) and item["label"].shape == (1, 128, 128)
+        hu = FRAME.target_to_hu(target)
+        torch.testing.assert_close(item["image"], views.views_of(hu, FRAME.spacing_mm))  # same draw, same views
+        moved = SliceDataset([cache(f"moved{key}", move_volume(target, motion, FRAME.spacing_mm))])[key]["label"]
+        r, mad = _stats(item["label"], moved)
+        assert r >= 0.995 and mad <= 2.0, (key, r, mad)  # one trilinear step against two
+        unmoved = SliceDataset([cache(f"plain{key}", target)])[key]["label"]
+        assert _stats(item["label"], unmoved)[0] < r
