@@ -114,10 +114,23 @@ def test_stem_is_frozen_only_with_imagenet_weights_and_bn1_keeps_batch_statistic
     out = scratch(torch.rand(2, 2, 128, 128), torch.tensor([[0, 2], [1, 0]]), torch.tensor([[3.0, 9.0], [16.0, 31.0]]))
     out.mean().backward()
     assert scratch.encoder.conv1.weight.grad.abs().sum() > 0 and scratch.encoder.bn1.weight.grad.abs().sum() > 0
-    with caplog.at_level("WARNING"):
-        msg = random_encoder_warning(scratch)
-    assert msg is not None and "encoder starts from random weights: not the paper's recipe" in caplog.text
-    assert "python -m scripts download_weights" in msg
+    assert random_encoder_warning(scratch) is None  # a basic-block encoder: no ImageNet weights exist for it
+    resnet = {"block": "bottleneck", "layers": (3, 4), "widths": (64, 128)}  # ResNet-101 up to layer2
+    msg = random_encoder_warning(tiny(encoder=resnet))
+    assert msg is not None and msg.startswith("encoder starts from random weights: not the paper's recipe")
+    assert "python -m scripts download_weights --name resnet101" in msg
+    caplog.clear()
+    with caplog.at_level("WARNING"):  # training start says so, once
+        fresh = tiny(encoder=resnet)
+        fresh.train()
+        fresh.train()
+    assert caplog.text.count("encoder starts from random weights") == 1
+    caplog.clear()
+    with caplog.at_level("WARNING"):  # weights loaded from a checkpoint (--init_ckpt, resume) are not random
+        loaded = tiny(encoder=resnet)
+        loaded.load_state_dict(fresh.state_dict())
+        loaded.train()
+    assert loaded.encoder.weights_source == "checkpoint" and "random weights" not in caplog.text
 
     file = tmp_path / "resnet_imagenet.pth"
     torch.save(dict(scratch.encoder.state_dict()), file)

@@ -21,9 +21,12 @@ import torch
 from monai.networks.nets import ResNet
 from torch import nn
 
-__all__ = ["ResNetEncoder", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["ResNetEncoder", "IMAGENET_MEAN", "IMAGENET_STD", "ENCODER_WEIGHTS_COMMAND", "random_encoder_warning"]
 
 logger = logging.getLogger(__name__)
+
+#: The command that fetches the ImageNet ResNet-101 weights (``scripts/pretrained.py``).
+ENCODER_WEIGHTS_COMMAND = "python -m scripts download_weights --name resnet101 --output_dir models/pretrained"
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -38,6 +41,35 @@ class _FirstConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.bn1(self.conv1(x)))
+
+
+def _mark_loaded(module: nn.Module, incompatible_keys) -> None:
+    """State-dict post hook: weights loaded from a checkpoint are not random (ImageNet loading renames it after)."""
+    module.weights_source = "checkpoint"
+
+
+def random_encoder_warning(network: nn.Module, log: logging.Logger | None = None) -> str | None:
+    """Log a warning (and return it) when the encoder of ``network`` (a :class:`~scripts.networks.PerX2CT`, possibly
+    wrapped in DistributedDataParallel, or the encoder itself) starts from random weights although ImageNet weights
+    exist for its architecture (ResNet-101 layout); None otherwise.
+
+    :meth:`PerX2CT.train` calls it once, when training starts: the paper's recipe initialises the ResNet from
+    ImageNet, and a run that does not says so. Weights loaded from a checkpoint before (``--init_ckpt``, resume)
+    count as trained.
+    """
+    net = getattr(network, "module", network)
+    enc = getattr(net, "encoder", net)
+    if getattr(enc, "weights_source", "random") != "random":
+        return None
+    if not getattr(enc, "imagenet_layout", True):  # e.g. the `small` preset: no ImageNet weights exist for it
+        (log or logger).info("encoder starts from random weights (this architecture has no ImageNet weights)")
+        return None
+    msg = (
+        "encoder starts from random weights: not the paper's recipe (ImageNet-initialised ResNet); get them with "
+        f"`{ENCODER_WEIGHTS_COMMAND}` and pass the file as --encoder_weights"
+    )
+    (log or logger).warning(msg)
+    return msg
 
 
 class ResNetEncoder(nn.Module):
@@ -56,8 +88,9 @@ class ResNetEncoder(nn.Module):
             that are not built (layer3/4 for the local-only model, fc) are ignored.
 
     Attributes:
-        weights_source: ``"imagenet:<path>"`` when ImageNet weights were loaded, else ``"random"`` (see
-            :func:`scripts.networks.random_encoder_warning`).
+        weights_source: ``"imagenet:<path>"`` when ImageNet weights were loaded, ``"checkpoint"`` once a state dict
+            was loaded into the network (a checkpoint, ``--init_ckpt``, a resumed run), else ``"random"`` (see
+            :func:`random_encoder_warning`).
     """
 
     def __init__(
@@ -96,9 +129,12 @@ class ResNetEncoder(nn.Module):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.weights_source = "random"
+        # torchvision's ImageNet ResNet-50/101/152 up to layer2 (and ResNet-101's layer3 for the global branch)
+        self.imagenet_layout = block == "bottleneck" and layers[:2] == (3, 4) and widths[:2] == (64, 128) and (
+            not global_features or (layers[2], widths[2]) == (23, 256))
+        self.register_load_state_dict_post_hook(_mark_loaded)
         if weights is not None:
             self.load_imagenet(weights)
-            self.weights_source = f"imagenet:{weights}"
         self.freeze_stem = (weights is not None) if freeze_stem is None else bool(freeze_stem)
         if self.freeze_stem:
             for p in list(self.conv1.parameters()) + list(self.bn1.parameters()):
@@ -123,6 +159,7 @@ class ResNetEncoder(nn.Module):
         if bad:
             raise ValueError(f"{path}: shape mismatch for {bad[:3]} (is it the right ResNet depth?)")
         self.load_state_dict(usable, strict=False)
+        self.weights_source = f"imagenet:{path}"
         logger.info("loaded encoder weights from %s (%d tensors)", path, len(usable))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -47,7 +47,7 @@ import torch
 from torch import nn
 
 from scripts.networks.decoder import Decoder
-from scripts.networks.encoder import ResNetEncoder
+from scripts.networks.encoder import ResNetEncoder, random_encoder_warning
 from scripts.frame import FRAME
 from scripts.networks.sampler import PerspectiveSampler
 from scripts.slicing import axis_code, full_boxes, slice_positions_flat, voxel_to_mm
@@ -198,6 +198,16 @@ class PerX2CT(nn.Module):
         if input_intensity not in INPUT_INTENSITIES:
             raise ValueError(f"unknown input_intensity {input_intensity!r}; choose one of {INPUT_INTENSITIES}")
         self.input_intensity = str(input_intensity)
+        self.warned_random_encoder = False
+
+    def train(self, mode: bool = True) -> PerX2CT:
+        """Training mode; the first time, warn if the encoder starts from random weights (not the paper's recipe:
+        :func:`~scripts.networks.encoder.random_encoder_warning`)."""
+        super().train(mode)
+        if mode and not self.warned_random_encoder:
+            self.warned_random_encoder = True
+            random_encoder_warning(self)
+        return self
 
     # ------------------------------------------------------------------ stages
     def encode(self, image: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:

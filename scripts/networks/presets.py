@@ -30,16 +30,13 @@ sampling (``align_corners=True``, no visibility mask); use them with the geometr
 from __future__ import annotations
 
 import copy
-import logging
 from typing import Any
 
-from scripts.networks.encoder import ResNetEncoder
+from scripts.networks.encoder import ENCODER_WEIGHTS_COMMAND, ResNetEncoder, random_encoder_warning
 from scripts.networks.perx2ct import PerX2CT
 from scripts.networks.sampler import PerspectiveSampler
 
 __all__ = ["MODEL_PRESETS", "LEGACY_PRESETS", "build_perx2ct", "random_encoder_warning", "ENCODER_WEIGHTS_COMMAND"]
-
-logger = logging.getLogger(__name__)
 
 _OFFICIAL = {
     "positional_encoding": {"frequencies": 10, "unit": 1.0, "pi": False, "axes": [[0, 0, -1], [0, 1, 0], [1, 0, 0]]},
@@ -93,26 +90,3 @@ def build_perx2ct(preset: str, sampler: PerspectiveSampler, encoder_weights: str
         sampler = sampler.with_options(**sampler_options)
     encoder = ResNetEncoder(**enc_cfg, weights=encoder_weights)
     return PerX2CT(sampler=sampler, encoder=encoder, **cfg)
-
-
-#: The command that fetches the ImageNet ResNet-101 weights (``scripts/pretrained.py``).
-ENCODER_WEIGHTS_COMMAND = "python -m scripts download_weights --name resnet101 --output_dir models/pretrained"
-
-
-def random_encoder_warning(network: Any, log: logging.Logger | None = None) -> str | None:
-    """Log a warning (and return it) when ``network``'s encoder did not start from ImageNet weights; None when it did.
-
-    Training calls it at start: the paper's recipe initialises the ResNet from ImageNet, and a run that does
-    not should say so. (A network whose weights come from a checkpoint afterwards, e.g. fine-tuning an
-    imported model, need not call it.)
-    """
-    net = getattr(network, "module", network)  # DistributedDataParallel
-    source = getattr(getattr(net, "encoder", None), "weights_source", "random")
-    if source != "random":
-        return None
-    msg = (
-        "encoder starts from random weights: not the paper's recipe (ImageNet-initialised ResNet); get them with "
-        f"`{ENCODER_WEIGHTS_COMMAND}` and pass the file as --encoder_weights"
-    )
-    (log or logger).warning(msg)
-    return msg
