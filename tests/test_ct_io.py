@@ -419,6 +419,15 @@ def test_voxels_at_their_header_positions(tmp_path, real_sources, variant):
         vol = load_ct(folder)
         stored_from_head = variant in ("reversed", "head_first_negative_sbs")
         assert vol.meta["instance_number_increases_toward"] == ("I" if stored_from_head else "S")  # official crop
+        # GDCM turns the slice axis with a negative SpacingBetweenSlices (the Philips Big Bore case) and takes the
+        # normal for a tilted stack: the header wins, and the disagreement is said
+        note = vol.meta["geometry_note"]
+        if variant == "head_first_negative_sbs":
+            assert "ITK/GDCM placed the series at" in note and "slice axis [0.0, 0.0, -1.0]" in note, note
+        elif variant == "tilted":
+            assert "ITK/GDCM placed the series at" in note and note.endswith("(used)"), note
+        else:
+            assert note == "", note
         a = vol.numpy()[0]
         rng = np.random.default_rng(0)
         idx = np.stack([rng.integers(0, s, N_SAMPLES) for s in a.shape], axis=1)
