@@ -95,7 +95,9 @@ def move_volume(volume: torch.Tensor, motion: np.ndarray, spacing_mm: float, pad
     return out.reshape(c, n, n, n)
 
 
-def vary_intensity(x: torch.Tensor, gain: float, gamma: float, noise: torch.Tensor | None, bits: int | None = 8) -> torch.Tensor:
+def vary_intensity(
+    x: torch.Tensor, gain: float, gamma: float, noise: torch.Tensor | None, bits: int | None = 8
+) -> torch.Tensor:
     """Radiograph-like variation of one ``[0, 1]`` image: ``clip(gain * x ** gamma + noise, 0, 1)``, quantised."""
     y = gain * x.clamp(0.0, 1.0) ** gamma
     if noise is not None:
@@ -201,7 +203,11 @@ class RandRigidViewsd(Randomizable, MapTransform):
         if ct is not None:
             hu = _plain(ct).to(dev, torch.float32)
             affine = getattr(ct, "affine", None)
-            spacing = float(np.linalg.norm(np.asarray(affine)[:3, 0])) if affine is not None else self.frame.size_mm / hu.shape[-1]
+            spacing = (
+                float(np.linalg.norm(np.asarray(affine)[:3, 0]))
+                if affine is not None
+                else self.frame.size_mm / hu.shape[-1]
+            )
         else:
             hu = self.frame.target_to_hu(label.to(dev, torch.float32))
             spacing = self.frame.spacing_mm
@@ -213,7 +219,15 @@ class RandRigidViewsd(Randomizable, MapTransform):
             raise ValueError(f"expected a (1, N, N, N) cube to render, got {tuple(hu.shape)}")
         origin = [-(hu.shape[-1] - 1) / 2 * spacing_mm] * 3  # centred on the isocentre
         with torch.no_grad():
-            raw = project_hu(hu[None], [spacing_mm] * 3, origin, self.geometry, self.views, motion=motion, max_samples=self.max_samples)
+            raw = project_hu(
+                hu[None],
+                [spacing_mm] * 3,
+                origin,
+                self.geometry,
+                self.views,
+                motion=motion,
+                max_samples=self.max_samples,
+            )
         return raw[0]
 
     def views_of(self, hu: torch.Tensor, spacing_mm: float) -> torch.Tensor:
@@ -242,7 +256,9 @@ class RandRigidViewsd(Randomizable, MapTransform):
                 if key in d and d[key] is not None:
                     vol = _plain(d[key])
                     spacing = self.frame.size_mm / vol.shape[-1]
-                    d[key] = move_volume(vol.to(hu.device), self.motion, spacing, pad_value=-self.frame.hu_offset).to(vol.device)
+                    d[key] = move_volume(vol.to(hu.device), self.motion, spacing, pad_value=-self.frame.hu_offset).to(
+                        vol.device
+                    )
         return d
 
 
@@ -320,8 +336,13 @@ class RandRigidViewsDataset(Dataset):
         hu, spacing = self._cube(c)
         item["image"] = self.views.views_of(hu, spacing).cpu()
         frame = self.dataset.frame
-        positions = slice_positions(item["slice_axis"], item["slice_index"], item["zoom_box"], self.dataset.output_size,
-                                    self.dataset.volume_shape)  # (h, w, 3) voxels of the target grid
+        positions = slice_positions(
+            item["slice_axis"],
+            item["slice_index"],
+            item["zoom_box"],
+            self.dataset.output_size,
+            self.dataset.volume_shape,
+        )  # (h, w, 3) voxels of the target grid
         inv = torch.as_tensor(np.linalg.inv(self.views.motion), dtype=torch.float64)
         mm = frame.voxel_to_mm(positions.double())
         moved = frame.mm_to_voxel(mm @ inv[:3, :3].T + inv[:3, 3])

@@ -52,7 +52,9 @@ __all__ = ["DEFAULT_MAX_SAMPLES", "project", "project_hu", "Projector", "rigid_m
 DEFAULT_MAX_SAMPLES = 2**22
 
 
-def rigid_motion(rotation_deg: Sequence[float] = (0.0, 0.0, 0.0), shift_mm: Sequence[float] = (0.0, 0.0, 0.0)) -> np.ndarray:
+def rigid_motion(
+    rotation_deg: Sequence[float] = (0.0, 0.0, 0.0), shift_mm: Sequence[float] = (0.0, 0.0, 0.0)
+) -> np.ndarray:
     """4x4 rigid motion of the patient about the isocentre (origin of the frame), LPS mm.
 
     ``rotation_deg = (rx, ry, rz)`` rotates about the x (left), y (posterior) and z (superior) axes,
@@ -80,7 +82,9 @@ def _per_batch(value, batch: int, what: str, device) -> torch.Tensor:
     return t
 
 
-def _march(planes: torch.Tensor, grid_a: torch.Tensor, grid_c: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor | None):
+def _march(
+    planes: torch.Tensor, grid_a: torch.Tensor, grid_c: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor | None
+):
     """Line integrals of one chunk of rays through ``planes`` (n, 1, A, C).
 
     ``grid_a`` / ``grid_c``: (2, r) normalised in-plane position at plane 0 and its step per plane, for
@@ -225,7 +229,9 @@ def project_hu(
 ) -> torch.Tensor:
     """:func:`project` of HU volumes ``(B, 1, X, Y, Z)`` through :func:`scripts.drr.hu_to_attenuation`
     (plastimatch's conversion, the one the ITK backend uses). Other arguments as :func:`project`."""
-    return project(hu_to_attenuation(volume_hu, mu_water_per_cm, hu_threshold), spacing_mm, origin_mm, geometry, views, **kwargs)
+    return project(
+        hu_to_attenuation(volume_hu, mu_water_per_cm, hu_threshold), spacing_mm, origin_mm, geometry, views, **kwargs
+    )
 
 
 class Projector(nn.Module):

@@ -26,7 +26,9 @@ def _phantom_hu(n: int, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     for _ in range(12):
         c = (torch.rand(3, generator=g) - 0.5) * 160
-        hu[((x - c[0]) ** 2 + (y - c[1]) ** 2 + (z - c[2]) ** 2) < 15**2] = float(torch.rand(1, generator=g) * 600 - 100)
+        hu[((x - c[0]) ** 2 + (y - c[1]) ** 2 + (z - c[2]) ** 2) < 15**2] = float(
+            torch.rand(1, generator=g) * 600 - 100
+        )
     return hu[None]
 
 
@@ -53,7 +55,9 @@ def test_augmented_target_reproduces_augmented_views(item, source):
     result matches the augmented views to parity (r >= 0.999, mean |diff| <= 1 % of the max), while the
     unmoved target does not (the motion is large enough to be seen)."""
     data = dict(item) if source == "ct_1mm" else {k: v for k, v in item.items() if k != "ct_1mm"}
-    t = _plain_views(RandRigidViewsd(max_shift_mm=10.0, max_rotation_deg=5.0, render_shape=(128, 128), quantize_bits=None))
+    t = _plain_views(
+        RandRigidViewsd(max_shift_mm=10.0, max_rotation_deg=5.0, render_shape=(128, 128), quantize_bits=None)
+    )
     t.set_random_state(seed=3)
     out = t(data)
     assert out["image"].shape == (2, 128, 128) and out["label"].shape == (1, 128, 128, 128)
@@ -69,7 +73,9 @@ def test_augmented_target_reproduces_augmented_views(item, source):
     for v in range(2):
         r, mad = _stats(moved[v], out["image"][v])
         r0, mad0 = _stats(unmoved[v], out["image"][v])
-        print(f"{source} view {v}: augmented target r={r:.5f} MAD={mad:.3f}%; unmoved target r={r0:.5f} MAD={mad0:.3f}%")
+        print(
+            f"{source} view {v}: augmented target r={r:.5f} MAD={mad:.3f}%; unmoved target r={r0:.5f} MAD={mad0:.3f}%"
+        )
         assert r >= 0.999 and mad <= 1.0, (source, v, r, mad)
         assert r0 < 0.999 or mad0 > 1.0, "the motion did not change the views enough to test consistency"
 
@@ -82,7 +88,9 @@ def test_move_volume_matches_projector_motion():
     spacing = FRAME.size_mm / 64
     origin = [-(63 / 2) * spacing] * 3
     by_rays = project_hu(hu[None], [spacing] * 3, origin, t.geometry, t.views, motion=motion)
-    by_volume = project_hu(move_volume(hu, motion, spacing, pad_value=-1024.0)[None], [spacing] * 3, origin, t.geometry, t.views)
+    by_volume = project_hu(
+        move_volume(hu, motion, spacing, pad_value=-1024.0)[None], [spacing] * 3, origin, t.geometry, t.views
+    )
     for v in range(2):
         r, mad = _stats(by_volume[0, v], by_rays[0, v])
         assert r >= 0.999 and mad <= 1.0, (v, r, mad)
@@ -130,8 +138,14 @@ def test_slice_dataset_wrapper(tmp_path):
         np.save(folder / "image.npy", np.zeros((2, 128, 128), np.float32))
         for file in ("target.npy", "volume.npy"):  # the cache layout's names, before and after it named the file
             np.save(folder / file, volume[0].numpy().astype(np.float32))
-        return {"case_id": name, "dir": str(folder), "kind": "target", "volume": "target.npy", "shape": FRAME.shape,
-                "size_mm": FRAME.size_mm}
+        return {
+            "case_id": name,
+            "dir": str(folder),
+            "kind": "target",
+            "volume": "target.npy",
+            "shape": FRAME.shape,
+            "size_mm": FRAME.size_mm,
+        }
 
     views = _plain_views(RandRigidViewsd(render_shape=(64, 64), max_shift_mm=8.0, max_rotation_deg=4.0))
     wrapped = RandRigidViewsDataset(SliceDataset([cache("case", target)]), views, seed=5)

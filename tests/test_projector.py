@@ -73,7 +73,8 @@ def test_drr_transform_backends_agree(cube_1mm):
 
 
 @pytest.mark.parametrize(
-    "preset, detector, scale", [("perx2ct", (320, 320), 1.0), ("perx2ct", (128, 128), 2.5), ("x2ctgan", (128, 128), 2.5)]
+    "preset, detector, scale",
+    [("perx2ct", (320, 320), 1.0), ("perx2ct", (128, 128), 2.5), ("x2ctgan", (128, 128), 2.5)],
 )
 def test_beads_land_at_projection(preset, detector, scale):
     """A one-voxel bead's DRR centroid lies within 0.25 px of ProjectionGeometry.project, both views
@@ -100,7 +101,9 @@ def test_beads_land_at_projection(preset, detector, scale):
             exp_col, exp_row = g.project(p, view)
             err = float(np.hypot(col - exp_col, row - exp_row))
             worst = max(worst, err)
-            assert err <= 0.25, f"{preset} {detector} {view} bead {b}: centroid ({col:.3f}, {row:.3f}) vs ({exp_col:.3f}, {exp_row:.3f})"
+            assert (
+                err <= 0.25
+            ), f"{preset} {detector} {view} bead {b}: centroid ({col:.3f}, {row:.3f}) vs ({exp_col:.3f}, {exp_row:.3f})"
     print(f"beads {preset} {detector}: worst centroid error {worst:.3f} px")
 
 
@@ -155,4 +158,6 @@ def test_module_hu_and_errors():
     with pytest.raises(ValueError, match="spacing_mm must be"):
         project(torch.zeros(1, 1, 4, 4, 4), (1.0, 1.0), (0.0,) * 3, g)
     with pytest.raises(ValueError, match="oblique"):
-        project(torch.zeros(1, 1, 4, 4, 4), (1.0,) * 3, (0.0,) * 3, g, ("pa",), motion=rigid_motion((0, 0, 50), (0, 0, 0)))
+        project(
+            torch.zeros(1, 1, 4, 4, 4), (1.0,) * 3, (0.0,) * 3, g, ("pa",), motion=rigid_motion((0, 0, 50), (0, 0, 0))
+        )

@@ -37,7 +37,9 @@ def load_case(folder: Path) -> tuple[torch.Tensor, np.ndarray | None]:
     """(image (1, 2, 128, 128), target (128^3) or None) of a prepared case folder."""
     from PIL import Image
 
-    views = [np.asarray(Image.open(folder / f"{v}.png").convert("L"), dtype=np.float32) / 255.0 for v in ("pa", "lateral")]
+    views = [
+        np.asarray(Image.open(folder / f"{v}.png").convert("L"), dtype=np.float32) / 255.0 for v in ("pa", "lateral")
+    ]
     image = torch.from_numpy(np.stack(views))[None]
     target = None
     if (folder / "ct.nii.gz").is_file():
@@ -55,7 +57,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--presets", default="small,paper")
     ap.add_argument("--ckpt", default=None, help="checkpoint (state dict) with its .json sidecar")
-    ap.add_argument("--case", default="data/held_out/LungDx-A0001", help="prepared case folder (pa.png, lateral.png, ct.nii.gz)")
+    ap.add_argument(
+        "--case", default="data/held_out/LungDx-A0001", help="prepared case folder (pa.png, lateral.png, ct.nii.gz)"
+    )
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     args = ap.parse_args()
@@ -73,10 +77,14 @@ def main() -> None:
         print(f"no case folder {case}: random input, no PSNR")
         image, target = torch.rand(1, 2, 128, 128), None
     image = image.to(device)
-    print(f"device {device} ({torch.cuda.get_device_name(0) if device.type == 'cuda' else f'{args.threads} threads'}), "
-          f"torch {torch.__version__}, case {case.name if case.is_dir() else '-'}")
-    print(f"{'preset':<8}{'weights':<10}{'fp32 s':>8}{'bf16 s':>8}{'speed-up':>9}{'max|dHU|':>10}{'mean|dHU|':>10}"
-          f"{'PSNR fp32':>10}{'PSNR bf16':>10}")
+    print(
+        f"device {device} ({torch.cuda.get_device_name(0) if device.type == 'cuda' else f'{args.threads} threads'}), "
+        f"torch {torch.__version__}, case {case.name if case.is_dir() else '-'}"
+    )
+    print(
+        f"{'preset':<8}{'weights':<10}{'fp32 s':>8}{'bf16 s':>8}{'speed-up':>9}{'max|dHU|':>10}{'mean|dHU|':>10}"
+        f"{'PSNR fp32':>10}{'PSNR bf16':>10}"
+    )
     g = ProjectionGeometry.from_preset("perx2ct")
     for preset in args.presets.split(","):
         torch.manual_seed(0)
@@ -91,7 +99,11 @@ def main() -> None:
         for name in ("fp32", "bf16"):
             inferer = ReconstructionInferer(axes=["axial"], amp_dtype=name)
             with torch.no_grad():
-                ctx = torch.autocast(device.type, dtype=torch.bfloat16) if name == "bf16" else torch.autocast(device.type, enabled=False)
+                ctx = (
+                    torch.autocast(device.type, dtype=torch.bfloat16)
+                    if name == "bf16"
+                    else torch.autocast(device.type, enabled=False)
+                )
                 with ctx:  # warm-up: one slice
                     net(image, torch.zeros(1, 1, dtype=torch.long, device=device), torch.zeros(1, 1, device=device))
                 if device.type == "cuda":
@@ -105,8 +117,10 @@ def main() -> None:
             outs[name] = out[0, 0].float().cpu().numpy()
         d = np.abs(outs["bf16"] - outs["fp32"]) * FRAME.hu_range
         p = ["-", "-"] if target is None else [f"{psnr(np.clip(outs[n], 0, 1), target):.2f}" for n in ("fp32", "bf16")]
-        print(f"{preset:<8}{weights:<10}{secs['fp32']:>8.1f}{secs['bf16']:>8.1f}{secs['fp32'] / secs['bf16']:>9.2f}"
-              f"{d.max():>10.1f}{d.mean():>10.2f}{p[0]:>10}{p[1]:>10}")
+        print(
+            f"{preset:<8}{weights:<10}{secs['fp32']:>8.1f}{secs['bf16']:>8.1f}{secs['fp32'] / secs['bf16']:>9.2f}"
+            f"{d.max():>10.1f}{d.mean():>10.2f}{p[0]:>10}{p[1]:>10}"
+        )
 
 
 if __name__ == "__main__":

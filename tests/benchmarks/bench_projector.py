@@ -121,9 +121,31 @@ def bench_drrs(args, vols: dict[int, np.ndarray]) -> None:
             img.SetSpacing([spacing] * 3)
             img.SetOrigin(origin)
             itk.imwrite(img, str(mha))
-            cmds = [[exe, "drr", "-t", "pfm", "-n", nrm, "--sad", f"{g.sad_mm:g}", "--sid", f"{g.sid_mm:g}",
-                     "-r", f"{n} {n}", "-z", f"{g.detector_size_mm[0]:g} {g.detector_size_mm[1]:g}", "-o", "0 0 0",
-                     "-I", str(mha), "-O", str(Path(tmp) / v)] for v, nrm in (("pa", "0 1 0"), ("lateral", "1 0 0"))]
+            cmds = [
+                [
+                    exe,
+                    "drr",
+                    "-t",
+                    "pfm",
+                    "-n",
+                    nrm,
+                    "--sad",
+                    f"{g.sad_mm:g}",
+                    "--sid",
+                    f"{g.sid_mm:g}",
+                    "-r",
+                    f"{n} {n}",
+                    "-z",
+                    f"{g.detector_size_mm[0]:g} {g.detector_size_mm[1]:g}",
+                    "-o",
+                    "0 0 0",
+                    "-I",
+                    str(mha),
+                    "-O",
+                    str(Path(tmp) / v),
+                ]
+                for v, nrm in (("pa", "0 1 0"), ("lateral", "1 0 0"))
+            ]
             t = _best(lambda: [subprocess.run(c, check=True, capture_output=True) for c in cmds], args.repeat)
         print(f"{label:<22}{'plastimatch (whole process)':<30}{2 / t:>10.1f}{t / 2:>12.4f}")
 
@@ -185,8 +207,11 @@ def bench_training(args, vols: dict[int, np.ndarray]) -> None:
         t_views /= args.train_iters
         shape = f"{render[0]}^2" if render else "320^2"
         print(f"{dev_name:<8}{'fixed (prepared DRRs)':<34}{1 / t_fixed:>8.2f}{t_fixed:>8.2f}{'-':>12}")
-        print(f"{dev_name:<8}{'on the fly (' + shape + ' from 128^3)':<34}{1 / t_otf:>8.2f}{t_otf:>8.2f}{t_views:>12.2f}")
-        print(f"{'':<8}views cost {100 * t_views / t_otf:.0f} % of an on-the-fly step ({100 * t_views / t_fixed:.0f} % of a plain step)")
+        print(
+            f"{dev_name:<8}{'on the fly (' + shape + ' from 128^3)':<34}{1 / t_otf:>8.2f}{t_otf:>8.2f}{t_views:>12.2f}"
+        )
+        share, plain = 100 * t_views / t_otf, 100 * t_views / t_fixed
+        print(f"{'':<8}views cost {share:.0f} % of an on-the-fly step ({plain:.0f} % of a plain step)")
 
 
 def main() -> None:
@@ -209,7 +234,8 @@ def main() -> None:
 
     itk.MultiThreaderBase.SetGlobalDefaultNumberOfThreads(args.threads)
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    print(f"torch {torch.__version__}, threads {args.threads}, cpus {os.cpu_count()}, GPU: {gpu}; CT: {args.ct or 'phantom'}")
+    ct = args.ct or "phantom"
+    print(f"torch {torch.__version__}, threads {args.threads}, cpus {os.cpu_count()}, GPU: {gpu}; CT: {ct}")
     vols = cubes(args.ct)
     skip = set(args.skip.split(","))
     if "drr" not in skip:
