@@ -10,7 +10,8 @@ and ``.pre-commit-config.yaml``), with the zoo's settings copied into this proje
   without pre-commit (which would fetch the hooks from GitHub): ``pretty-format-json --no-sort-keys
   --indent=4`` on JSON, ``check-yaml``, ``check-toml``, ``check-docstring-first``,
   ``check-executables-have-shebangs``, ``check-case-conflict``, ``check-added-large-files
-  --maxkb=1024`` (not on ``tests/data/``: test fixtures never go into the zoo), ``detect-private-key``, and read-only equivalents of the fixers
+  --maxkb=1024`` (not on ``tests/data/``: test fixtures never go into the zoo), ``detect-private-key``,
+  and read-only equivalents of the fixers
   ``end-of-file-fixer``, ``trailing-whitespace`` (not on ``.ts``/``.pt``) and ``mixed-line-ending``.
 
 The files are git's (tracked plus untracked, not ignored); notebooks are excluded as in the zoo.
@@ -115,10 +116,12 @@ def lint(fix: bool = False, paths: str | Sequence[str] | None = None, bundle_roo
     executables = [f for f in files if (root / f).stat().st_mode & 0o111]  # pre-commit's `types: [executable]`
     # the zoo's 1 MB limit is for what goes into the zoo: the bundle, not this project's test fixtures
     sizable = [f for f in files if not f.startswith("tests/data/")]
-    targets = list(paths) if paths else ["."]
-    if fix:
+    # isort/black/flake8 read Python only: given paths, their folders and .py files (never a JSON or a doc)
+    targets = [p for p in paths if p.endswith(".py") or (root / p).is_dir()] if paths else ["."]
+    if fix and targets:
         _run([sys.executable, "-m", "isort", *targets], root)
         _run([sys.executable, "-m", "black", "-q", *targets], root)
+    if fix:
         if by_ext[".json"]:
             _run([_tool("pretty-format-json"), "--autofix", "--no-sort-keys", "--indent=4", *by_ext[".json"]], root)
         for f in files:
@@ -148,11 +151,17 @@ def lint(fix: bool = False, paths: str | Sequence[str] | None = None, bundle_roo
             failed.append(name)
             print("      " + "\n      ".join(out.splitlines()[:40]))
     text_failures = [(f, p) for f in files for p in text_problems(f, (root / f).read_bytes())]
-    print(f"{'PASS' if not text_failures else 'FAIL'}  end-of-file / trailing-whitespace / mixed-line-ending ({len(files)})")
+    print(
+        f"{'FAIL' if text_failures else 'PASS'}  end-of-file / trailing-whitespace / mixed-line-ending "
+        f"({len(files)})"
+    )
     for f, p in text_failures[:40]:
         print(f"      {f}: {p}")
     if text_failures:
         failed.append("text")
-    print(f"lint: {'all passed' if not failed else 'failed: ' + ', '.join(failed)}" + ("" if fix else " (python -m bundle lint --fix rewrites)"))
+    print(
+        f"lint: {'all passed' if not failed else 'failed: ' + ', '.join(failed)}"
+        + ("" if fix else " (python -m bundle lint --fix rewrites)")
+    )
     if failed:
         sys.exit(1)

@@ -108,7 +108,11 @@ def large_files_yaml(entries: list[dict[str, str]]) -> str:
 
 
 def write_large_files(
-    root: str | os.PathLike, ckpt_file: str | os.PathLike, url: str, info_url: str | None = None, hash_type: str = "sha256"
+    root: str | os.PathLike,
+    ckpt_file: str | os.PathLike,
+    url: str,
+    info_url: str | None = None,
+    hash_type: str = "sha256",
 ) -> list[dict[str, str]]:
     """Rewrite ``root/large_files.yml`` (atomically) so ``models/model.pt`` is fetched from ``url``.
 
@@ -118,14 +122,19 @@ def write_large_files(
     if not ckpt.is_file():
         raise FileNotFoundError(f"checkpoint {ckpt} not found: --url publishes the file given by --ckpt_file")
     entries = []
-    for path, source, link in (("models/model.pt", ckpt, url), ("models/model.json", ckpt.with_suffix(".json"), info_url)):
+    for path, source, link in (
+        ("models/model.pt", ckpt, url),
+        ("models/model.json", ckpt.with_suffix(".json"), info_url),
+    ):
         if link is None:
             continue
         if not str(link).startswith(_URL_SCHEMES) or str(link).rstrip("/").endswith(("://", "/")):
             raise ValueError(f"--url {link!r} is not the address of a file (https://..., http://... or file://...)")
         if not source.is_file():
             raise FileNotFoundError(f"{source} not found: --info_url publishes the checkpoint's sidecar")
-        entries.append({"path": path, "url": str(link), "hash_val": file_hash(source, hash_type), "hash_type": hash_type})
+        entries.append(
+            {"path": path, "url": str(link), "hash_val": file_hash(source, hash_type), "hash_type": hash_type}
+        )
     target = Path(root) / "large_files.yml"
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:

@@ -37,7 +37,13 @@ from typing import Any, Callable
 
 __all__ = ["CheckResult", "run_checks", "verify", "REQUIRED_FILES", "PREFERRED_FILES", "README_SECTIONS"]
 
-REQUIRED_FILES = ("configs/metadata.json", "configs/inference.json", "LICENSE", "docs/README.md", "docs/data_license.txt")
+REQUIRED_FILES = (
+    "configs/metadata.json",
+    "configs/inference.json",
+    "LICENSE",
+    "docs/README.md",
+    "docs/data_license.txt",
+)
 PREFERRED_FILES = ("configs/train.json", "configs/evaluate.json", "configs/logging.conf", "large_files.yml")
 README_SECTIONS = (
     "Authors",
@@ -53,7 +59,16 @@ README_SECTIONS = (
     "Citation",
     "References",
 )
-INFERENCE_IDS = ("bundle_root", "device", "network_def", "preprocessing", "inferer", "postprocessing", "dataset", "evaluator")
+INFERENCE_IDS = (
+    "bundle_root",
+    "device",
+    "network_def",
+    "preprocessing",
+    "inferer",
+    "postprocessing",
+    "dataset",
+    "evaluator",
+)
 LARGE_FILE_FIELDS = ("path", "url", "hash_val", "hash_type")
 HASH_TYPES = ("md5", "sha1", "sha256", "sha512")
 
@@ -115,7 +130,10 @@ def check_required_files(root: Path, **_: Any) -> tuple[str, str]:
         raise CheckError(f"missing required file(s): {', '.join(missing)}")
     absent = [f for f in PREFERRED_FILES if not (root / f).is_file()]
     if absent:
-        return "WARN", f"all {len(REQUIRED_FILES)} required files present; preferred file(s) missing: {', '.join(absent)}"
+        return (
+            "WARN",
+            f"all {len(REQUIRED_FILES)} required files present; preferred file(s) missing: {', '.join(absent)}",
+        )
     return "PASS", f"{len(REQUIRED_FILES)} required and {len(PREFERRED_FILES)} preferred files present"
 
 
@@ -149,7 +167,9 @@ def check_metadata_schema(root: Path, schema: str | None = None, **_: Any) -> tu
     meta = _metadata(root)
     path = _schema_path(root, schema, meta)
     if not path.is_file():
-        raise CheckError(f"schema file not found: {path} (no download is attempted); pass --schema PATH to a local copy")
+        raise CheckError(
+            f"schema file not found: {path} (no download is attempted); pass --schema PATH to a local copy"
+        )
     logging.getLogger("monai.apps").setLevel(logging.WARNING)
     try:
         # with an existing `filepath` and no hash, verify_metadata uses the file and downloads nothing
@@ -180,7 +200,9 @@ def check_large_files(root: Path, **_: Any) -> tuple[str, str]:
         if missing:
             raise CheckError(f"large_files.yml entry {i} lacks field(s): {', '.join(missing)}")
         if str(e["hash_type"]).lower() not in HASH_TYPES:
-            raise CheckError(f"large_files.yml entry {i} ({e['path']}): hash_type {e['hash_type']!r} not one of {HASH_TYPES}")
+            raise CheckError(
+                f"large_files.yml entry {i} ({e['path']}): hash_type {e['hash_type']!r} not one of {HASH_TYPES}"
+            )
         if not str(e["url"]).startswith(("https://", "http://", "file://")):
             raise CheckError(f"large_files.yml entry {i} ({e['path']}): url must be http(s) or file, got {e['url']!r}")
         if not e["hash_val"]:
@@ -302,19 +324,26 @@ def check_ckpt_export(
                 **overrides,
             )
         except Exception as e:  # noqa: BLE001
-            raise CheckError(f"ckpt_export ({'trace' if use_trace else 'script'}) failed ({source}, preset {_preset_name(parser)}): {type(e).__name__}: {e}") from None
+            raise CheckError(
+                f"ckpt_export ({'trace' if use_trace else 'script'}) failed ({source}, preset {_preset_name(parser)}): "
+                f"{type(e).__name__}: {e}"
+            ) from None
         ts = torch.jit.load(ts_path, map_location=device).eval()
         net = parser.get_parsed_content("network_def")
         net.load_state_dict(torch.load(ckpt, map_location=device, weights_only=True))
         net = net.to(device).eval()
         inp = parser.get("_meta_#network_data_format#inputs#image")
-        x = torch.rand(1, inp["num_channels"], *inp["spatial_shape"], generator=torch.Generator().manual_seed(1)).to(device)
+        x = torch.rand(1, inp["num_channels"], *inp["spatial_shape"], generator=torch.Generator().manual_seed(1)).to(
+            device
+        )
         with torch.no_grad():
             eager, scripted = net(x), ts(x)
     out = parser.get("_meta_#network_data_format#outputs#pred")
     expected = (1, int(out["num_channels"]), *(int(v) for v in out["spatial_shape"]))
     if tuple(eager.shape) != expected:
-        raise CheckError(f"network output shape {tuple(eager.shape)} != {expected} from network_data_format.outputs.pred")
+        raise CheckError(
+            f"network output shape {tuple(eager.shape)} != {expected} from network_data_format.outputs.pred"
+        )
     if not torch.isfinite(eager).all():
         raise CheckError("network output has non-finite values")
     diff = float((eager - scripted).abs().max())
@@ -323,7 +352,11 @@ def check_ckpt_export(
             f"TorchScript output differs from eager: shapes {tuple(eager.shape)} / {tuple(scripted.shape)}, "
             f"max abs diff {diff:.3g} > {atol:g}"
         )
-    return "PASS", f"TorchScript ({'traced' if use_trace else 'scripted'}) from {source} reloads; max |eager - scripted| = {diff:.2g} <= {atol:g}"
+    return (
+        "PASS",
+        f"TorchScript ({'traced' if use_trace else 'scripted'}) from {source} reloads; "
+        f"max |eager - scripted| = {diff:.2g} <= {atol:g}",
+    )
 
 
 def _input_shape(parser) -> list[int]:
@@ -408,11 +441,21 @@ def verify(
         logging.getLogger(name).setLevel(logging.WARNING)  # MONAI's per-call input summaries
     names = [n.strip() for n in only.split(",")] if isinstance(only, str) else (list(only) if only else None)
     results = run_checks(
-        bundle_root, names, schema=schema, ckpt_file=ckpt_file, model_preset=model_preset, device=device, atol=atol, use_trace=use_trace
+        bundle_root,
+        names,
+        schema=schema,
+        ckpt_file=ckpt_file,
+        model_preset=model_preset,
+        device=device,
+        atol=atol,
+        use_trace=use_trace,
     )
     for r in results:
         print(r.line(), flush=True)
     failed = [r.name for r in results if not r.ok]
-    print(f"verify: {len(results) - len(failed)} passed, {len(failed)} failed" + (f" ({', '.join(failed)})" if failed else ""))
+    print(
+        f"verify: {len(results) - len(failed)} passed, {len(failed)} failed"
+        + (f" ({', '.join(failed)})" if failed else "")
+    )
     if failed:
         sys.exit(1)

@@ -138,9 +138,17 @@ def step_download_large_files(ctx: ZooContext) -> tuple[str, str]:
         if not e.get("url") or not e.get("hash_val"):
             raise CheckError(f"large_files.yml entry {e.get('path')}: empty url or hash_val (the zoo needs both)")
         try:
-            download_url(url=e["url"], filepath=root / e["path"], hash_val=e["hash_val"], hash_type=e["hash_type"], progress=False)
+            download_url(
+                url=e["url"],
+                filepath=root / e["path"],
+                hash_val=e["hash_val"],
+                hash_type=e["hash_type"],
+                progress=False,
+            )
         except Exception as err:  # noqa: BLE001 - the zoo reports "Download large files in ... error."
-            raise CheckError(f"Download large files in models/{BUNDLE_NAME} error: {e['path']} <- {e['url']}: {err}") from None
+            raise CheckError(
+                f"Download large files in models/{BUNDLE_NAME} error: {e['path']} <- {e['url']}: {err}"
+            ) from None
     return "PASS", f"{len(entries)} file(s) downloaded and hash-checked: {', '.join(e['path'] for e in entries)}"
 
 
@@ -162,7 +170,9 @@ def step_verify_metadata_format(ctx: ZooContext) -> tuple[str, str]:
     from bundle.verify import check_metadata_schema
 
     root = _require_staged(ctx)
-    schema = ctx.schema or str(_schema_path(ctx.bundle_root, None, json.loads((root / "configs/metadata.json").read_text())))
+    schema = ctx.schema or str(
+        _schema_path(ctx.bundle_root, None, json.loads((root / "configs/metadata.json").read_text()))
+    )
     return check_metadata_schema(root, schema=schema)
 
 
@@ -192,7 +202,10 @@ def step_verify_bundle_properties(ctx: ZooContext) -> tuple[str, str]:
         if ctx.cache_dir:
             data["cache_dir"] = str(Path(ctx.cache_dir).resolve())
         split = {"split_file": str(root / "configs" / "example_split.json")}
-        runs += [("train", ["train.json"], {**data, **split}), ("eval", ["train.json", "evaluate.json"], {**data, **split})]
+        runs += [
+            ("train", ["train.json"], {**data, **split}),
+            ("eval", ["train.json", "evaluate.json"], {**data, **split}),
+        ]
     done, missing = [], {}
     root_logger = logging.getLogger()
     saved_handlers, saved_level = root_logger.handlers[:], root_logger.level  # logging.conf replaces them
@@ -272,14 +285,22 @@ def step_verify_torchscript(ctx: ZooContext) -> tuple[str, str]:
     if missing or differ:
         raise CheckError(
             f"the exported module does not hold the checkpoint's weights: {len(missing)} key(s) missing "
-            f"{missing[:3]}, {len(differ)} differ {differ[:3]} (the config built another network than models/model.pt's)"
+            f"{missing[:3]}, {len(differ)} differ {differ[:3]} "
+            "(the config built another network than models/model.pt's)"
         )
-    return "PASS", f"models/model.pt exported to TorchScript and reloaded; all {len(ref)} tensors equal the checkpoint's"
+    return (
+        "PASS",
+        f"models/model.pt exported to TorchScript and reloaded; all {len(ref)} tensors equal the checkpoint's",
+    )
 
 
 def zoo_requirements(meta: dict) -> list[str]:
     """``name==version`` of everything the zoo CI installs from a bundle's metadata."""
-    reqs = [f"{name}=={meta[key]}" for name, key in (("monai", "monai_version"), ("torch", "pytorch_version"), ("numpy", "numpy_version")) if key in meta]
+    reqs = [
+        f"{name}=={meta[key]}"
+        for name, key in (("monai", "monai_version"), ("torch", "pytorch_version"), ("numpy", "numpy_version"))
+        if key in meta
+    ]
     reqs += [f"{name}=={version}" for name, version in meta.get("required_packages_version", {}).items()]
     return reqs
 
@@ -312,7 +333,10 @@ def step_requirements_py310(ctx: ZooContext) -> tuple[str, str]:
     return "PASS", f"{len(reqs)} requirements have wheels for Python {' and '.join(PYTHONS)}"
 
 
-_PY311_ONLY = re.compile(r"^\s*(import tomllib|from tomllib |except\*)|\bExceptionGroup\b|typing\.Self\b|from typing import[^\n]*\bSelf\b", re.M)
+_PY311_ONLY = re.compile(
+    r"^\s*(import tomllib|from tomllib |except\*)|\bExceptionGroup\b|typing\.Self\b|from typing import[^\n]*\bSelf\b",
+    re.M,
+)
 
 
 def _python310() -> str | None:
@@ -329,12 +353,16 @@ def step_python310_syntax(ctx: ZooContext) -> tuple[str, str]:
     files = sorted(str(p.relative_to(root)) for p in (root / "scripts").rglob("*.py"))
     hits = [f for f in files if _PY311_ONLY.search((root / f).read_text(encoding="utf-8"))]
     if hits:
-        raise CheckError(f"Python 3.11-only features (tomllib, except*, ExceptionGroup, typing.Self) in {', '.join(hits)}")
+        raise CheckError(
+            f"Python 3.11-only features (tomllib, except*, ExceptionGroup, typing.Self) in {', '.join(hits)}"
+        )
     py310 = _python310()
     if py310 is None:
         return "WARN", f"no Python 3.10 interpreter found: {len(files)} files scanned for 3.11-only features only"
     code = "import sys\nfor f in sys.argv[1:]: compile(open(f, encoding='utf-8').read(), f, 'exec')"
-    proc = subprocess.run([py310, "-c", code, *files], cwd=root, capture_output=True, encoding="utf-8", errors="replace")
+    proc = subprocess.run(
+        [py310, "-c", code, *files], cwd=root, capture_output=True, encoding="utf-8", errors="replace"
+    )
     if proc.returncode != 0:
         raise CheckError(f"Python 3.10 cannot compile the bundle's code: {proc.stderr.strip().splitlines()[-1]}")
     return "PASS", f"{len(files)} files of scripts/ compile under {py310} and use no 3.11-only feature"
@@ -410,7 +438,10 @@ def zoo_check(
     for r in results:
         print(r.line().replace(f"{r.name:17s}", f"{r.name:25s}", 1), flush=True)
     failed = [r.name for r in results if not r.ok]
-    print(f"zoo_check: {len(results) - len(failed)} passed, {len(failed)} failed" + (f" ({', '.join(failed)})" if failed else ""))
+    print(
+        f"zoo_check: {len(results) - len(failed)} passed, {len(failed)} failed"
+        + (f" ({', '.join(failed)})" if failed else "")
+    )
     if failed:
         sys.exit(1)
 

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
+import stat
 import subprocess
 import sys
 import textwrap
@@ -26,13 +28,17 @@ def small_ckpt(tmp_path_factory) -> Path:
     """State dict of ``network_def`` with ``model_preset small``, built from ``configs/inference.json``."""
     from monai.bundle import ConfigParser
 
+    from scripts.checkpoint import write_info
+
     parser = ConfigParser()
     parser.read_config(str(REPO / "configs" / "inference.json"))
     parser["bundle_root"] = str(REPO)
+    parser["ckpt_path"] = ""
     parser["model_preset"] = "small"
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "model.pt"
     torch.save(parser.get_parsed_content("network_def").state_dict(), path)
+    write_info(path, model_preset="small", geometry_preset="perx2ct", source="test")
     return path
 
 
@@ -83,8 +89,13 @@ def test_verify_reports_missing_files_sections_and_fields(bundle_copy):
     (bundle_copy / "docs" / "data_license.txt").unlink()
     readme = bundle_copy / "docs" / "README.md"
     readme.write_text("\n".join(ln for ln in readme.read_text().splitlines() if "limitations" not in ln.lower()))
-    (bundle_copy / "large_files.yml").write_text("large_files:\n  - path: models/model.pt\n    url: https://example.org/m.pt\n")
-    results = {r.name: r for r in bv.run_checks(bundle_copy, ["required_files", "readme_sections", "large_files"], **_schema_args())}
+    (bundle_copy / "large_files.yml").write_text(
+        "large_files:\n  - path: models/model.pt\n    url: https://example.org/m.pt\n"
+    )
+    results = {
+        r.name: r
+        for r in bv.run_checks(bundle_copy, ["required_files", "readme_sections", "large_files"], **_schema_args())
+    }
     assert results["required_files"].status == "FAIL" and "docs/data_license.txt" in results["required_files"].message
     assert results["readme_sections"].status == "FAIL" and "Limitations" in results["readme_sections"].message
     assert results["large_files"].status == "FAIL" and "hash_val, hash_type" in results["large_files"].message
@@ -105,7 +116,8 @@ def test_verify_cli_exit_status(bundle_copy):
     meta["version"] = "99.0.0"
     meta_path.write_text(json.dumps(meta))
     proc = subprocess.run(
-        [sys.executable, "-m", "bundle", "verify", "--bundle_root", str(bundle_copy), "--only", "required_files,changelog"],
+        [sys.executable, "-m", "bundle", "verify", "--bundle_root", str(bundle_copy),
+         "--only", "required_files,changelog"],
         cwd=REPO, capture_output=True, encoding="utf-8", errors="replace", timeout=60,
     )  # fmt: skip
     assert proc.returncode == 1, proc.stdout + proc.stderr
@@ -118,7 +130,13 @@ def test_package_loads_back_with_monai_bundle(tmp_path, small_ckpt):
     assert archive.name == f"perx2ct_{version}.zip"
     with zipfile.ZipFile(archive) as zf:
         names = zf.namelist()
+        modes = {i.filename: i.external_attr >> 16 for i in zf.infolist()}
     assert all(n.startswith("perx2ct/") for n in names)
+    # folders 0755 (models/ included: a non-root user can put model.pt there), files 0644
+    assert modes["perx2ct/models/"] == stat.S_IFDIR | 0o755 and modes["perx2ct/configs/"] == stat.S_IFDIR | 0o755
+    assert {m for n, m in modes.items() if not n.endswith("/")} == {stat.S_IFREG | 0o644}
+    assert {m for n, m in modes.items() if n.endswith("/")} == {stat.S_IFDIR | 0o755}
+    assert "perx2ct/models/model.json" in names, "the checkpoint's sidecar travels with it"
     for required in ("configs/metadata.json", "configs/inference.json", "scripts/__init__.py", "docs/README.md",
                      "LICENSE", "large_files.yml", "models/model.pt"):  # fmt: skip
         assert f"perx2ct/{required}" in names, f"{required} missing from {archive.name}"
@@ -142,5 +160,40 @@ def test_package_loads_back_with_monai_bundle(tmp_path, small_ckpt):
         assert all(torch.equal(got[k], ref[k]) for k in ref), "weights differ"
         print("LOADED", type(net).__name__)
     """)
-    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, encoding="utf-8", errors="replace", timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=120,
+    )
     assert proc.returncode == 0 and "LOADED" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-5000:]
+
+
+def test_package_url_writes_large_files(tmp_path, bundle_copy, small_ckpt):
+    """``package --url`` writes the large_files.yml entry (the checkpoint's sha256) that the zoo downloads,
+    ships that file in the archive, and verify's large_files check accepts it; no URL, no placeholder."""
+    assert "large_files: []" in (REPO / "large_files.yml").read_text(), "nothing published: an empty list"
+    url = "https://github.com/example/perx2ct/releases/download/v0.2.0/model.pt"
+    archive = package(output=str(tmp_path / "dist"), bundle_root=str(bundle_copy), ckpt_file=str(small_ckpt), url=url)
+    from monai.bundle import ConfigParser
+
+    entries = ConfigParser.load_config_file(str(bundle_copy / "large_files.yml"))["large_files"]
+    digest = hashlib.sha256(small_ckpt.read_bytes()).hexdigest()
+    assert entries == [{"path": "models/model.pt", "url": url, "hash_val": digest, "hash_type": "sha256"}]
+    with zipfile.ZipFile(archive) as zf:
+        assert zf.read("perx2ct/large_files.yml") == (bundle_copy / "large_files.yml").read_bytes()
+    (result,) = bv.run_checks(bundle_copy, ["large_files"])
+    assert result.status == "PASS", result.message
+    with pytest.raises(ValueError, match="is not the address of a file"):
+        package(output=str(tmp_path / "dist"), bundle_root=str(bundle_copy), ckpt_file=str(small_ckpt), url="ftp://x/y")
+
+
+def test_verify_large_files_refuses_an_empty_hash(bundle_copy):
+    (bundle_copy / "large_files.yml").write_text(
+        'large_files:\n  - path: "models/model.pt"\n    url: "https://example.org/m.pt"\n    hash_val: ""\n'
+        '    hash_type: "sha256"\n'
+    )
+    (result,) = bv.run_checks(bundle_copy, ["large_files"])
+    assert result.status == "FAIL" and "empty hash_val" in result.message and "--url" in result.message

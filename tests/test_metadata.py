@@ -17,7 +17,6 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-
 from conftest import missing
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,7 +43,10 @@ def schema_file(metadata) -> Path:
     name = metadata["schema"].rsplit("/", 1)[-1]
     path = SCHEMA_DIR / name
     if not path.is_file():
-        missing(f"MONAI bundle schema {name} not found at {path}: the tests need the project's shared/monai beside the checkout")
+        missing(
+            f"MONAI bundle schema {name} not found at {path}: "
+            "the tests need the project's shared/monai beside the checkout"
+        )
     return path
 
 
@@ -157,7 +159,9 @@ def test_logging_conf_accepted(restore_logging, tmp_path, capsys):
 
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"answer": 42}))
-    workflow = ConfigWorkflow(config_file=str(config), meta_file=str(META), logging_file=str(LOGGING_CONF), workflow_type=None)
+    workflow = ConfigWorkflow(
+        config_file=str(config), meta_file=str(META), logging_file=str(LOGGING_CONF), workflow_type=None
+    )
     assert workflow.parser.get("answer") == 42
     logging.getLogger("perx2ct.test").info("logging.conf in use")
     assert " - perx2ct.test - INFO - logging.conf in use" in capsys.readouterr().out

@@ -127,6 +127,11 @@ def _dicom(pixels: np.ndarray, view_position: str | None, series_uid: str, serie
     return buf.getvalue()
 
 
+def _ct_slice(rng, series_uid: str, study_uid: str, instance: int) -> bytes:
+    pixels = rng.integers(0, 255, (64, 64)).astype(np.uint8)
+    return _dicom(pixels, None, series_uid, 1, study_uid, modality="CT", instance=instance)
+
+
 def _zip(path: Path, files: list[tuple[str, bytes]]) -> Path:
     """A study archive; entries in the order given (the order a PACS export happened to use)."""
     with zipfile.ZipFile(path, "w") as zf:
@@ -155,15 +160,13 @@ def dicom(study) -> dict:
         "lateral_first": _zip(out / "lateral_first.zip", [("A/1.dcm", _dicom(px["lateral"], "LL", s_lat, 1, uid)),
                                                           ("B/2.dcm", _dicom(px["pa"], "PA", s_pa, 2, uid))]),
         # one series of two images, lateral first; the PA has no ViewPosition (rule 3: the other view)
-        "one_series": _zip(out / "one_series.zip", [("1.dcm", _dicom(px["lateral"], "LATERAL", one, 1, uid, instance=1)),
+        "one_series": _zip(out / "one_series.zip", [("1.dcm", _dicom(px["lateral"], "LATERAL", one, 1, uid)),
                                                     ("2.dcm", _dicom(px["pa"], None, one, 1, uid, instance=2))]),
         "one_view": _zip(out / "one_view.zip", [("IMG0001.dcm", pa)]),
         "two_pa": _zip(out / "two_pa.zip", [("1.dcm", pa), ("2.dcm", _dicom(px["lateral"], "AP", s_lat, 2, uid))]),
         "no_view": _zip(out / "no_view.zip", [("1.dcm", _dicom(px["pa"], None, s_pa, 1, uid)),
                                               ("2.dcm", _dicom(px["lateral"], "", s_lat, 2, uid))]),
-        "ct": _zip(out / "ct.zip", [(f"CT{i}.dcm", _dicom(rng.integers(0, 255, (64, 64)).astype(np.uint8), None,
-                                                            ct_series, 1, uid, modality="CT", instance=i))
-                                    for i in range(1, 4)]),
+        "ct": _zip(out / "ct.zip", [(f"CT{i}.dcm", _ct_slice(rng, ct_series, uid, i)) for i in range(1, 4)]),
     }  # fmt: skip
 
 
@@ -221,8 +224,8 @@ def server(study, small_ckpt):
         "--conf", "bundle_path", str(REPO),
         "--conf", "ckpt_path", str(small_ckpt),
     ]  # fmt: skip
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="2",
-               MONAI_LABEL_SESSION_PATH=str(study["root"] / "sessions"), MONAI_LABEL_DATASTORE_AUTO_RELOAD="false")  # fmt: skip
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="2", MONAI_LABEL_DATASTORE_AUTO_RELOAD="false",
+               MONAI_LABEL_SESSION_PATH=str(study["root"] / "sessions"))  # fmt: skip
     start = time.monotonic()
     with open(log, "w") as log_fp:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log_fp, stderr=subprocess.STDOUT, start_new_session=True)

@@ -25,7 +25,9 @@ TRAIN = "['configs/train.json','configs/quick.json']"
 
 def _run(cmd: list[str], cwd: Path = REPO, timeout: int = 900) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"), "CUDA_VISIBLE_DEVICES": ""}
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, encoding="utf-8", errors="replace", timeout=timeout, env=env)
+    return subprocess.run(
+        cmd, cwd=cwd, capture_output=True, encoding="utf-8", errors="replace", timeout=timeout, env=env
+    )
 
 
 def _pypi_reachable() -> bool:
@@ -42,7 +44,8 @@ def quick_ckpt(tmp_path_factory, example_raw_dir) -> dict:
     out = tmp_path_factory.mktemp("zoo_quick")
     cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", TRAIN,
            "--dataset_dir", str(example_raw_dir), "--split_file", str(REPO / "configs" / "example_split.json"),
-           "--ckpt_dir", str(out / "models"), "--output_dir", str(out / "runs"), "--cache_dir", str(out / "cache")]  # fmt: skip
+           "--ckpt_dir", str(out / "models"), "--output_dir", str(out / "runs"),
+           "--cache_dir", str(out / "cache")]  # fmt: skip
     res = _run(cmd)
     assert res.returncode == 0, f"quick training failed\n{res.stdout[-3000:]}\n{res.stderr[-5000:]}"
     ckpt = out / "models" / "model.pt"
@@ -61,7 +64,8 @@ def test_zoo_check_on_the_packaged_bundle_with_a_trained_checkpoint(quick_ckpt):
     online = _pypi_reachable()
     ckpt = quick_ckpt["ckpt"]
     cmd = [sys.executable, "-m", "bundle", "zoo_check", "--ckpt_file", str(ckpt), "--url", ckpt.as_uri(),
-           "--schema", str(SCHEMA), "--dataset_dir", str(quick_ckpt["raw"]), "--cache_dir", str(quick_ckpt["cache"])]  # fmt: skip
+           "--schema", str(SCHEMA), "--dataset_dir", str(quick_ckpt["raw"]),
+           "--cache_dir", str(quick_ckpt["cache"])]  # fmt: skip
     if not online:
         cmd.append("--offline")
     res = _run(cmd)

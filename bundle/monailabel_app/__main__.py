@@ -1,4 +1,6 @@
-"""Launcher: ``python -m bundle.monailabel_app start_server --app bundle/monailabel_app --studies DIR --conf models perx2ct``.
+"""Launcher of the PerX2CT MONAI Label app, run from the repository root::
+
+    python -m bundle.monailabel_app start_server --app bundle/monailabel_app --studies DIR --conf models perx2ct
 
 The same arguments as ``monailabel start_server`` (they go to MONAI Label's own CLI unchanged); the only
 difference is :func:`bundle.monailabel_app.lib.compat.install`, which lets MONAI Label 0.8.5 start under

@@ -48,7 +48,9 @@ class PerX2CTApp(MONAILabelApp):
         self.bundle_path = str(Path(conf.get("bundle_path") or DEFAULT_BUNDLE).resolve())
         requested = [m.strip() for m in conf.get("models", "").split(",") if m.strip()]
         if not requested:
-            raise ValueError(f"no model selected: start the server with --conf models {MODELS[0]} (available: {', '.join(MODELS)})")
+            raise ValueError(
+                f"no model selected: start the server with --conf models {MODELS[0]} (available: {', '.join(MODELS)})"
+            )
         if "all" in requested:
             requested = list(MODELS)
         unknown = sorted(set(requested) - set(MODELS))
@@ -61,7 +63,8 @@ class PerX2CTApp(MONAILabelApp):
             conf=conf,
             name="PerX2CT",
             description=(
-                "PerX2CT (ICASSP 2023): reconstructs a chest CT volume (HU) from a PA and a lateral chest radiograph. Send a study (2-frame NIfTI, or the two DICOM DX/CR radiographs as a .zip); the "
+                "PerX2CT (ICASSP 2023): reconstructs a chest CT volume (HU) from a PA and a lateral chest "
+                "radiograph. Send a study (2-frame NIfTI, or the two DICOM DX/CR radiographs as a .zip); the "
                 "result is a new CT volume, not a label map. See models.perx2ct for inputs, output frame and call."
             ),
             version="1",

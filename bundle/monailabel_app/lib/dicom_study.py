@@ -33,8 +33,11 @@ class StudyError(ValueError):
     """A study the app cannot reconstruct; ``status_code`` is the HTTP status the client receives."""
 
     def __init__(self, message: str, status_code: int = 422) -> None:
-        super().__init__(message)
+        super().__init__(message, status_code)
         self.status_code = status_code
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 @dataclass

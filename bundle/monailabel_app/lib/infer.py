@@ -33,12 +33,11 @@ from typing import Any, Callable, Sequence
 
 import torch
 from fastapi import HTTPException
+from lib.study import StudyError, resolve_study
 from monai.bundle import ConfigParser
 from monai.transforms import Compose
 from monailabel.interfaces.tasks.infer_v2 import InferType
 from monailabel.tasks.infer.basic_infer import BasicInferTask
-
-from lib.study import StudyError, resolve_study
 
 logger = logging.getLogger(__name__)
 
@@ -168,7 +167,9 @@ class PerX2CTInfer(BasicInferTask):
             "shape": [int(frame.shape)] * 3,
             "spacing_mm": float(frame.spacing_mm),
             "size_mm": float(frame.size_mm),
-            "units": f"Hounsfield units, {lo:g} to {hi:g}" if self._writer_template.output_hu else "target scale [0, 1]",
+            "units": (
+                f"Hounsfield units, {lo:g} to {hi:g}" if self._writer_template.output_hu else "target scale [0, 1]"
+            ),
             "frame": (
                 f"array axes toward the patient's Left, Posterior, Superior; RAS affine; voxel ({c:g}, {c:g}, {c:g}) "
                 "is the X-ray isocentre (the origin unless params isocentre_mm [x, y, z] LPS mm)"
@@ -188,7 +189,9 @@ class PerX2CTInfer(BasicInferTask):
             views = resolve_study(study, folder)
             name = Path(study.rstrip("/")).name
             case_id = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else Path(name).stem
-            logger.info("PerX2CT study %s (%s): PA %s, lateral %s", name, views["layout"], views["pa"], views["lateral"])
+            logger.info(
+                "PerX2CT study %s (%s): PA %s, lateral %s", name, views["layout"], views["pa"], views["lateral"]
+            )
             request = {**request, "pa": views["pa"], "lateral": views["lateral"], "case_id": case_id}
             try:
                 return super().__call__(request, callbacks)
