@@ -303,7 +303,8 @@ def _slice_normal(ds) -> np.ndarray:
     return n / np.linalg.norm(n)
 
 
-def find_dicom_series(folder: str | os.PathLike, modality: str | None = "CT", recursive: bool = True) -> list[DicomSeries]:
+def find_dicom_series(folder: str | os.PathLike, modality: str | None = "CT", recursive: bool = True,
+                      unreadable: list[str] | None = None) -> list[DicomSeries]:
     """All DICOM series under ``folder``, most slices first.
 
     Reads headers only (pydicom, ``stop_before_pixels=True``, ``force=False``); files that are not
@@ -314,7 +315,8 @@ def find_dicom_series(folder: str | os.PathLike, modality: str | None = "CT", re
     Args:
         folder: a series folder or a patient / study folder (searched recursively by default).
         modality: keep only series of this modality (``None``: all).
-        recursive: search sub-folders.
+        recursive: search sub-folders (folder links are followed, never into a folder already visited).
+        unreadable: if given, ``"path: reason"`` of every folder or entry that could not be read is appended.
 
     Returns:
         list of :class:`DicomSeries`, sorted by number of slices (descending), then series UID.
@@ -322,7 +324,7 @@ def find_dicom_series(folder: str | os.PathLike, modality: str | None = "CT", re
     folder = Path(folder)
     if not folder.is_dir():
         raise CTLoadError(f"{folder}: not a folder; give a DICOM series folder, a patient folder or a volume file")
-    paths = _list_files(folder, recursive)
+    paths = _list_files(folder, recursive, unreadable if unreadable is not None else [])
     groups: dict[str, list[tuple[str, Any, int]]] = {}
     for p in paths:
         if os.path.basename(p).upper() == "DICOMDIR":
@@ -363,7 +365,7 @@ def find_dicom_series(folder: str | os.PathLike, modality: str | None = "CT", re
     return series
 
 
-def _list_files(folder: Path, recursive: bool) -> list[str]:
+def _list_files(folder: Path, recursive: bool, unreadable: list[str]) -> list[str]:
     """Files under ``folder`` (sorted per folder). Folder links are followed, but never into a folder
     already visited (a link to ``.`` or to a parent is skipped); unreadable folders, broken or looping
     links are skipped with a debug line."""
@@ -381,6 +383,7 @@ def _list_files(folder: Path, recursive: bool) -> list[str]:
             entries = sorted(os.scandir(d), key=lambda e: e.name)
         except OSError as e:
             logger.debug("skipping unreadable folder %s (%s)", d, e.strerror or e)
+            unreadable.append(f"{d}: {e.strerror or e}")
             continue
         subdirs = []
         for e in entries:
@@ -391,6 +394,7 @@ def _list_files(folder: Path, recursive: bool) -> list[str]:
                     paths.append(e.path)
             except OSError as err:  # looping link, permission
                 logger.debug("skipping %s (%s)", e.path, err.strerror or err)
+                unreadable.append(f"{e.path}: {err.strerror or err}")
         if recursive:
             stack.extend(reversed(subdirs))
     return paths
@@ -406,7 +410,11 @@ def choose_ct_series(folder: str | os.PathLike, recursive: bool = True) -> tuple
     coverage, then the smaller UID) and every other series found (any modality), in that order.
 
     Raises :class:`CTLoadError` with the reason (no DICOM at all, or only other modalities)."""
-    everything = find_dicom_series(folder, modality=None, recursive=recursive)
+    unreadable: list[str] = []
+    everything = find_dicom_series(folder, modality=None, recursive=recursive, unreadable=unreadable)
+    if not everything and unreadable:
+        raise CTLoadError(f"{folder}: no DICOM files found; {len(unreadable)} entries could not be read (first: "
+                          f"{unreadable[0]}); fix their permissions or links")
     if not everything:
         raise CTLoadError(
             f"{folder}: no DICOM files found (empty folder or only non-DICOM files); "
