@@ -76,9 +76,10 @@ def test_ckpt_export_of_the_default_paper_preset(tmp_path):
 
     parser = ConfigParser()
     parser.read_config(str(REPO / CONFIG))
-    assert parser["model_preset"] == "paper"
-    net = parser.get_parsed_content("network_def")
     ckpt, ts_file = tmp_path / "model.pt", tmp_path / "model.ts"
+    parser["ckpt_path"] = str(ckpt)  # no sidecar: the configs' default preset
+    assert parser.get_parsed_content("network_info")["model_preset"] == "paper"
+    net = parser.get_parsed_content("network_def")
     torch.save(net.state_dict(), ckpt)
     res = _bundle("ckpt_export", "network_def", "--filepath", str(ts_file), "--ckpt_file", str(ckpt),
                   "--meta_file", META, "--config_file", CONFIG)
