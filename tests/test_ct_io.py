@@ -20,8 +20,11 @@ from scripts.transforms import CTTarget, CTTargetd, LoadCT, LoadCTd, NormalizeCT
 _LOADED: dict[str, object] = {}
 
 
-def _lidc3_files(shared: Path) -> list[str]:
-    return sorted(glob.glob(str(shared / "LIDC-IDRI-0003" / "*" / "*" / "*.dcm")))
+LIDC_SLICES = 133  # LIDC-IDRI-0001 of the example download: 133 axial slices of 512 x 512, 2.5 mm apart
+
+
+def _lidc_files(patient: Path) -> list[str]:
+    return sorted(glob.glob(str(patient / "*" / "*" / "*.dcm")))
 
 
 def _sorted_by_z(files: list[str]) -> list[str]:
@@ -29,16 +32,29 @@ def _sorted_by_z(files: list[str]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def lidc3(shared_data_dir):
-    if "lidc3" not in _LOADED:
-        _LOADED["lidc3"] = load_ct(shared_data_dir / "LIDC-IDRI-0003")
-    return _LOADED["lidc3"]
+def lidc_patient(example_lidc, tmp_path_factory) -> Path:
+    """The example LIDC-IDRI-0001 laid out as a TCIA patient folder (patient/study/series/*.dcm, copies of the
+    example's files) with the non-DICOM annotation XML that TCIA downloads carry beside the slices."""
+    patient = tmp_path_factory.mktemp("tcia") / "LIDC-IDRI-0001"
+    series = patient / "01-01-2000-30178" / "3000566-03192"
+    series.mkdir(parents=True)
+    for f in sorted(example_lidc.glob("*.dcm")):
+        shutil.copyfile(f, series / f.name)
+    (series / "069.xml").write_text('<?xml version="1.0"?><LidcReadMessage><ResponseHeader/></LidcReadMessage>\n')
+    return patient
 
 
 @pytest.fixture(scope="module")
-def some_slices(shared_data_dir) -> list[str]:
-    """Ten consecutive slices (by position) of LIDC-IDRI-0003."""
-    return _sorted_by_z(_lidc3_files(shared_data_dir))[60:70]
+def lidc3(lidc_patient):
+    if "lidc" not in _LOADED:
+        _LOADED["lidc"] = load_ct(lidc_patient)
+    return _LOADED["lidc"]
+
+
+@pytest.fixture(scope="module")
+def some_slices(lidc_patient) -> list[str]:
+    """Ten consecutive slices (by position) of LIDC-IDRI-0001."""
+    return _sorted_by_z(_lidc_files(lidc_patient))[60:70]
 
 
 def _copy(files, dst: Path, names=None) -> Path:
@@ -49,18 +65,18 @@ def _copy(files, dst: Path, names=None) -> Path:
 
 
 # ------------------------------------------------------------------------------------ real series
-def test_patient_folder_picks_ct_series(lidc3, shared_data_dir):
-    patient = shared_data_dir / "LIDC-IDRI-0003"
+def test_patient_folder_picks_ct_series(lidc3, lidc_patient):
+    patient = lidc_patient
     assert list(patient.glob("*/*/*.xml")), "the test data should hold the non-DICOM xml"
     series = find_dicom_series(patient)
-    assert len(series) == 1 and series[0].num_slices == 140 and series[0].modality == "CT"
-    assert lidc3.shape == (1, 512, 512, 140) and lidc3.dtype == torch.float32
-    assert lidc3.meta["case_id"] == "LIDC-IDRI-0003" and lidc3.meta["num_slices"] == 140
+    assert len(series) == 1 and series[0].num_slices == LIDC_SLICES and series[0].modality == "CT"
+    assert lidc3.shape == (1, 512, 512, LIDC_SLICES) and lidc3.dtype == torch.float32
+    assert lidc3.meta["case_id"] == "LIDC-IDRI-0001" and lidc3.meta["num_slices"] == LIDC_SLICES
     assert lidc3.meta["filename_or_obj"] == str(patient)
 
 
-def test_affine_and_spacing_match_dicom_tags(lidc3, shared_data_dir):
-    files = _sorted_by_z(_lidc3_files(shared_data_dir))
+def test_affine_and_spacing_match_dicom_tags(lidc3, lidc_patient):
+    files = _sorted_by_z(_lidc_files(lidc_patient))
     first, last = (pydicom.dcmread(f, stop_before_pixels=True) for f in (files[0], files[-1]))
     row_sp, col_sp = (float(v) for v in first.PixelSpacing)
     spacing, origin = affine_to_lps_grid(lidc3.affine)
@@ -68,13 +84,13 @@ def test_affine_and_spacing_match_dicom_tags(lidc3, shared_data_dir):
     np.testing.assert_allclose(lidc3.meta["spacing"], spacing)
     lps = lps_to_ras(lidc3.affine.numpy())
     np.testing.assert_allclose(lps @ [0, 0, 0, 1], [*map(float, first.ImagePositionPatient), 1], atol=1e-4)
-    np.testing.assert_allclose(lps @ [0, 0, 139, 1], [*map(float, last.ImagePositionPatient), 1], atol=1e-3)
+    np.testing.assert_allclose(lps @ [0, 0, LIDC_SLICES - 1, 1], [*map(float, last.ImagePositionPatient), 1], atol=1e-3)
     # MONAI's RAS convention: x and y flipped
     assert lidc3.affine[0, 0] == pytest.approx(-col_sp) and lidc3.affine[2, 2] == pytest.approx(2.5)
 
 
-def test_hu_matches_pydicom_and_padding(lidc3, shared_data_dir):
-    files = _sorted_by_z(_lidc3_files(shared_data_dir))
+def test_hu_matches_pydicom_and_padding(lidc3, lidc_patient):
+    files = _sorted_by_z(_lidc_files(lidc_patient))
     k = 70
     ds = pydicom.dcmread(files[k])
     hu = ds.pixel_array.astype(np.float64) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
@@ -127,18 +143,18 @@ def test_compressed_transfer_syntax(tmp_path, some_slices, compression):
     np.testing.assert_allclose(a.affine.numpy(), b.affine.numpy())
 
 
-def test_lungdx_8mm_loads_and_normalises(shared_data_dir):
-    vol = LoadCT()(shared_data_dir / "LungDx-A0002-8mm")
-    assert vol.shape == (1, 512, 512, 30)
-    np.testing.assert_allclose(vol.meta["spacing"][2], 8.0)
-    centre_in = lps_to_ras(vol.affine.numpy()) @ [255.5, 255.5, 14.5, 1]
+def test_lungdx_5mm_loads_and_normalises(example_lungdx):
+    vol = LoadCT()(example_lungdx)  # the example LungDx-A0001: 64 slices 5 mm apart
+    assert vol.shape == (1, 512, 512, 64)
+    np.testing.assert_allclose(vol.meta["spacing"][2], 5.0)
+    centre_in = lps_to_ras(vol.affine.numpy()) @ [255.5, 255.5, 31.5, 1]
     out = NormalizeCT()(vol)
     assert out.shape == (1, 320, 320, 320)
     np.testing.assert_allclose(np.linalg.norm(out.affine.numpy()[:3, :3], axis=0), [1, 1, 1], atol=1e-6)
     centre_out = lps_to_ras(out.affine.numpy()) @ [159.5, 159.5, 159.5, 1]
     assert np.abs(centre_out - centre_in).max() <= 1.0
-    # z: 232 mm of data padded to 320 mm with air; body (muscle, bone) present in the middle
-    assert float(out[0, :, :, 0].max()) == -1024.0 and float(out.max()) > 500
+    # z: 64 x 5 mm of data centred in the 320 mm cube: every plane holds data, body (bone) present
+    assert float(out[0, :, :, 160].max()) > 500 and float(out.max()) > 500
 
 
 # ------------------------------------------------------------------------------------ volumes, landmarks
@@ -238,11 +254,11 @@ def test_permuted_and_oblique_volumes(tmp_path):
 
 
 # ------------------------------------------------------------------------------------ bad inputs
-def test_error_empty_and_no_dicom(tmp_path, shared_data_dir):
+def test_error_empty_and_no_dicom(tmp_path, lidc_patient):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CTLoadError, match="no DICOM files found"):
         load_ct(tmp_path / "empty")
-    xml = next((shared_data_dir / "LIDC-IDRI-0003").glob("*/*/*.xml"))
+    xml = next(lidc_patient.glob("*/*/*.xml"))
     only_xml = _copy([xml], tmp_path / "xml")
     with pytest.raises(CTLoadError, match=r"no DICOM.*\.dcm"):
         load_ct(only_xml)
