@@ -45,7 +45,7 @@ from scripts.geometry import ProjectionGeometry
 from scripts.projector import DEFAULT_MAX_SAMPLES, project_hu, rigid_motion
 from scripts.radiograph import postprocess_radiograph, quantize
 
-__all__ = ["RandRigidViewsd", "RandRigidViewsDataset", "move_volume", "vary_intensity"]
+__all__ = ["RandRigidViewsd", "RandRigidViewsDataset", "RandRigidViewsBatch", "move_volume", "vary_intensity"]
 
 
 def _plain(x) -> torch.Tensor:
@@ -232,13 +232,17 @@ class RandRigidViewsd(Randomizable, MapTransform):
 
     def views_of(self, hu: torch.Tensor, spacing_mm: float) -> torch.Tensor:
         """The network's views ``(V, H, W)`` of a centred HU cube under the drawn motion and intensity variation."""
-        raw = self.render(hu, spacing_mm, self.motion)
-        gen = torch.Generator(device="cpu").manual_seed(self._noise_seed)
+        return self.finish(self.render(hu, spacing_mm, self.motion), self._gain, self._gamma, self._noise_seed)
+
+    def finish(self, raw: torch.Tensor, gain, gamma, noise_seed: int) -> torch.Tensor:
+        """Raw line integrals ``(V, rows, cols)`` -> views ``(V, H, W)``: the radiograph post-processing, then
+        ``clip(gain * x ** gamma + noise, 0, 1)`` per view (noise from ``noise_seed``), quantised."""
+        gen = torch.Generator(device="cpu").manual_seed(int(noise_seed))
         images = []
         for v in range(len(self.views)):
             x = postprocess_radiograph(raw[v], self.output_shape, True, self.quantize_bits)
             noise = torch.randn(x.shape, generator=gen).to(x.device) * self.noise_std if self.noise_std > 0 else None
-            images.append(vary_intensity(x, float(self._gain[v]), float(self._gamma[v]), noise, self.quantize_bits))
+            images.append(vary_intensity(x, float(gain[v]), float(gamma[v]), noise, self.quantize_bits))
         return torch.stack(images)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
@@ -278,14 +282,24 @@ class RandRigidViewsDataset(Dataset):
             128^3 target, or its cube area-averaged once to 128^3; about 0.3 s per sample on 2 CPU cores at
             128^2; ``None``: the cached ground-truth cube as it is, e.g. 1 mm, 2.5x the samples per ray).
         seed: seed of the random stream.
+        render_in_batch: only draw here and leave the rendering to :class:`RandRigidViewsBatch` (the trainer's
+            ``prepare_batch``), which renders the whole batch in one projector call on the training device (GPU).
 
     Items: as the wrapped dataset's (``image`` replaced, ``label`` resampled at the moved positions).
     """
 
-    def __init__(self, dataset, views: RandRigidViewsd, render_grid: int | None = FRAME.shape, seed: int = 0) -> None:
+    def __init__(
+        self,
+        dataset,
+        views: RandRigidViewsd,
+        render_grid: int | None = FRAME.shape,
+        seed: int = 0,
+        render_in_batch: bool = False,
+    ) -> None:
         self.dataset = dataset
         self.views = views
         self.render_grid = None if render_grid is None else int(render_grid)
+        self.render_in_batch = bool(render_in_batch)
         self.views.set_random_state(seed=int(seed))
         self._cubes: dict[int, tuple[torch.Tensor, float]] = {}
 
@@ -331,10 +345,20 @@ class RandRigidViewsDataset(Dataset):
         k = int(key[0]) if isinstance(key, (tuple, list)) else int(key)
         c, _, _ = self.dataset.locate(k)
         self.views.randomize()
-        if not self.views._do:
+        if self.render_in_batch:  # drawn here, rendered on the training device by RandRigidViewsBatch
+            item["onthefly_apply"] = torch.tensor(bool(self.views._do))  # every item has the keys: batches collate
+            item["onthefly_case"] = torch.tensor(c, dtype=torch.long)
+            item["onthefly_motion"] = torch.as_tensor(self.views.motion, dtype=torch.float64)
+            item["onthefly_gain"] = torch.as_tensor(self.views._gain, dtype=torch.float64)
+            item["onthefly_gamma"] = torch.as_tensor(self.views._gamma, dtype=torch.float64)
+            item["onthefly_noise_seed"] = torch.tensor(self.views._noise_seed, dtype=torch.long)
+            if not self.views._do:
+                return item
+        elif not self.views._do:
             return item
-        hu, spacing = self._cube(c)
-        item["image"] = self.views.views_of(hu, spacing).cpu()
+        else:
+            hu, spacing = self._cube(c)
+            item["image"] = self.views.views_of(hu, spacing).cpu()
         frame = self.dataset.frame
         positions = slice_positions(
             item["slice_axis"],
@@ -348,3 +372,70 @@ class RandRigidViewsDataset(Dataset):
         moved = frame.mm_to_voxel(mm @ inv[:3, :3].T + inv[:3, 3])
         item["label"] = self.dataset.target(c, moved)[None].to(torch.float32)
         return item
+
+
+class RandRigidViewsBatch:
+    """``prepare_batch`` that renders a batch's on-the-fly views on the training device, then hands the batch on.
+
+    With :class:`RandRigidViewsDataset` ``(render_in_batch=True)`` the loader workers only draw each sample's
+    motion and intensity variation (and sample its moved ground truth); this renders all samples' views in one
+    batched projector call on ``device`` (each case's 128^3 cube is kept there after its first use) and applies
+    the same post-processing and variation as the per-sample path, then calls ``prepare_batch`` (the usual
+    :class:`scripts.engine.SliceBatch`). Items without the draw (``enabled`` False, or ``prob`` < 1 misses) pass.
+
+    Args:
+        prepare_batch: the wrapped ``prepare_batch``.
+        dataset: the :class:`RandRigidViewsDataset` the batches come from (its cubes and its views transform).
+        enabled: False makes this a plain pass-through (e.g. ``torch.cuda.is_available()`` in a config).
+    """
+
+    keys = (
+        "onthefly_apply",
+        "onthefly_case",
+        "onthefly_motion",
+        "onthefly_gain",
+        "onthefly_gamma",
+        "onthefly_noise_seed",
+    )
+
+    def __init__(self, prepare_batch, dataset: RandRigidViewsDataset, enabled: bool = True) -> None:
+        self.prepare_batch = prepare_batch
+        self.dataset = dataset
+        self.enabled = bool(enabled)
+        self._cubes: dict[tuple[int, str], tuple[torch.Tensor, float]] = {}
+
+    def _cube(self, c: int, device: torch.device) -> tuple[torch.Tensor, float]:
+        key = (c, str(device))
+        if key not in self._cubes:
+            hu, spacing = self.dataset._cube(c)
+            self._cubes[key] = (hu.to(device), spacing)
+        return self._cubes[key]
+
+    def render(self, batchdata: dict, device: str | torch.device | None = None) -> torch.Tensor:
+        """Views ``(N, V, H, W)`` of the batch: the drawn samples rendered on ``device``, the others as they came."""
+        t = self.dataset.views
+        dev = torch.device(device) if device is not None else torch.device("cpu")
+        image = torch.as_tensor(batchdata["image"]).to(dev, torch.float32).clone()
+        chosen = [i for i, a in enumerate(batchdata["onthefly_apply"]) if bool(a)]
+        if not chosen:
+            return image
+        cubes = [self._cube(int(batchdata["onthefly_case"][i]), dev) for i in chosen]
+        spacing = cubes[0][1]
+        if any(abs(sp - spacing) > 1e-9 or cube.shape != cubes[0][0].shape for cube, sp in cubes):
+            raise ValueError("on-the-fly views in a batch need cubes of one shape and spacing (render_grid)")
+        hu = torch.stack([cube for cube, _ in cubes])  # (n, 1, N, N, N)
+        n = hu.shape[-1]
+        origin = [-(n - 1) / 2 * spacing] * 3
+        motion = torch.as_tensor(batchdata["onthefly_motion"], dtype=torch.float64)[chosen]
+        with torch.no_grad():
+            raw = project_hu(hu, [spacing] * 3, origin, t.geometry, t.views, motion=motion, max_samples=t.max_samples)
+            for j, i in enumerate(chosen):
+                gain, gamma = batchdata["onthefly_gain"][i], batchdata["onthefly_gamma"][i]
+                image[i] = t.finish(raw[j], gain, gamma, int(batchdata["onthefly_noise_seed"][i])).to(dev)
+        return image
+
+    def __call__(self, batchdata: dict, device: str | torch.device | None = None, non_blocking: bool = False, **kwargs):
+        if self.enabled and all(k in batchdata for k in self.keys):
+            batchdata = dict(batchdata)
+            batchdata["image"] = self.render(batchdata, device)
+        return self.prepare_batch(batchdata, device, non_blocking, **kwargs)

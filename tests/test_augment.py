@@ -161,3 +161,44 @@ def test_slice_dataset_wrapper(tmp_path):
         assert r >= 0.995 and mad <= 2.0, (key, r, mad)  # one trilinear step against two
         unmoved = SliceDataset([cache(f"plain{key}", target)])[key]["label"]
         assert _stats(item["label"], unmoved)[0] < r
+
+
+def test_batched_rendering_equals_per_sample(tmp_path):
+    """render_in_batch + RandRigidViewsBatch (one projector call per batch, the GPU path) gives the views the
+    per-sample path gives for the same draws; samples the draw skipped (prob) keep their prepared views."""
+    from torch.utils.data import default_collate
+
+    from scripts.augment import RandRigidViewsBatch, RandRigidViewsDataset
+    from scripts.slice_sampling import SliceDataset
+
+    target = FRAME.hu_to_target(_phantom_hu(64, seed=2)[None])
+    target = torch.nn.functional.interpolate(target, size=(FRAME.shape,) * 3, mode="trilinear")[0]
+    folder = tmp_path / "case"
+    folder.mkdir()
+    prepared = np.full((2, 128, 128), 0.5, np.float32)
+    np.save(folder / "image.npy", prepared)
+    for file in ("target.npy", "volume.npy"):
+        np.save(folder / file, target[0].numpy())
+    case = {"case_id": "case", "dir": str(folder), "kind": "target", "volume": "target.npy", "shape": FRAME.shape}
+    keys = [3, 200, 300, 17]
+
+    def wrapper(in_batch):
+        views = RandRigidViewsd(render_shape=(48, 48), prob=0.5)
+        return RandRigidViewsDataset(SliceDataset([case]), views, seed=3, render_in_batch=in_batch)
+
+    single = wrapper(False)
+    expect = [single[k] for k in keys]
+    batched = wrapper(True)
+    items = [batched[k] for k in keys]
+    applied = [bool(i["onthefly_apply"]) for i in items]
+    assert any(applied) and not all(applied), applied  # seed 3 draws both cases
+    batch = RandRigidViewsBatch(lambda b, device, non_blocking: b, batched)(default_collate(items), "cpu", False)
+    for i, e in enumerate(expect):
+        torch.testing.assert_close(batch["image"][i], e["image"], atol=1 / 255 + 1e-6, rtol=0)
+        torch.testing.assert_close(batch["label"][i], e["label"])
+        if not applied[i]:
+            torch.testing.assert_close(batch["image"][i], torch.from_numpy(prepared))
+    off = RandRigidViewsBatch(lambda b, device, non_blocking: b, batched, enabled=False)(
+        default_collate(items), "cpu", False
+    )
+    assert torch.equal(off["image"], default_collate(items)["image"])

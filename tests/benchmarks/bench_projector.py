@@ -15,8 +15,9 @@ process per view: start, read MHA, convert, trace, write), each timed on 2 DRRs 
 
 Training: iterations/s of one slice-training step (forward, L1 loss, backward, Adam) of ``--preset`` with a
 batch of ``--train_batch`` samples, with fixed views, and with each sample's views re-rendered by
-:class:`scripts.augment.RandRigidViewsd` from the 128^3 cube (default render 128^2 on CPU, 320^2 on CUDA) in the
-training process, plus the cost of the views alone as a share of the step.
+:class:`scripts.augment.RandRigidViewsd` draws from the 128^3 cube in one projector call per batch on the
+training device, as ``RandRigidViewsBatch`` does (render 128^2 on CPU, 320^2 on CUDA), plus the cost of the
+views alone as a share of the step.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from scripts.drr import hu_to_attenuation, ray_cast_drr  # noqa: E402
 from scripts.frame import FRAME  # noqa: E402
 from scripts.geometry import ProjectionGeometry  # noqa: E402
-from scripts.projector import project  # noqa: E402
+from scripts.projector import project, project_hu  # noqa: E402
 
 VIEWS = ("pa", "lateral")
 
@@ -180,12 +181,24 @@ def bench_training(args, vols: dict[int, np.ndarray]) -> None:
             loss.backward()
             opt.step()
 
-        def onthefly():
-            images = []
+        origin = [-FRAME.centre_voxel * FRAME.spacing_mm] * 3
+
+        def onthefly():  # as RandRigidViewsBatch: draws per sample, one projector call for the batch
+            draws = []
             for _ in range(b):
                 views.randomize()
-                images.append(views.views_of(hu, FRAME.spacing_mm))
-            return torch.stack(images)
+                draws.append((views.motion.copy(), views._gain.copy(), views._gamma.copy(), views._noise_seed))
+            motion = np.stack([m for m, *_ in draws])
+            with torch.no_grad():
+                raw = project_hu(
+                    hu[None].expand(b, 1, *hu.shape[1:]),
+                    [FRAME.spacing_mm] * 3,
+                    origin,
+                    views.geometry,
+                    views.views,
+                    motion=motion,
+                )
+            return torch.stack([views.finish(raw[i], *draws[i][1:]) for i in range(b)])
 
         step(fixed)  # warm-up
         _sync(device)
