@@ -296,4 +296,3 @@ class ZoomInferer(Inferer):
         index = torch.full((b, 1), self.index, device=dev)
         box = torch.tensor(self.box, device=dev).expand(b, 1, 3)
         return network(inputs, axis, index, box)  # (B, 1, h, w): S = 1 slice per case
-

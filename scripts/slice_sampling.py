@@ -148,8 +148,8 @@ def cache_cases(
         use_fine: use the 1 mm cube when a case has one (False: always the 128^3 target).
 
     Writes ``image.npy`` (2, H, W) float32, ``target.npy`` (the 128^3 target, float32), ``ct_1mm.npy`` (the 1 mm
-    cube as int16 HU, when the case has one) and ``case.json``; a case already cached is not decoded again. A case without a usable 1 mm cube
-    falls back to its 128^3 target with a logged note.
+    cube as int16 HU, when the case has one) and ``case.json``; a case already cached is not decoded again. A case
+    without a usable 1 mm cube falls back to its 128^3 target with a logged note.
     """
     root = Path(cache_dir) / "slices"
     cases: list[CachedCase] = []
@@ -220,8 +220,8 @@ class SliceDataset(Dataset):
         self.axes = [axis_code(a) for a in axes]
         self.output_size = int(output_size)
         self.volume_shape = int(volume_shape)
-        self.frame = FRAME if self.volume_shape == FRAME.shape else VolumeFrame(shape=self.volume_shape,
-                                                                              size_mm=FRAME.size_mm)
+        same = self.volume_shape == FRAME.shape
+        self.frame = FRAME if same else VolumeFrame(shape=self.volume_shape, size_mm=FRAME.size_mm)
         self._open: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def __len__(self) -> int:
