@@ -4,7 +4,7 @@ Modules, one concept each:
 
 * :mod:`scripts.geometry` - cone-beam projection geometry shared by the DRRs and the network's sampler.
 * :mod:`scripts.ct_io` - finding and loading a CT (DICOM series / TCIA trees, NIfTI, MHA) as LPS HU.
-* :mod:`scripts.drr` - DRRs with plastimatch's HU conversion, ITK (reference) or torch backend; ``python -m scripts drr``.
+* :mod:`scripts.drr` - DRRs (plastimatch's HU conversion; ITK reference or torch backend); ``python -m scripts drr``.
 * :mod:`scripts.projector` - the batched, differentiable torch DRR projector (CPU/CUDA, rigid motion).
 * :mod:`scripts.augment` - on-the-fly training views: random rigid motion, views re-rendered, target moved.
 * :mod:`scripts.transforms` - MONAI transforms: LoadCT(d), NormalizeCT(d), CTTarget(d), DRR(d).
