@@ -146,12 +146,16 @@ def test_package_loads_back_with_monai_bundle(tmp_path, small_ckpt):
     # download (file:// URL, offline) + load into a fresh interpreter that cannot see the repository
     bundle_dir = tmp_path / "hub"
     script = textwrap.dedent(f"""
-        import sys, torch
+        import json, sys, torch
         from monai.bundle import download, load
         download(name="perx2ct", url={archive.resolve().as_uri()!r}, bundle_dir={str(bundle_dir)!r})
         sys.path.insert(0, {str(bundle_dir / "perx2ct")!r})  # the bundle's own `scripts` package
+        # no preset flag: the network is the one the packaged models/model.json names (small); the config's
+        # bundle_root "." would be the working directory, so it is given (monai.bundle.load takes it by args_file)
+        args = {str(tmp_path / "args.json")!r}
+        json.dump({{"bundle_root": {str(bundle_dir / "perx2ct")!r}}}, open(args, "w"))
         net = load(name="perx2ct", bundle_dir={str(bundle_dir)!r}, source="github", workflow_type="inference",
-                   device="cpu", net_override={{"preset": "small"}})
+                   device="cpu", args_file=args)
         import scripts
         assert scripts.__file__.startswith({str(bundle_dir)!r}), scripts.__file__
         ref = torch.load({str(small_ckpt)!r}, weights_only=True)
