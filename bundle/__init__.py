@@ -5,6 +5,9 @@
   ``monai.bundle download`` / ``load`` consume (:mod:`bundle.package`).
 * ``python -m bundle make_study --pa PA --lateral LAT --output STUDIES/<id>.nii.gz``: one MONAI Label
   datastore item from two radiographs (:mod:`bundle.monailabel_app.lib.study`).
+* ``python -m bundle zoo_check [--ckpt_file CKPT] [--url URL]``: the Model Zoo's CI steps on the packaged
+  bundle (:mod:`bundle.zoo_checks`).
+* ``python -m bundle lint [--fix]``: the Model Zoo's format gate on the project (:mod:`bundle.lint`).
 * ``bundle/monailabel_app``: the MONAI Label app serving reconstruction (see ``docs/monailabel.md``).
 """
 
