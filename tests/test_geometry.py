@@ -147,3 +147,16 @@ def test_bad_arguments():
     g = ProjectionGeometry.from_preset("x2ctgan", isocentre_mm=(1.0, 2.0, 3.0))
     g2 = ProjectionGeometry(**g.to_dict())
     np.testing.assert_allclose(g2.project(np.ones(3), "lateral"), g.project(np.ones(3), "lateral"))
+
+
+def test_official_camera_preset():
+    """``perx2ct_official``: the official code's sampling camera, a pinhole 320 mm (1 world unit) from the centre
+    with a 60 degree field of view, on the DRRs' 500 mm detector (so radiographs are fitted as for ``perx2ct``)."""
+    g = ProjectionGeometry.from_preset("perx2ct_official")
+    paper = ProjectionGeometry.from_preset("perx2ct")
+    assert g.sad_mm == 320.0 and g.detector_size_mm == paper.detector_size_mm
+    assert g.detector_size_mm[1] / 2 / g.sid_mm == pytest.approx(np.tan(np.radians(30.0)), rel=1e-12)
+    assert abs(g.magnification / paper.magnification - 1) < 0.005  # 1.353 vs 1.356 at the isocentre
+    # a point 100 mm toward the source on the beam's edge ray projects on the detector's edge (fov 60 deg)
+    edge = np.array([[np.tan(np.radians(30.0)) * (320.0 - 100.0), 100.0, 0.0]])
+    np.testing.assert_allclose(g.project_normalized(edge, "pa"), [[1.0, 0.0]], atol=1e-12)
