@@ -83,7 +83,8 @@ def make_raw(root: Path, series: Path) -> Path:
     (raw / "bad_empty").mkdir()
     one = raw / "bad_single_slice"
     one.mkdir()
-    shutil.copyfile(series / "1-15.dcm", one / "1-15.dcm")
+    first = sorted(series.glob("*.dcm"))[14]
+    shutil.copyfile(first, one / first.name)
     files = copy_series(series, raw / "bad_truncated")
     with open(files[10], "r+b") as f:
         f.truncate(os.path.getsize(files[10]) // 2)
@@ -125,8 +126,9 @@ def all_ids(datalist: dict) -> list[str]:
 
 # ------------------------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="module")
-def lungdx(shared_data_dir) -> Path:
-    return shared_data_dir / "LungDx-A0002-8mm"
+def lungdx(example_lungdx) -> Path:
+    """A small real DICOM series: the example download's LungDx-A0001 (64 slices)."""
+    return example_lungdx
 
 
 @pytest.fixture(scope="module")
@@ -376,25 +378,35 @@ def test_torchrun_shards_the_cases(mixed, tmp_path):
     assert sorted(e.name for e in out.iterdir()) == sorted([*GOOD, "datalist.json", "failures.json"])
 
 
-def test_real_dicom_case(lungdx, tmp_path):
+def test_real_dicom_case(real_series, tmp_path):
+    """Every real series at hand (the example download's, plus ../shared/data's where present) prepares,
+    with the slice count and spacing its DICOM headers state (read with pydicom)."""
+    import pydicom
+
+    series, folder = real_series
+    files = sorted(folder.rglob("*.dcm"))
+    headers = sorted((pydicom.dcmread(f, stop_before_pixels=True) for f in files), key=lambda d: float(d.ImagePositionPatient[2]))
+    dz = float(headers[1].ImagePositionPatient[2]) - float(headers[0].ImagePositionPatient[2])
     raw = tmp_path / "raw"
     raw.mkdir()
-    (raw / "LungDx-A0002").symlink_to(lungdx, target_is_directory=True)
+    (raw / series.name).symlink_to(folder, target_is_directory=True)
     out = tmp_path / "out"
     t0 = time.time()
     proc = run_prepare(raw, out, "--split", "[0,1,0]")
     assert proc.returncode == 0, output_text(proc)
-    print(f"real DICOM case (30 slices) prepared in {time.time() - t0:.1f} s including start-up")
+    print(f"real DICOM case {series.name} ({series.slices} slices) prepared in {time.time() - t0:.1f} s including start-up")
     assert read_json(out / "failures.json") == []
-    assert [e["case_id"] for e in read_json(out / "datalist.json")["validation"]] == ["LungDx-A0002"]
-    img = nib.load(str(out / "LungDx-A0002" / "ct.nii.gz"))
+    assert [e["case_id"] for e in read_json(out / "datalist.json")["validation"]] == [series.name]
+    img = nib.load(str(out / series.name / "ct.nii.gz"))
     assert img.shape == (128, 128, 128)
     np.testing.assert_allclose(np.linalg.norm(img.affine[:3, :3], axis=0), 2.5, atol=1e-6)
-    info = read_json(out / "LungDx-A0002" / "case.json")
-    assert info["original"]["num_slices"] == 30 and info["original"]["shape"] == [512, 512, 30]
-    np.testing.assert_allclose(info["original"]["spacing_mm"][2], 8.0, atol=1e-3)
+    info = read_json(out / series.name / "case.json")
+    rows, cols = int(headers[0].Rows), int(headers[0].Columns)
+    assert info["original"]["num_slices"] == series.slices == len(files)
+    assert info["original"]["shape"] == [cols, rows, series.slices]
+    np.testing.assert_allclose(info["original"]["spacing_mm"][2], abs(dz), atol=1e-3)
     for view in ("pa", "lateral"):
-        assert Image.open(out / "LungDx-A0002" / f"{view}.png").size == (128, 128)
+        assert Image.open(out / series.name / f"{view}.png").size == (128, 128)
 
 
 # ------------------------------------------------------------------------------------ a messy real-world folder
