@@ -7,6 +7,7 @@ transform        input                                                  output
 ===============  =====================================================  =========================================
 ``LoadCT``       path: file, DICOM series folder or patient folder      ``(1, X, Y, Z)`` float32 HU, LPS axes
 ``NormalizeCT``  ``(1, X, Y, Z)`` HU MetaTensor                         ``(1, 320, 320, 320)`` HU, 1 mm
+``HUToInt16d``   ``(1, 320, 320, 320)`` HU, 1 mm                        a copy as int16 HU (``ct_1mm``)
 ``CTTarget``     ``(1, 320, 320, 320)`` HU, 1 mm                        ``(1, 128, 128, 128)`` in [0, 1], 2.5 mm
 ``DRR``          ``(1, X, Y, Z)`` HU MetaTensor, any spacing            one ``(1, H, W)`` image per view
 ===============  =====================================================  =========================================
