@@ -214,3 +214,30 @@ def test_prepare_chain_comes_from_the_bundle_root_with_the_callers_geometry(repo
     chain = bundle_component(str(repo_root / "configs" / "prepare.json"), "preprocessing", geometry=geometry)
     drr = [t for t in chain.transforms if type(t).__name__ == "DRRd"]
     assert len(drr) == 1 and drr[0].drr.geometry is geometry
+
+
+def test_full_slice_ground_truth_equals_the_ct_target_transform(tmp_path):
+    """Two implementations, one answer: full-slice samples of the 1 mm cube (this module) equal the slices of
+    ``scripts.transforms.CTTarget``'s point-sampled 128^3 target made from the same cube (raw-mode items)."""
+    from monai.data import MetaTensor
+
+    from scripts.transforms import CTTarget
+
+    n = 160  # 2 mm voxels over the 320 mm cube keep the test small
+    frame = VolumeFrame(shape=n, size_mm=FRAME.size_mm)
+    rng = np.random.default_rng(3)
+    hu = rng.uniform(-1000, 1400, (n // 8,) * 3)
+    hu = torch.nn.functional.interpolate(torch.as_tensor(hu)[None, None], size=(n,) * 3, mode="trilinear")[0]
+    fine = MetaTensor(hu.float(), affine=torch.as_tensor(frame.lps_affine()))
+    target = CTTarget()(fine)
+
+    def transform(item):
+        return {"image": torch.zeros(2, N, N), "label": target, "ct_1mm": fine}
+
+    (case,) = cache_cases([{"case_id": "r", "ct": "none"}], transform, tmp_path, mode="raw")
+    assert case["kind"] == "1mm"
+    ds = SliceDataset([case])
+    t = np.asarray(target[0])
+    for axis, index in [(0, 0), (0, 70), (1, 33), (2, 127)]:
+        want = (t[:, :, index], t[:, index, :], t[index, :, :])[axis]
+        np.testing.assert_allclose(ds[axis * N + index]["label"][0].numpy(), want, atol=2.5e-4)  # int16 HU: 0.5 HU
