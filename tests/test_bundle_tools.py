@@ -66,7 +66,7 @@ def test_verify_passes_on_repo():
     _schema_args()
     proc = subprocess.run(
         [sys.executable, "-m", "bundle", "verify", "--schema", str(SCHEMA)],
-        cwd=REPO, capture_output=True, encoding="utf-8", errors="replace", timeout=170,
+        cwd=REPO, capture_output=True, encoding="utf-8", errors="replace", timeout=600,
     )  # fmt: skip
     lines = [ln for ln in proc.stdout.splitlines() if ln[:4] in ("PASS", "FAIL", "WARN")]
     assert proc.returncode == 0, f"verify failed:\n{proc.stdout}\n{proc.stderr[-3000:]}"
