@@ -129,7 +129,8 @@ def inference_items(
     * ``pa`` and ``lateral``: two radiograph files (PNG/JPEG, NIfTI, DICOM DX/CR), or ``pa`` alone
       pointing at a prepared case folder (with ``pa.png``, ``lateral.png``, ``case.json``). The case id is
       ``case_id`` if given, else the file's stem, or its folder's name for view-named files
-      (``LungDx-A0001/pa.png`` -> ``LungDx-A0001``).
+      (``LungDx-A0001/pa.png`` -> ``LungDx-A0001``). Two files of one prepared case folder also take the
+      isocentre of its ``case.json``, as ``--pa`` of the folder does.
     * ``datalist``: a prepare ``datalist.json`` (every case of every list) or a JSON list of items; case ids
       from the entries, else from the folders.
     """
@@ -174,7 +175,11 @@ def inference_items(
     for name, value in (("--pa", pa), ("--lateral", lateral)):
         if not Path(str(value)).exists():
             raise FileNotFoundError(f"{name} image not found: {value}")
-    return [{"case_id": case_id or _case_name(str(pa)), "pa": str(pa), "lateral": str(lateral)}]
+    item: dict[str, Any] = {"case_id": case_id or _case_name(str(pa)), "pa": str(pa), "lateral": str(lateral)}
+    folder = Path(str(pa)).parent
+    if folder == Path(str(lateral)).parent and (folder / "case.json").is_file():  # the two views of a prepared case
+        item.update({k: v for k, v in _case_from_prepared(folder).items() if k == "isocentre_mm"})
+    return [item]
 
 
 class SaveReconstructiond(MapTransform):

@@ -32,7 +32,7 @@ SPLIT = json.loads((REPO / "configs" / "example_split.json").read_text())
 HELD_OUT = SPLIT["test"][0]
 
 
-def bundle(*args: str, timeout: int = 600, torchrun: int = 0, ok: bool = True) -> subprocess.CompletedProcess:
+def bundle(*args: str, timeout: int = 1800, torchrun: int = 0, ok: bool = True) -> subprocess.CompletedProcess:
     if torchrun:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", f"--nproc_per_node={torchrun}",
                "-m", "monai.bundle", "run", *args]
