@@ -5,7 +5,8 @@ Command (``python -m scripts import_official --help``)::
     python -m scripts import_official --ckpt last.ckpt --variant perx2ct --output models/model.pt
 
 reads an official checkpoint (a PyTorch-Lightning file with the weights under ``state_dict``, or a bare
-state dict; loaded with ``torch.load(weights_only=True)``, so nothing in it is executed) and writes
+state dict; loaded with ``torch.load(weights_only=True)``, so nothing in it is executed: classes pickled beside
+the weights, such as Lightning 1.0's callback keys, are read as inert placeholders) and writes
 ``models/model.pt`` (a plain state dict of this bundle's network) plus its sidecar ``models/model.json``
 (:mod:`scripts.checkpoint`) naming the legacy model preset (``paper_official`` / ``paper_global_official``)
 and the official camera (geometry preset ``perx2ct_official``), so inference, evaluation and MONAI Label
@@ -32,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import pickle
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -142,13 +144,39 @@ def convert_state_dict(official: Mapping[str, torch.Tensor], variant: str) -> di
     return out
 
 
+class _Placeholder:
+    """Stands in for a class pickled beside the weights (e.g. PyTorch-Lightning 1.0's ``ModelCheckpoint``, a key of
+    the checkpoint's ``callbacks``): never the real class, so loading executes nothing from the file."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+
+def _torch_load(p: Path) -> Any:
+    """``torch.load(weights_only=True)``; classes other than tensors and containers (Lightning's callback keys) are
+    read as :class:`_Placeholder`."""
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        find = getattr(torch.serialization, "get_unsafe_globals_in_checkpoint", None)
+        names = find(p) if find is not None else []
+        if not names:
+            raise
+    logger.info("%s: reading %s as placeholders (only the weights are used)", p, ", ".join(names))
+    with torch.serialization.safe_globals([(_Placeholder, name) for name in names]):
+        return torch.load(p, map_location="cpu", weights_only=True)
+
+
 def load_official(path: str | Path) -> dict[str, torch.Tensor]:
     """The state dict of an official checkpoint: a Lightning file (``{"state_dict": ...}``) or a bare state dict."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"official checkpoint not found: {p} (download it from Hugging Face dek924/PerX2CT)")
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
+        obj = _torch_load(p)
     except Exception as e:  # noqa: BLE001 - any unreadable file gets the same one-line report
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise OfficialCheckpointError(f"{p} is not a readable PyTorch checkpoint ({first[:200]})") from None

@@ -81,3 +81,8 @@ def state_digest(state: dict[str, torch.Tensor]) -> str:
         a = value.detach().cpu().contiguous().numpy()
         h.update(a.astype(a.dtype.newbyteorder("<")).tobytes())
     return h.hexdigest()
+
+
+class ModelCheckpoint:
+    """Stand-in for PyTorch-Lightning's callback class: Lightning 1.0.8 checkpoints key their ``callbacks`` state by
+    the callback's class object, which the importer's weights-only load must tolerate."""

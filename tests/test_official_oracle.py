@@ -2,8 +2,8 @@
 and inferers reproduce the official code's outputs (the oracle in ``tests/data/official/``, see its README).
 
 Chain under test: weights from this project's own generator of the oracle's weight rule (``tests/official_weights.py``;
-its SHA-256 must equal the oracle's), written as an official Lightning checkpoint (local variant) or a bare state dict
-(global variant), converted by ``python -m scripts import_official`` (the CLI as documented, local variant) or
+its SHA-256 must equal the oracle's), written as an official Lightning checkpoint (local variant; its ``callbacks`` keyed
+by a class object, as Lightning 1.0.8 writes them) or a bare state dict (global variant), converted by ``python -m scripts import_official`` (the CLI as documented, local variant) or
 :func:`scripts.import_official.import_official`, rebuilt from the written sidecar (legacy model preset + official
 camera), fed the official dataloader's X-rays mapped into this bundle's image convention
 (``pa = fliplr(pa_official)``, ``lateral = rot90(lateral_official, -1)``) and run through
@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 import torch
 
-from official_weights import official_state_dict, state_digest
+from official_weights import ModelCheckpoint, official_state_dict, state_digest
 
 DATA = Path(__file__).resolve().parent / "data" / "official"
 REPO = Path(__file__).resolve().parents[1]
@@ -74,7 +74,8 @@ def imported(official_sd, tmp_path_factory):
         folder = tmp_path_factory.mktemp(variant)
         src, out = folder / "official.ckpt", folder / "models" / "model.pt"
         if variant == "perx2ct":  # a Lightning checkpoint, through the documented command
-            torch.save({"state_dict": official_sd(variant), "epoch": 3}, src)
+            callbacks = {ModelCheckpoint: {"best_model_score": torch.tensor(0.1), "best_model_path": "last.ckpt"}}
+            torch.save({"state_dict": official_sd(variant), "epoch": 3, "callbacks": callbacks}, src)
             res = subprocess.run(
                 [sys.executable, "-m", "scripts", "import_official", "--ckpt", str(src), "--variant", variant,
                  "--output", str(out)], cwd=REPO, capture_output=True, encoding="utf-8", errors="replace", timeout=600,
