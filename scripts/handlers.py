@@ -93,7 +93,14 @@ def _command(extra: Mapping[str, str] | None = None) -> str:
     exe = sys.executable or "python"
     rel = os.path.relpath(exe) if os.path.isabs(exe) else exe
     exe = rel if not rel.startswith("..") else exe
-    return shlex.join([exe, *head, *args])
+    return " ".join(_quote(a) for a in [exe, *head, *args])
+
+
+def _quote(arg: str) -> str:
+    """Shell quoting that keeps config lists readable: ``"['a.json','b.json']"`` rather than shlex's ``'['"'"'a...``."""
+    if "'" in arg and not any(c in arg for c in '"$`\\!'):
+        return f'"{arg}"'
+    return shlex.quote(arg)
 
 
 def resume_command() -> str:
@@ -444,7 +451,7 @@ class CleanStop:
             raise e  # the trainer's CleanStop saves and reports
         if self.role == "evaluate":
             total = getattr(engine.state, "epoch_length", None) or "?"
-            raise stop(f"interrupted at case {self._done or 0}/{total}; nothing was written for the unfinished run; "
+            raise stop(f"\ninterrupted at case {self._done or 0}/{total}; nothing was written for the unfinished run; "
                        f"run again with: {_command()}")
         state = engine.state
         if self._done is not None:
@@ -460,7 +467,8 @@ class CleanStop:
                 latest.save(engine)
             except KeyboardInterrupt:  # a second Ctrl-C while saving: the atomic write leaves the old file
                 saved = " (not saved: interrupted again while saving)"
-        raise stop(f"interrupted at epoch {epoch}, iteration {state.iteration}{saved}; resume with: {resume_command()}")
+        # a newline first: the progress bar's line is still open on the console
+        raise stop(f"\ninterrupted at epoch {epoch}, iteration {state.iteration}{saved}; resume with: {resume_command()}")
 
 
 # ------------------------------------------------------------------------------------------ outputs
