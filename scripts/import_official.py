@@ -113,12 +113,14 @@ def convert_state_dict(official: Mapping[str, torch.Tensor], variant: str) -> di
     has_layer3 = any(k.startswith(_ENC + "layer3.") for k in keys)
     if has_layer3 != is_global:
         other = "perx2ct_global" if has_layer3 else "perx2ct"
-        what = "the global variant's keys (encoder layer3)" if has_layer3 else "no global branch (no encoder layer3 keys)"
+        what = ("the global variant's keys (encoder layer3)" if has_layer3
+                else "no global branch (no encoder layer3 keys)")
         raise OfficialCheckpointError(f"the checkpoint holds {what}: use --variant {other} instead of {variant}")
     axis_emb = official.get("encoder.axis_emb.weight")
     if axis_emb is not None and axis_emb.numel() != 0:
         raise OfficialCheckpointError(
-            f"encoder.axis_emb.weight has shape {list(axis_emb.shape)}: axis embeddings (axis_emb_dim > 0) are not supported"
+            f"encoder.axis_emb.weight has shape {list(axis_emb.shape)}: "
+            "axis embeddings (axis_emb_dim > 0) are not supported"
         )
     attn_levels = {int(m.group(1)) for k in keys if (m := re.match(r"^decoder\.up\.(\d+)\.attn\.", k))}
     n_levels = 1 + max(int(m.group(1)) for k in keys if (m := re.match(r"^decoder\.up\.(\d+)\.", k)))
@@ -139,7 +141,9 @@ def convert_state_dict(official: Mapping[str, torch.Tensor], variant: str) -> di
     out["decoder.conv_in.weight"] = torch.cat((local, pe, glob), dim=1).contiguous()
     for name in ("decoder.conv_out.weight", "decoder.conv_out.bias"):
         if out[name].shape[0] != 3:
-            raise OfficialCheckpointError(f"{name} has {out[name].shape[0]} output channels; the official decoder has 3")
+            raise OfficialCheckpointError(
+                f"{name} has {out[name].shape[0]} output channels; the official decoder has 3"
+            )
         out[name] = out[name][1:2].clone()  # channel 1: what the official evaluation reads
     return out
 

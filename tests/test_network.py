@@ -279,7 +279,7 @@ def test_sampler_repr_and_the_network_uses_the_centred_geometry():
 
 
 def test_positional_encoding_is_the_official_nerf_embedder():
-    """[p, sin(2^0 p), cos(2^0 p), ..., sin(2^9 p), cos(2^9 p)] (3 values per term, no pi) of p = axes @ offset / unit."""
+    """[p, sin(2^0 p), cos(2^0 p), ..., sin(2^9 p), cos(2^9 p)] (3 values per term, no pi), p = axes @ offset / unit."""
     from scripts.networks import PositionalEncoding
 
     p = torch.rand(7, 3) - 0.5
@@ -293,6 +293,12 @@ def test_positional_encoding_is_the_official_nerf_embedder():
     torch.testing.assert_close(earlier(p)[:, 3:6], torch.sin(2 * p * math.pi), rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="3 x 3 matrix"):
         PositionalEncoding(axes=[[1, 0, 0]])
+
+
+def _official_conventions():
+    """The convention fields of ``paper_official`` (applied to the small preset in these tests)."""
+    size = ("encoder", "decoder_channels", "num_res_blocks", "attn_resolutions")
+    return {k: v for k, v in MODEL_PRESETS["paper_official"].items() if k not in size}
 
 
 def _decoder_io(net, axis, index, box=None):
@@ -321,9 +327,7 @@ def test_query_points_reach_the_decoder_as_the_official_code_lays_them_out(axis)
     torch.testing.assert_close(x[0, pe0 + rows], grid[:, None].expand(32, 32))
     torch.testing.assert_close(x[0, pe0 + cols], grid[None, :].expand(32, 32))
 
-    official = {k: v for k, v in MODEL_PRESETS["paper_official"].items() if k not in ("encoder", "decoder_channels",
-                                                                                        "num_res_blocks", "attn_resolutions")}
-    net = build_perx2ct("small", sampler(), **official).eval()
+    net = build_perx2ct("small", sampler(), **_official_conventions()).eval()
     official_index = 127 - 40 if code == 0 else 40  # axial runs the other way (official i0 = 127 - k)
     x, y, out = _decoder_io(net, axis, 40)
     p = x[0, pe0 : pe0 + 3]  # official world (p0, p1, p2)
@@ -363,7 +367,8 @@ def test_legacy_presets_are_data_over_the_paper_presets():
     select the official sampling; the legacy network scripts for export."""
     from scripts.networks import LEGACY_PRESETS
 
-    convention = {"positional_encoding", "slice_layout", "view_transforms", "input_intensity", "sampler_options", "encoder"}
+    convention = {"positional_encoding", "slice_layout", "view_transforms", "input_intensity", "sampler_options",
+                  "encoder"}
     for normal, legacy in LEGACY_PRESETS.items():
         a, b = MODEL_PRESETS[normal], MODEL_PRESETS[legacy]
         assert {k for k in set(a) | set(b) if a.get(k) != b.get(k)} <= convention
@@ -373,11 +378,10 @@ def test_legacy_presets_are_data_over_the_paper_presets():
         net = build_perx2ct("paper_official", PerspectiveSampler(g))
     assert net.sampler.options() == {"align_corners": True, "visibility_mask": False}
     assert net.slice_layout == "official" and net.input_intensity == "8bit" and net.encoder.freeze_stem
-    official = {k: v for k, v in MODEL_PRESETS["paper_official"].items() if k not in ("encoder", "decoder_channels",
-                                                                                        "num_res_blocks", "attn_resolutions")}
-    small = build_perx2ct("small", PerspectiveSampler(g), **official).eval()
+    small = build_perx2ct("small", PerspectiveSampler(g), **_official_conventions()).eval()
     scripted = torch.jit.script(small)
     image, axis = torch.rand(1, 2, 128, 128), torch.tensor([[0, 1, 2]])
-    index, box = torch.tensor([[3.0, 64.5, 127.0]]), torch.tensor([[[0.0, 0.0, 128.0], [10.0, 20.0, 32.0], [64.0, 0.0, 64.0]]])
+    index = torch.tensor([[3.0, 64.5, 127.0]])
+    box = torch.tensor([[[0.0, 0.0, 128.0], [10.0, 20.0, 32.0], [64.0, 0.0, 64.0]]])
     with torch.no_grad():
         torch.testing.assert_close(scripted(image, axis, index, box), small(image, axis, index, box), rtol=0, atol=1e-5)

@@ -2,8 +2,9 @@
 and inferers reproduce the official code's outputs (the oracle in ``tests/data/official/``, see its README).
 
 Chain under test: weights from this project's own generator of the oracle's weight rule (``tests/official_weights.py``;
-its SHA-256 must equal the oracle's), written as an official Lightning checkpoint (local variant; its ``callbacks`` keyed
-by a class object, as Lightning 1.0.8 writes them) or a bare state dict (global variant), converted by ``python -m scripts import_official`` (the CLI as documented, local variant) or
+its SHA-256 must equal the oracle's), written as an official Lightning checkpoint (local variant; its ``callbacks``
+keyed by a class object, as Lightning 1.0.8 writes them) or a bare state dict (global variant), converted by
+``python -m scripts import_official`` (the CLI as documented, local variant) or
 :func:`scripts.import_official.import_official`, rebuilt from the written sidecar (legacy model preset + official
 camera), fed the official dataloader's X-rays mapped into this bundle's image convention
 (``pa = fliplr(pa_official)``, ``lateral = rot90(lateral_official, -1)``) and run through
@@ -99,8 +100,8 @@ def _network(ckpt: Path):
     from scripts.networks import PerspectiveSampler, build_perx2ct
 
     info = read_info(ckpt)
-    net = build_perx2ct(info["model_preset"], PerspectiveSampler(ProjectionGeometry.from_preset(info["geometry_preset"])),
-                        **info["model_overrides"])
+    sampler = PerspectiveSampler(ProjectionGeometry.from_preset(info["geometry_preset"]))
+    net = build_perx2ct(info["model_preset"], sampler, **info["model_overrides"])
     net.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True), strict=True)
     return net.eval()
 
@@ -207,7 +208,8 @@ def test_every_expected_slice_including_zoom(imported, bundle_inputs, variant):
                                   [float(v) for v in exp["project_box"][r]])
             out = inferer(bundle_inputs, net)[0, 0].numpy()
             diff = float(np.abs(_to_official_slice(out, axis) - exp["out"][r]).max())
-            assert diff <= TOL_SLICE, (variant, exp["axis"][r], int(exp["index"][r]), exp["p0"][r], exp["zoom"][r], diff)
+            where = (variant, exp["axis"][r], int(exp["index"][r]), exp["p0"][r], exp["zoom"][r])
+            assert diff <= TOL_SLICE, (where, diff)
             worst = max(worst, diff)
     print(f"{variant}: max |diff| over {len(exp['out'])} slices = {worst:.2e}")
 

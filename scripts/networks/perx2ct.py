@@ -188,7 +188,9 @@ class PerX2CT(nn.Module):
         transforms = dict(view_transforms or {})
         unknown_views = sorted(set(transforms) - set(sampler.views))
         if unknown_views:
-            raise ValueError(f"view_transforms names views {unknown_views} that the sampler lacks {list(sampler.views)}")
+            raise ValueError(
+                f"view_transforms names views {unknown_views} that the sampler lacks {list(sampler.views)}"
+            )
         for name in transforms.values():
             if name not in VIEW_TRANSFORMS:
                 raise ValueError(f"unknown view transform {name!r}; choose one of {sorted(VIEW_TRANSFORMS)}")
