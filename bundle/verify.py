@@ -412,6 +412,20 @@ def run_checks(bundle_root: str | Path = ".", only: list[str] | None = None, **o
     return results
 
 
+def report(results: list[CheckResult], command: str, width: int = 17) -> None:
+    """Print one line per check (name padded to ``width``), then ``<command>: N passed, M failed``;
+    exit 1 when any failed."""
+    for r in results:
+        print(r.line().replace(f"{r.name:17s}", f"{r.name:{width}s}", 1), flush=True)
+    failed = [r.name for r in results if not r.ok]
+    print(
+        f"{command}: {len(results) - len(failed)} passed, {len(failed)} failed"
+        + (f" ({', '.join(failed)})" if failed else "")
+    )
+    if failed:
+        sys.exit(1)
+
+
 def verify(
     bundle_root: str = ".",
     schema: str | None = None,
@@ -450,12 +464,4 @@ def verify(
         atol=atol,
         use_trace=use_trace,
     )
-    for r in results:
-        print(r.line(), flush=True)
-    failed = [r.name for r in results if not r.ok]
-    print(
-        f"verify: {len(results) - len(failed)} passed, {len(failed)} failed"
-        + (f" ({', '.join(failed)})" if failed else "")
-    )
-    if failed:
-        sys.exit(1)
+    report(results, "verify")

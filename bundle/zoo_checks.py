@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bundle import BUNDLE_NAME, REPO_ROOT
-from bundle.verify import CheckError, CheckResult, _bundle_import_path, _schema_path
+from bundle.verify import CheckError, CheckResult, _bundle_import_path, _schema_path, report
 
 __all__ = ["ZooContext", "STEPS", "run_zoo_checks", "zoo_check", "zoo_requirements"]
 
@@ -435,15 +435,7 @@ def zoo_check(
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
-    for r in results:
-        print(r.line().replace(f"{r.name:17s}", f"{r.name:25s}", 1), flush=True)
-    failed = [r.name for r in results if not r.ok]
-    print(
-        f"zoo_check: {len(results) - len(failed)} passed, {len(failed)} failed"
-        + (f" ({', '.join(failed)})" if failed else "")
-    )
-    if failed:
-        sys.exit(1)
+    report(results, "zoo_check", width=25)
 
 
 if __name__ == "__main__":

@@ -309,6 +309,20 @@ def _area_matrix(n_in: int, n_out: int) -> torch.Tensor:
     return torch.as_tensor(overlap / r, dtype=torch.float32)
 
 
+def _downsampled_like(img: MetaTensor, y) -> MetaTensor:
+    """``y`` (1, *shape), a resampling of ``img`` (1, *n_in) that keeps its outer edges and centre, as a
+    MetaTensor with ``img``'s affine scaled by ``r = n_in / shape`` (spacing x r, voxel 0 centred at input index
+    ``(r - 1) / 2``) and ``img``'s other metadata."""
+    n_in = np.asarray(img.shape[1:], dtype=np.float64)
+    r = n_in / np.asarray(y.shape[1:], dtype=np.float64)
+    scale = np.eye(4)
+    scale[:3, :3] = np.diag(r)
+    scale[:3, 3] = (r - 1) / 2  # centre of output voxel 0 in input index units
+    affine = np.asarray(img.affine, dtype=np.float64) @ scale
+    meta = {k: v for k, v in img.meta.items() if k != "affine"}
+    return _set_spacing_meta(MetaTensor(y, affine=torch.as_tensor(affine, dtype=torch.float64), meta=meta))
+
+
 def area_downsample(img: MetaTensor, shape: Sequence[int]) -> MetaTensor:
     """Exact area (box-filter) downsampling of a ``(C, X, Y, Z)`` MetaTensor to ``shape``, any ratio >= 1.
 
@@ -326,14 +340,7 @@ def area_downsample(img: MetaTensor, shape: Sequence[int]) -> MetaTensor:
     y = torch.einsum("cxyz,ax->cayz", x, mx)
     y = torch.einsum("cayz,by->cabz", y, my)
     y = torch.einsum("cabz,dz->cabd", y, mz)
-    r = np.asarray(n_in, dtype=np.float64) / np.asarray(shape, dtype=np.float64)
-    scale = np.eye(4)
-    scale[:3, :3] = np.diag(r)
-    scale[:3, 3] = (r - 1) / 2  # centre of output voxel 0 in input index units
-    affine = np.asarray(img.affine, dtype=np.float64) @ scale
-    meta = {k: v for k, v in img.meta.items() if k != "affine"}
-    out = MetaTensor(y.contiguous(), affine=torch.as_tensor(affine, dtype=torch.float64), meta=meta)
-    return _set_spacing_meta(out)
+    return _downsampled_like(img, y.contiguous())
 
 
 def point_downsample(img: MetaTensor, shape: Sequence[int]) -> MetaTensor:
@@ -350,13 +357,7 @@ def point_downsample(img: MetaTensor, shape: Sequence[int]) -> MetaTensor:
         raise ValueError(f"point_downsample needs a 3D output shape, got {shape}")
     weights = [linear_weights((np.arange(o) + 0.5) * (i / o) - 0.5, i) for i, o in zip(n_in, shape)]
     y = separable_resample(img.as_tensor()[0].detach().cpu().numpy(), weights)[None]
-    r = np.asarray(n_in, dtype=np.float64) / np.asarray(shape, dtype=np.float64)
-    scale = np.eye(4)
-    scale[:3, :3] = np.diag(r)
-    scale[:3, 3] = (r - 1) / 2  # centre of output voxel 0 in input index units
-    affine = np.asarray(img.affine, dtype=np.float64) @ scale
-    meta = {k: v for k, v in img.meta.items() if k != "affine"}
-    return _set_spacing_meta(MetaTensor(y, affine=torch.as_tensor(affine, dtype=torch.float64), meta=meta))
+    return _downsampled_like(img, y)
 
 
 #: Resampling modes of :class:`CTTarget`.
