@@ -12,7 +12,6 @@ import fire
 def _commands() -> dict:
     # imported lazily so that ``--help`` is quick and one broken optional module cannot block the rest
     from scripts.example_data import download_example_cli
-
     from scripts.pretrained import download_weights_cli
 
     commands = {"download_example": download_example_cli, "download_weights": download_weights_cli}

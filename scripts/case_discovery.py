@@ -85,17 +85,23 @@ def _link_problem(entry: os.DirEntry, root_real: str) -> tuple[str, str] | None:
         import errno
 
         if e.errno == errno.ELOOP:
-            return "LoopingLink", f"{entry.path}: symbolic link loops ({entry.name} -> {target}); remove or fix the link"
+            return (
+                "LoopingLink",
+                f"{entry.path}: symbolic link loops ({entry.name} -> {target}); remove or fix the link",
+            )
         return "BrokenLink", f"{entry.path}: symbolic link points to nothing ({entry.name} -> {target}); fix the link"
     if os.path.isdir(real) and (_within(root_real, real) or _within(real, root_real)):
         where = "the dataset folder or one above it" if _within(root_real, real) else "another entry of the dataset"
-        return "LinkIntoDataset", (f"{entry.path}: folder link to {real}, which is {where}; skipped so that no case is "
-                                   "prepared twice; remove the link")
+        return "LinkIntoDataset", (
+            f"{entry.path}: folder link to {real}, which is {where}; skipped so that no case is "
+            "prepared twice; remove the link"
+        )
     return None
 
 
-def scan_dataset(raw_dir: str | os.PathLike, exclude: Sequence[str | os.PathLike] = ()
-                 ) -> tuple[list[tuple[str, str]], list[SkippedEntry]]:
+def scan_dataset(
+    raw_dir: str | os.PathLike, exclude: Sequence[str | os.PathLike] = ()
+) -> tuple[list[tuple[str, str]], list[SkippedEntry]]:
     """``(cases, skipped)``: the cases under ``raw_dir`` as ``[(case_id, path), ...]`` sorted by case id,
     and the entries skipped with their reasons (see the module doc).
 
@@ -108,8 +114,10 @@ def scan_dataset(raw_dir: str | os.PathLike, exclude: Sequence[str | os.PathLike
     """
     root = Path(raw_dir)
     if not root.is_dir():
-        raise DiscoveryError(f"dataset_dir {root} is not a folder: pass --dataset_dir with a folder of CTs "
-                             "(DICOM series folders, TCIA patient folders, NIfTI/MHA files)")
+        raise DiscoveryError(
+            f"dataset_dir {root} is not a folder: pass --dataset_dir with a folder of CTs "
+            "(DICOM series folders, TCIA patient folders, NIfTI/MHA files)"
+        )
     skip = {os.path.realpath(p) for p in exclude}
     root_real = os.path.realpath(root)
     found: dict[str, list[str]] = {}
@@ -146,8 +154,12 @@ def scan_dataset(raw_dir: str | os.PathLike, exclude: Sequence[str | os.PathLike
             continue
         found.setdefault(cid, []).append(str(root / entry.name))
     if loose_dicom:
-        logger.warning("%s holds %d DICOM file(s) directly, which are ignored: put each CT series (or patient) "
-                       "in its own sub-folder, one folder per case", root, loose_dicom)
+        logger.warning(
+            "%s holds %d DICOM file(s) directly, which are ignored: put each CT series (or patient) "
+            "in its own sub-folder, one folder per case",
+            root,
+            loose_dicom,
+        )
     dups = {c: p for c, p in found.items() if len(p) > 1}
     if dups:
         lines = "; ".join(f"{c!r} from {', '.join(p)}" for c, p in sorted(dups.items()))

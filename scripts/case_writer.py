@@ -41,8 +41,18 @@ CASE_FILES = ("ct.nii.gz", "ct_1mm.nii.gz", "pa.png", "lateral.png", "case.json"
 #: Prefix of the temporary folder a case is written into (``.tmp-<case_id>-<pid>``).
 TMP_PREFIX = ".tmp-"
 #: Meta of the loaded CT recorded in ``case.json["original"]``.
-_SOURCE_META = ("series_dir", "series_uid", "patient_id", "num_slices", "transfer_syntax", "series", "series_left_out",
-                "tilt_deg", "geometry_note", "instance_number_increases_toward")
+_SOURCE_META = (
+    "series_dir",
+    "series_uid",
+    "patient_id",
+    "num_slices",
+    "transfer_syntax",
+    "series",
+    "series_left_out",
+    "tilt_deg",
+    "geometry_note",
+    "instance_number_increases_toward",
+)
 
 
 def is_case_complete(folder: str | os.PathLike) -> bool:
@@ -56,7 +66,9 @@ def complete_cases(output_dir: str | os.PathLike) -> list[str]:
     out = Path(output_dir)
     if not out.is_dir():
         return []
-    return sorted(e.name for e in os.scandir(out) if e.is_dir() and not e.name.startswith(".") and is_case_complete(e.path))
+    return sorted(
+        e.name for e in os.scandir(out) if e.is_dir() and not e.name.startswith(".") and is_case_complete(e.path)
+    )
 
 
 def _jsonable(x: Any) -> Any:
@@ -122,15 +134,19 @@ def run_chain(preprocessing: Callable, data: dict, ct_key: str = "ct") -> tuple[
         ct = data.get(ct_key) if isinstance(data, Mapping) else None
         if not original and isinstance(ct, MetaTensor):
             meta = ct.meta
-            original = {"shape": [int(s) for s in ct.shape[1:]], "spacing_mm": _spacing(ct.affine),
-                        "axcodes": meta.get("axcodes", "")}
+            original = {
+                "shape": [int(s) for s in ct.shape[1:]],
+                "spacing_mm": _spacing(ct.affine),
+                "axcodes": meta.get("axcodes", ""),
+            }
             for k in _SOURCE_META:
                 if k in meta:
                     original[k] = _jsonable(meta[k])
     ct = data.get(ct_key) if isinstance(data, Mapping) else None
     meta = getattr(ct, "meta", {})
-    original["normalization"] = {k: _jsonable(meta[k]) for k in ("crop", "cube_centre_lps_mm", "target_resampling")
-                                 if k in meta}
+    original["normalization"] = {
+        k: _jsonable(meta[k]) for k in ("crop", "cube_centre_lps_mm", "target_resampling") if k in meta
+    }
     original["seconds"] = timings
     return data, original
 
@@ -149,8 +165,14 @@ def _save_volume(x, path: Path, dtype) -> tuple[np.ndarray, np.ndarray]:
     return arr, affine
 
 
-def save_case(folder: str | os.PathLike, data: Mapping, info: dict[str, Any], ct_key: str = "ct",
-              view_keys: Sequence[str] = ("pa", "lateral"), hu_key: str = "ct_1mm") -> None:
+def save_case(
+    folder: str | os.PathLike,
+    data: Mapping,
+    info: dict[str, Any],
+    ct_key: str = "ct",
+    view_keys: Sequence[str] = ("pa", "lateral"),
+    hu_key: str = "ct_1mm",
+) -> None:
     """Write ``ct.nii.gz``, ``ct_1mm.nii.gz``, one ``<view>.png`` per view key and ``case.json`` into ``folder``.
 
     ``data[ct_key]``: ``(1, X, Y, Z)`` MetaTensor (affine RAS, array LPS); ``data[hu_key]``: the 1 mm HU
@@ -160,7 +182,9 @@ def save_case(folder: str | os.PathLike, data: Mapping, info: dict[str, Any], ct
     ct = data[ct_key]
     arr, affine = _save_volume(ct, folder / "ct.nii.gz", np.float32)
     if hu_key not in data:
-        raise KeyError(f"the preprocessing chain gave no {hu_key!r} (the 1 mm HU cube): add HUToInt16d after NormalizeCTd")
+        raise KeyError(
+            f"the preprocessing chain gave no {hu_key!r} (the 1 mm HU cube): add HUToInt16d after NormalizeCTd"
+        )
     hu, hu_affine = _save_volume(data[hu_key], folder / "ct_1mm.nii.gz", np.int16)
     geometry = None
     for key in view_keys:
@@ -180,8 +204,14 @@ def save_case(folder: str | os.PathLike, data: Mapping, info: dict[str, Any], ct
         "array_axes": "LPS",
         "intensity": str(getattr(ct, "meta", {}).get("intensity", "")),
     }
-    info["ct_1mm"] = {"file": "ct_1mm.nii.gz", "shape": [int(s) for s in hu.shape], "spacing_mm": _spacing(hu_affine),
-                      "affine_ras": _jsonable(hu_affine), "array_axes": "LPS", "intensity": "HU (int16)"}
+    info["ct_1mm"] = {
+        "file": "ct_1mm.nii.gz",
+        "shape": [int(s) for s in hu.shape],
+        "spacing_mm": _spacing(hu_affine),
+        "affine_ras": _jsonable(hu_affine),
+        "array_axes": "LPS",
+        "intensity": "HU (int16)",
+    }
     info["views"] = {k: f"{k}.png" for k in view_keys}
     write_json_atomic(folder / "case.json", _jsonable(info))
 
@@ -192,17 +222,29 @@ def _notes(original: Mapping[str, Any]) -> list[str]:
     left = original.get("series_left_out") or []
     if left:
         used = original.get("series", {})
-        notes.append(f"used {used.get('modality', 'CT')} series {used.get('uid', '?')} ({used.get('slices', '?')} slices, "
-                     f"{used.get('description', '') or 'no description'}); left out: " + "; ".join(
-                         f"{s.get('modality')} series {s.get('uid')} ({s.get('slices')} slices, "
-                         f"{s.get('description', '') or 'no description'})" for s in left) + " (see case.json)")
+        notes.append(
+            f"used {used.get('modality', 'CT')} series {used.get('uid', '?')} ({used.get('slices', '?')} slices, "
+            f"{used.get('description', '') or 'no description'}); left out: "
+            + "; ".join(
+                f"{s.get('modality')} series {s.get('uid')} ({s.get('slices')} slices, "
+                f"{s.get('description', '') or 'no description'})"
+                for s in left
+            )
+            + " (see case.json)"
+        )
     if original.get("geometry_note"):
         notes.append(str(original["geometry_note"]))
     return notes
 
 
-def prepare_case(case_id: str, source: str, output_dir: str | os.PathLike, preprocessing: Callable,
-                 ct_key: str = "ct", view_keys: Sequence[str] = ("pa", "lateral")) -> dict[str, Any]:
+def prepare_case(
+    case_id: str,
+    source: str,
+    output_dir: str | os.PathLike,
+    preprocessing: Callable,
+    ct_key: str = "ct",
+    view_keys: Sequence[str] = ("pa", "lateral"),
+) -> dict[str, Any]:
     """Prepare one case into ``output_dir/<case_id>`` atomically (temporary folder, then rename).
 
     Returns ``{"case_id", "source", "status": "prepared"|"skipped"|"failed", "seconds"[, "reason", "error",

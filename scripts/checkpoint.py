@@ -32,8 +32,17 @@ from typing import Any
 from scripts.atomic import write_json_atomic
 
 __all__ = [
-    "FORMAT", "CheckpointInfoError", "CheckpointError", "info_path", "write_info", "read_info", "bundle_version",
-    "require_checkpoint", "resolve_network", "check_resume", "export_ckpt_file",
+    "FORMAT",
+    "CheckpointInfoError",
+    "CheckpointError",
+    "info_path",
+    "write_info",
+    "read_info",
+    "bundle_version",
+    "require_checkpoint",
+    "resolve_network",
+    "check_resume",
+    "export_ckpt_file",
 ]
 
 #: Identifies the sidecar layout; bump the number when a key changes meaning.
@@ -96,7 +105,9 @@ def read_info(ckpt_path: str | os.PathLike) -> dict[str, Any] | None:
     try:
         info = json.loads(path.read_text())
     except (OSError, ValueError) as e:
-        raise CheckpointInfoError(f"{path}: unreadable checkpoint description ({e}); delete it or re-save the checkpoint") from e
+        raise CheckpointInfoError(
+            f"{path}: unreadable checkpoint description ({e}); delete it or re-save the checkpoint"
+        ) from e
     if not isinstance(info, dict) or any(k not in info for k in _REQUIRED):
         raise CheckpointInfoError(f"{path}: not a checkpoint description (needs {list(_REQUIRED)})")
     return info
@@ -113,14 +124,18 @@ def require_checkpoint(ckpt_path: str | os.PathLike, what: str = "checkpoint (--
     if not path.is_file():
         raise FileNotFoundError(f"{what} not found: {path} (train first, or pass --ckpt_path FILE)")
     if path.stat().st_size == 0:
-        raise CheckpointError(f"{what} {path} is empty (0 bytes): a write was cut short; delete it and train again "
-                              f"or point --ckpt_path at another checkpoint")
+        raise CheckpointError(
+            f"{what} {path} is empty (0 bytes): a write was cut short; delete it and train again "
+            f"or point --ckpt_path at another checkpoint"
+        )
     try:
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()
     except (zipfile.BadZipFile, OSError) as e:
-        raise CheckpointError(f"{what} {path} is corrupt or truncated ({e}); delete it and train again, "
-                              f"or point --ckpt_path at another checkpoint") from e
+        raise CheckpointError(
+            f"{what} {path} is corrupt or truncated ({e}); delete it and train again, "
+            f"or point --ckpt_path at another checkpoint"
+        ) from e
     if not any(n.endswith("data.pkl") for n in names):
         raise CheckpointError(f"{what} {path} is a zip file but not a PyTorch checkpoint (no data.pkl)")
     return str(path)
@@ -155,8 +170,10 @@ def resolve_network(
     """
     info = read_info(ckpt_path) if ckpt_path else None
     out: dict[str, Any] = {"info": info, "model_overrides": dict((info or {}).get("model_overrides") or {})}
-    for key, asked, default in (("model_preset", model_preset, default_model_preset),
-                                ("geometry_preset", geometry_preset, default_geometry_preset)):
+    for key, asked, default in (
+        ("model_preset", model_preset, default_model_preset),
+        ("geometry_preset", geometry_preset, default_geometry_preset),
+    ):
         saved = None if info is None else info.get(key)
         if asked not in (None, "", "null") and saved is not None and str(asked) != str(saved):
             raise CheckpointError(
@@ -183,8 +200,11 @@ def check_resume(
     info = read_info(ckpt_path)
     if info is None:
         return str(ckpt_path)  # written before sidecars existed: the state dict load checks the shapes
-    want = {"model_preset": str(model_preset), "geometry_preset": str(geometry_preset),
-            "model_overrides": dict(model_overrides or {})}
+    want = {
+        "model_preset": str(model_preset),
+        "geometry_preset": str(geometry_preset),
+        "model_overrides": dict(model_overrides or {}),
+    }
     for key, value in want.items():
         if info.get(key, {} if key == "model_overrides" else None) != value:
             raise CheckpointError(

@@ -303,8 +303,9 @@ def _slice_normal(ds) -> np.ndarray:
     return n / np.linalg.norm(n)
 
 
-def find_dicom_series(folder: str | os.PathLike, modality: str | None = "CT", recursive: bool = True,
-                      unreadable: list[str] | None = None) -> list[DicomSeries]:
+def find_dicom_series(
+    folder: str | os.PathLike, modality: str | None = "CT", recursive: bool = True, unreadable: list[str] | None = None
+) -> list[DicomSeries]:
     """All DICOM series under ``folder``, most slices first.
 
     Reads headers only (pydicom, ``stop_before_pixels=True``, ``force=False``); files that are not
@@ -413,8 +414,10 @@ def choose_ct_series(folder: str | os.PathLike, recursive: bool = True) -> tuple
     unreadable: list[str] = []
     everything = find_dicom_series(folder, modality=None, recursive=recursive, unreadable=unreadable)
     if not everything and unreadable:
-        raise CTLoadError(f"{folder}: no DICOM files found; {len(unreadable)} entries could not be read (first: "
-                          f"{unreadable[0]}); fix their permissions or links")
+        raise CTLoadError(
+            f"{folder}: no DICOM files found; {len(unreadable)} entries could not be read (first: "
+            f"{unreadable[0]}); fix their permissions or links"
+        )
     if not everything:
         raise CTLoadError(
             f"{folder}: no DICOM files found (empty folder or only non-DICOM files); "
@@ -440,7 +443,9 @@ def _validate_series(s: DicomSeries) -> None:
     for f, ds in zip(s.files, s.headers):
         for tag in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns"):
             if tag not in ds:
-                raise CTLoadError(f"{f}: DICOM tag {tag} missing; cannot place the slice in 3D, need a standard CT series")
+                raise CTLoadError(
+                    f"{f}: DICOM tag {tag} missing; cannot place the slice in 3D, need a standard CT series"
+                )
         if (ds.Rows, ds.Columns) != (h0.Rows, h0.Columns):
             raise CTLoadError(
                 f"{f}: slice size {ds.Rows}x{ds.Columns} differs from {h0.Rows}x{h0.Columns} of {s.files[0]}; "
@@ -448,7 +453,9 @@ def _validate_series(s: DicomSeries) -> None:
             )
         iop = np.asarray([float(v) for v in ds.ImageOrientationPatient])
         if np.abs(iop - np.asarray([float(v) for v in h0.ImageOrientationPatient])).max() > 1e-3:
-            raise CTLoadError(f"{f}: ImageOrientationPatient differs from the first slice; need one stack of parallel slices")
+            raise CTLoadError(
+                f"{f}: ImageOrientationPatient differs from the first slice; need one stack of parallel slices"
+            )
     # truncated files: uncompressed pixel data must be complete
     for f, ds, off in zip(s.files, s.headers, s.pixel_offsets):
         ts = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
@@ -528,8 +535,10 @@ def series_geometry(series: DicomSeries) -> tuple[np.ndarray, np.ndarray, np.nda
 
 
 def _describe_geometry(origin, spacing, direction) -> str:
-    return (f"origin {np.round(np.asarray(origin), 2).tolist()} mm, spacing {np.round(np.asarray(spacing), 3).tolist()} mm, "
-            f"slice axis {np.round(np.asarray(direction)[:, 2], 3).tolist()}")
+    return (
+        f"origin {np.round(np.asarray(origin), 2).tolist()} mm, spacing {np.round(np.asarray(spacing), 3).tolist()} mm, "
+        f"slice axis {np.round(np.asarray(direction)[:, 2], 3).tolist()}"
+    )
 
 
 def read_dicom_series(series: DicomSeries, check: ChestCTCheck | None = None):
@@ -557,24 +566,33 @@ def read_dicom_series(series: DicomSeries, check: ChestCTCheck | None = None):
     try:
         reader.Update()
     except RuntimeError as e:
-        raise CTLoadError(f"{series.folder}: ITK/GDCM could not read the series pixels ({str(e).strip()[-300:]}); "
-                          "check the files are complete") from e
+        raise CTLoadError(
+            f"{series.folder}: ITK/GDCM could not read the series pixels ({str(e).strip()[-300:]}); "
+            "check the files are complete"
+        ) from e
     image = reader.GetOutput()
     size = tuple(int(v) for v in image.GetLargestPossibleRegion().GetSize())
     h0 = series.headers[0]
     if size != (int(h0.Columns), int(h0.Rows), series.num_slices):
-        raise CTLoadError(f"{series.folder}: ITK read {size[0]}x{size[1]}x{size[2]} voxels, the header says "
-                          f"{h0.Columns}x{h0.Rows}x{series.num_slices}; re-export the series")
+        raise CTLoadError(
+            f"{series.folder}: ITK read {size[0]}x{size[1]}x{size[2]} voxels, the header says "
+            f"{h0.Columns}x{h0.Rows}x{series.num_slices}; re-export the series"
+        )
     # the header is the truth: GDCM may take the slice spacing from SpacingBetweenSlices (even negative)
     # and turn the slice axis with it
-    itk_geometry = (np.asarray(image.GetOrigin()), np.asarray(image.GetSpacing()),
-                    np.asarray(itk.array_from_matrix(image.GetDirection()), dtype=np.float64))
+    itk_geometry = (
+        np.asarray(image.GetOrigin()),
+        np.asarray(image.GetSpacing()),
+        np.asarray(itk.array_from_matrix(image.GetDirection()), dtype=np.float64),
+    )
     note = ""
     itk_last = itk_geometry[0] + itk_geometry[2] @ (itk_geometry[1] * (np.asarray(size) - 1))
     ours_last = origin + direction @ (spacing * (np.asarray(size) - 1))
     if np.abs(itk_geometry[0] - origin).max() > 1e-2 or np.abs(itk_last - ours_last).max() > 1e-2:
-        note = (f"ITK/GDCM placed the series at {_describe_geometry(*itk_geometry)}; its header says "
-                f"{_describe_geometry(origin, spacing, direction)} (used)")
+        note = (
+            f"ITK/GDCM placed the series at {_describe_geometry(*itk_geometry)}; its header says "
+            f"{_describe_geometry(origin, spacing, direction)} (used)"
+        )
         logger.warning("%s: %s", series.folder, note)
     image.SetOrigin(origin.tolist())
     image.SetSpacing(spacing.tolist())
@@ -630,7 +648,9 @@ def _itk_to_metatensor(image, filename_or_obj: str, extra_meta: dict[str, Any], 
     arr = arr.astype(np.float32, copy=True)
     if not np.all(np.isfinite(arr)):
         n_bad = int((~np.isfinite(arr)).sum())
-        raise CTLoadError(f"{source}: {n_bad} voxels are NaN or inf; fix or mask them (e.g. set them to -1024 HU) and save again")
+        raise CTLoadError(
+            f"{source}: {n_bad} voxels are NaN or inf; fix or mask them (e.g. set them to -1024 HU) and save again"
+        )
     arr[arr <= PADDING_THRESHOLD_HU] = AIR_HU
     affine_lps = lps_affine(spacing, origin)
     affine = lps_to_ras(affine_lps)
@@ -763,8 +783,13 @@ def load_ct(path: str | os.PathLike, check: ChestCTCheck | None = None):
     else:
         series, left_out = choose_ct_series(p)
     if left_out:
-        logger.info("%s: using CT series %s (%d slices); left out: %s", p, series.series_uid, series.num_slices,
-                    "; ".join(f"{s.modality} series {s.series_uid} ({s.num_slices} slices)" for s in left_out))
+        logger.info(
+            "%s: using CT series %s (%d slices); left out: %s",
+            p,
+            series.series_uid,
+            series.num_slices,
+            "; ".join(f"{s.modality} series {s.series_uid} ({s.num_slices} slices)" for s in left_out),
+        )
     image, note = read_dicom_series(series, check=check)
     d = np.asarray(itk.array_from_matrix(image.GetDirection()), dtype=np.float64)
     normal = np.cross(d[:, 0], d[:, 1])

@@ -22,7 +22,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from monai.transforms import Compose, ConcatItemsd, CopyItemsd, DeleteItemsd, EnsureChannelFirstd, EnsureTyped, LoadImaged
+from monai.transforms import (
+    Compose,
+    ConcatItemsd,
+    CopyItemsd,
+    DeleteItemsd,
+    EnsureChannelFirstd,
+    EnsureTyped,
+    LoadImaged,
+)
 
 __all__ = ["load_datalist", "case_transform", "require_cases", "require_file", "validation_cases", "bundle_component"]
 
@@ -45,7 +53,7 @@ def require_cases(items: Sequence[dict], split: str, dataset_dir: str) -> list[d
     if not items:
         raise DatasetError(
             f"no {split!r} cases in {dataset_dir}: prepare with a split that has {split} cases "
-            f"(e.g. --split \"[0,0,1]\") or pass a --split_file"
+            f'(e.g. --split "[0,0,1]") or pass a --split_file'
         )
     return list(items)
 
@@ -105,8 +113,11 @@ def load_datalist(
         from scripts.case_writer import CASE_FILES, TMP_PREFIX
         from scripts.datalist import assign_split
 
-        made = sorted(e.name for e in root.iterdir()
-                      if e.is_dir() and ((e / "case.json").is_file() or e.name.startswith(TMP_PREFIX)))
+        made = sorted(
+            e.name
+            for e in root.iterdir()
+            if e.is_dir() and ((e / "case.json").is_file() or e.name.startswith(TMP_PREFIX))
+        )
         if made or (root / "failures.json").is_file():
             raise DatasetError(
                 f"{root} holds prepared case folders ({len(made)}, e.g. {', '.join(made[:3]) or 'none'}; files "
@@ -124,7 +135,11 @@ def load_datalist(
             lists[name] = [{"case_id": c, "ct": str(paths[c])} for c in split_lists.get(name, [])]
     logger.info(
         "%s: %s data, %d training / %d validation / %d test cases",
-        root, lists["mode"], len(lists["training"]), len(lists["validation"]), len(lists["test"]),
+        root,
+        lists["mode"],
+        len(lists["training"]),
+        len(lists["validation"]),
+        len(lists["test"]),
     )
     return lists
 
@@ -139,11 +154,15 @@ def validation_cases(datalist: dict[str, Any], dataset_dir: str, allow_training:
     if not flag(allow_training, "validate_on_training"):
         raise DatasetError(
             f"no validation cases in {dataset_dir}: the best checkpoint is chosen on validation cases. Prepare with a "
-            f"split that has validation cases (e.g. --split \"[0.8,0.1,0.1]\"), pass a --split_file with a "
+            f'split that has validation cases (e.g. --split "[0.8,0.1,0.1]"), pass a --split_file with a '
             f"'validation' list, or accept choosing on training cases with --validate_on_training true"
         )
-    logger.warning("no validation cases in %s: validating on the %d TRAINING cases (--validate_on_training true); "
-                   "models/model.pt is chosen on training data", dataset_dir, len(datalist["training"]))
+    logger.warning(
+        "no validation cases in %s: validating on the %d TRAINING cases (--validate_on_training true); "
+        "models/model.pt is chosen on training data",
+        dataset_dir,
+        len(datalist["training"]),
+    )
     return list(datalist["training"])
 
 

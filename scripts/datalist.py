@@ -22,8 +22,16 @@ from typing import Any
 
 from scripts.case_writer import CASE_FILES, complete_cases
 
-__all__ = ["SPLIT_NAMES", "SplitError", "check_split", "split_counts", "read_split_file", "assign_split",
-           "datalist_entry", "build_datalist"]
+__all__ = [
+    "SPLIT_NAMES",
+    "SplitError",
+    "check_split",
+    "split_counts",
+    "read_split_file",
+    "assign_split",
+    "datalist_entry",
+    "build_datalist",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +55,9 @@ def check_split(split: Any) -> tuple[float, float, float]:
     except (TypeError, ValueError):
         raise SplitError(f"split must be three numbers (training, validation, test), got {split!r}") from None
     if len(fr) != 3 or not all(math.isfinite(x) and x >= 0 for x in fr) or sum(fr) <= 0:
-        raise SplitError(f"split must be three non-negative numbers with a positive sum, e.g. [0.8,0.1,0.1]; got {split!r}")
+        raise SplitError(
+            f"split must be three non-negative numbers with a positive sum, e.g. [0.8,0.1,0.1]; got {split!r}"
+        )
     total = sum(fr)
     return tuple(x / total for x in fr)  # type: ignore[return-value]
 
@@ -75,8 +85,9 @@ def read_split_file(path: str | os.PathLike) -> dict[str, list[str]]:
     keys starting with ``_`` such as ``_comment`` are ignored). Raises :class:`SplitError` if malformed."""
     p = Path(path)
     if not p.is_file():
-        raise SplitError(f"split_file {p} not found: give a JSON file "
-                         f"{{\"training\": [...], \"validation\": [...], \"test\": [...]}}")
+        raise SplitError(
+            f"split_file {p} not found: give a JSON file " f'{{"training": [...], "validation": [...], "test": [...]}}'
+        )
     try:
         data = json.loads(p.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -117,15 +128,25 @@ def assign_split(
         named = {i for lst in wanted.values() for i in lst}
         unknown = sorted(named - have)
         if unknown:
-            logger.warning("split_file %s names %d case(s) that are not prepared, left out: %s",
-                           split_file, len(unknown), ", ".join(unknown))
+            logger.warning(
+                "split_file %s names %d case(s) that are not prepared, left out: %s",
+                split_file,
+                len(unknown),
+                ", ".join(unknown),
+            )
         unnamed = sorted(have - named)
         if unnamed:
-            logger.warning("split_file %s does not name %d prepared case(s), put in no list: %s",
-                           split_file, len(unnamed), ", ".join(unnamed))
+            logger.warning(
+                "split_file %s does not name %d prepared case(s), put in no list: %s",
+                split_file,
+                len(unnamed),
+                ", ".join(unnamed),
+            )
         if ids and not (named & have):
-            raise SplitError(f"split_file {split_file} names none of the {len(ids)} prepared cases "
-                             f"(e.g. {', '.join(ids[:3])}); fix the ids or drop --split_file")
+            raise SplitError(
+                f"split_file {split_file} names none of the {len(ids)} prepared cases "
+                f"(e.g. {', '.join(ids[:3])}); fix the ids or drop --split_file"
+            )
         return {name: sorted(i for i in wanted[name] if i in have) for name in SPLIT_NAMES}
     n_train, n_val, _ = split_counts(len(ids), split)
     order = list(ids)
@@ -138,7 +159,10 @@ def assign_split(
 
 
 def build_datalist(
-    output_dir: str | os.PathLike, split: Any = (0.8, 0.1, 0.1), split_file: str | os.PathLike | None = None, seed: int = 0
+    output_dir: str | os.PathLike,
+    split: Any = (0.8, 0.1, 0.1),
+    split_file: str | os.PathLike | None = None,
+    seed: int = 0,
 ) -> dict[str, list[dict[str, str]]]:
     """The datalist of every complete case folder of ``output_dir`` (see :func:`assign_split`), with
     entries :func:`datalist_entry` whose paths are relative to ``output_dir``."""

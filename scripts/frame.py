@@ -48,7 +48,9 @@ class VolumeFrame:
 
     def __post_init__(self) -> None:
         if int(self.shape) < 1 or not float(self.size_mm) > 0 or not float(self.hu_range) > 0:
-            raise ValueError(f"invalid volume frame: shape={self.shape}, size_mm={self.size_mm}, hu_range={self.hu_range}")
+            raise ValueError(
+                f"invalid volume frame: shape={self.shape}, size_mm={self.size_mm}, hu_range={self.hu_range}"
+            )
         object.__setattr__(self, "shape", int(self.shape))
         object.__setattr__(self, "size_mm", float(self.size_mm))
         object.__setattr__(self, "hu_offset", float(self.hu_offset))

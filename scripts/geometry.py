@@ -197,7 +197,9 @@ class ProjectionGeometry:
             "detector_size_mm": list(self.detector_size_mm),
             "detector_shape": list(self.detector_shape),
             "isocentre_mm": list(self.isocentre_mm),
-            "views": {k: {"normal": list(v.normal), "col": list(v.col), "row": list(v.row)} for k, v in self.views.items()},
+            "views": {
+                k: {"normal": list(v.normal), "col": list(v.col), "row": list(v.row)} for k, v in self.views.items()
+            },
         }
 
     # ------------------------------------------------------------------ derived quantities
@@ -317,4 +319,3 @@ class ProjectionGeometry:
             f"detector_size_mm={self.detector_size_mm}, detector_shape={self.detector_shape}, "
             f"isocentre_mm={self.isocentre_mm}, views=[{views}])"
         )
-

@@ -48,16 +48,29 @@ from scripts.checkpoint import write_info
 from scripts.errors import stop
 
 __all__ = [
-    "LatestCheckpoint", "CheckpointInfo", "TrainingProgress", "TrainingMonitor", "ValidationProgress", "CleanStop",
-    "SliceImageSummary", "ReconstructionReport", "HeldOutReconstruction", "is_rank0", "resume_command",
-    "preset_source", "format_seconds",
+    "LatestCheckpoint",
+    "CheckpointInfo",
+    "TrainingProgress",
+    "TrainingMonitor",
+    "ValidationProgress",
+    "CleanStop",
+    "SliceImageSummary",
+    "ReconstructionReport",
+    "HeldOutReconstruction",
+    "is_rank0",
+    "resume_command",
+    "preset_source",
+    "format_seconds",
 ]
 
 logger = logging.getLogger(__name__)
 
 
 def is_rank0() -> bool:
-    return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or torch.distributed.get_rank() == 0
+    return (
+        not (torch.distributed.is_available() and torch.distributed.is_initialized())
+        or torch.distributed.get_rank() == 0
+    )
 
 
 def format_seconds(s: float) -> str:
@@ -129,8 +142,13 @@ class LatestCheckpoint:
     MONAI's ``CheckpointLoader`` on the same file.
     """
 
-    def __init__(self, save_dir: str, save_dict: Mapping[str, Any], filename: str = "latest.pt",
-                 info: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        save_dir: str,
+        save_dict: Mapping[str, Any],
+        filename: str = "latest.pt",
+        info: Mapping[str, Any] | None = None,
+    ) -> None:
         self.path = Path(save_dir) / filename
         self.save_dict = dict(save_dict)
         self.info = dict(info or {})
@@ -159,8 +177,13 @@ class LatestCheckpoint:
 
 def _write_sidecar(path: Path, info: Mapping[str, Any], **extra: Any) -> None:
     info = dict(info)
-    write_info(path, model_preset=info.pop("model_preset"), geometry_preset=info.pop("geometry_preset"),
-               model_overrides=info.pop("model_overrides", None), **{**info, **extra})
+    write_info(
+        path,
+        model_preset=info.pop("model_preset"),
+        geometry_preset=info.pop("geometry_preset"),
+        model_overrides=info.pop("model_overrides", None),
+        **{**info, **extra},
+    )
 
 
 class CheckpointInfo:
@@ -221,13 +244,26 @@ class TrainingMonitor:
     """
 
     def __init__(
-        self, network: torch.nn.Module, loss: Any = None, device: Any = None, model_preset: str = "?",
-        preset_reason: str = "", train_cases: int = 0, val_cases: int = 0, val_interval: int = 1,
-        validator: Engine | None = None, warmup: int = 1, measure: int = 2,
+        self,
+        network: torch.nn.Module,
+        loss: Any = None,
+        device: Any = None,
+        model_preset: str = "?",
+        preset_reason: str = "",
+        train_cases: int = 0,
+        val_cases: int = 0,
+        val_interval: int = 1,
+        validator: Engine | None = None,
+        warmup: int = 1,
+        measure: int = 2,
     ) -> None:
         self.network, self.loss, self.device = network, loss, device
         self.model_preset, self.preset_reason = model_preset, preset_reason
-        self.train_cases, self.val_cases, self.val_interval = int(train_cases), int(val_cases), max(1, int(val_interval))
+        self.train_cases, self.val_cases, self.val_interval = (
+            int(train_cases),
+            int(val_cases),
+            max(1, int(val_interval)),
+        )
         self.validator = validator
         self.warmup, self.measure = int(warmup), max(1, int(measure))
         self._t0: float | None = None
@@ -245,21 +281,15 @@ class TrainingMonitor:
             self.validator.add_event_handler(Events.COMPLETED, self._val_completed)
 
     def weights_present(self) -> dict[str, bool | None]:
-        """``{"imagenet_encoder": ..., "lpips": ...}``: True / False, None when the object does not say."""
+        """``{"imagenet_encoder": ..., "lpips": ...}``: True / False, None when the object does not say.
+
+        The encoder's ``weights_source`` ("random", "imagenet:<file>", "checkpoint") and the loss's
+        ``is_paper_loss`` (L1 + calibrated LPIPS as official) answer them."""
         net = getattr(self.network, "module", self.network)
-        enc = getattr(net, "encoder", None)
-        source = getattr(enc, "weights_source", None)  # "random" or "imagenet:<file>" (scripts.networks.encoder)
-        imagenet = None if source is None else str(source).startswith("imagenet")
-        lpips = None
-        if self.loss is not None:
-            for a in ("lpips_present", "has_lpips", "uses_lpips"):
-                if hasattr(self.loss, a):
-                    lpips = bool(getattr(self.loss, a))
-                    break
-            else:
-                if hasattr(self.loss, "lpips"):
-                    lpips = getattr(self.loss, "lpips") is not None
-        return {"imagenet_encoder": None if imagenet is None else bool(imagenet), "lpips": lpips}
+        source = getattr(getattr(net, "encoder", None), "weights_source", None)
+        imagenet = None if source is None else str(source) != "random"
+        lpips = getattr(self.loss, "is_paper_loss", None)
+        return {"imagenet_encoder": imagenet, "lpips": None if lpips is None else bool(lpips)}
 
     def startup_lines(self, engine: Engine) -> list[str]:
         s = engine.state
@@ -281,7 +311,7 @@ class TrainingMonitor:
             f"epochs:              {s.max_epochs} (starting at epoch {s.epoch + 1})",
             f"iterations / epoch:  {s.epoch_length}",
             f"ImageNet encoder:    {yes(present['imagenet_encoder'], 'random initialisation: not the paper recipe')}",
-            f"LPIPS weights:       {yes(present['lpips'], 'no LPIPS term: not the paper loss')}",
+            f"LPIPS weights:       {yes(present['lpips'], 'no calibrated LPIPS term: not the paper loss')}",
         ]
 
     def started(self, engine: Engine) -> None:
@@ -310,9 +340,14 @@ class TrainingMonitor:
 
     def log_estimate(self, engine: Engine) -> None:
         per_epoch, rest = self.estimate(engine)
-        val = ("validation not yet timed" if self._val_s is None else f"validation {format_seconds(self._val_s)} each")
-        logger.info("estimate: %s / iteration, %s / epoch of training, %s for the rest of the run (%s)",
-                    format_seconds(self._iter_s or math.nan), format_seconds(per_epoch), format_seconds(rest), val)
+        val = "validation not yet timed" if self._val_s is None else f"validation {format_seconds(self._val_s)} each"
+        logger.info(
+            "estimate: %s / iteration, %s / epoch of training, %s for the rest of the run (%s)",
+            format_seconds(self._iter_s or math.nan),
+            format_seconds(per_epoch),
+            format_seconds(rest),
+            val,
+        )
 
     def _val_started(self, engine: Engine) -> None:
         self._val_t0 = time.perf_counter()
@@ -362,8 +397,15 @@ class ValidationProgress:
         case = ",".join(str(i) for i in ids) if isinstance(ids, (list, tuple)) else str(ids or "")
         total = getattr(engine.state, "epoch_length", None) or "?"
         self._case = f"{self.name} case {engine.state.iteration}/{total} {case}".strip()
-        self._bar = tqdm(total=side * axes * n, desc=self._case, unit="slice", leave=False, mininterval=1.0,
-                         file=sys.stderr, dynamic_ncols=True)
+        self._bar = tqdm(
+            total=side * axes * n,
+            desc=self._case,
+            unit="slice",
+            leave=False,
+            mininterval=1.0,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
         self._t0 = time.perf_counter()
         decoder = getattr(net, "decoder", None)
         if decoder is not None:
@@ -391,7 +433,8 @@ class CleanStop:
     """Ctrl-C or SIGTERM: stop cleanly, saving what can be resumed, in one line, exit status 130.
 
     * ``role="train"`` (on the trainer, first of its handlers): saves ``latest`` (a :class:`LatestCheckpoint`;
-      default: the one attached to the trainer) at the last completed iteration and prints ``interrupted at epoch E, iteration I; resume with: <command>``.
+      default: the one attached to the trainer) at the last completed iteration and prints
+      ``interrupted at epoch E, iteration I; resume with: <command>``.
     * ``role="validate"`` (on the evaluator inside training): passes the interrupt up to the trainer without
       the traceback MONAI's ``StatsHandler`` would log.
     * ``role="evaluate"`` (a standalone evaluation): nothing partial is written (reports are written at the
@@ -451,8 +494,10 @@ class CleanStop:
             raise e  # the trainer's CleanStop saves and reports
         if self.role == "evaluate":
             total = getattr(engine.state, "epoch_length", None) or "?"
-            raise stop(f"\ninterrupted at case {self._done or 0}/{total}; nothing was written for the unfinished run; "
-                       f"run again with: {_command()}")
+            raise stop(
+                f"\ninterrupted at case {self._done or 0}/{total}; nothing was written for the unfinished run; "
+                f"run again with: {_command()}"
+            )
         state = engine.state
         if self._done is not None:
             state.iteration = self._done  # the interrupted iteration did not finish: it runs again on resume
@@ -468,7 +513,9 @@ class CleanStop:
             except KeyboardInterrupt:  # a second Ctrl-C while saving: the atomic write leaves the old file
                 saved = " (not saved: interrupted again while saving)"
         # a newline first: the progress bar's line is still open on the console
-        raise stop(f"\ninterrupted at epoch {epoch}, iteration {state.iteration}{saved}; resume with: {resume_command()}")
+        raise stop(
+            f"\ninterrupted at epoch {epoch}, iteration {state.iteration}{saved}; resume with: {resume_command()}"
+        )
 
 
 # ------------------------------------------------------------------------------------------ outputs
@@ -520,7 +567,9 @@ class ReconstructionReport:
     case, planes, ground truth / prediction / error, HU window, metrics).
     """
 
-    def __init__(self, output_dir: str, axes: tuple[str, ...] = ("axial", "coronal", "sagittal"), montage: bool = True) -> None:
+    def __init__(
+        self, output_dir: str, axes: tuple[str, ...] = ("axial", "coronal", "sagittal"), montage: bool = True
+    ) -> None:
         self.output_dir = Path(output_dir)
         self.axes = tuple(axes)
         self.montage = montage
@@ -554,7 +603,9 @@ class ReconstructionReport:
             if self.montage:
                 self.save_montage(case_id, pred.mean(axis=0), label, metrics)
 
-    def save_montage(self, case_id: str, pred: np.ndarray, label: np.ndarray, metrics: Mapping[str, float] | None = None) -> Path:
+    def save_montage(
+        self, case_id: str, pred: np.ndarray, label: np.ndarray, metrics: Mapping[str, float] | None = None
+    ) -> Path:
         """``montages/<case_id>.png``: a row per plane (axial, coronal, sagittal), columns ground truth,
         prediction, |error| (0-500 HU), labelled with the case, the HU window and the metrics."""
         from scripts.montage import reconstruction_montage
@@ -602,8 +653,15 @@ class HeldOutReconstruction:
     """
 
     def __init__(
-        self, network: torch.nn.Module, cases: Sequence[Mapping[str, Any]], output_dir: str, held_out_dir: str,
-        geometry: Any = None, raw_preprocessing: Any = None, device: Any = None, ckpt_path: str | None = None,
+        self,
+        network: torch.nn.Module,
+        cases: Sequence[Mapping[str, Any]],
+        output_dir: str,
+        held_out_dir: str,
+        geometry: Any = None,
+        raw_preprocessing: Any = None,
+        device: Any = None,
+        ckpt_path: str | None = None,
         enabled: bool = True,
     ) -> None:
         self.network, self.cases = network, list(cases or [])
@@ -622,7 +680,9 @@ class HeldOutReconstruction:
         from scripts.case_writer import prepare_case
 
         if self.raw_preprocessing is None:
-            raise ValueError("HeldOutReconstruction needs raw_preprocessing (configs/prepare.json#preprocessing) for raw cases")
+            raise ValueError(
+                "HeldOutReconstruction needs raw_preprocessing (configs/prepare.json#preprocessing) for raw cases"
+            )
         r = prepare_case(str(case["case_id"]), str(case["ct"]), self.held_out_dir, self.raw_preprocessing)
         if r.get("status") == "failed":
             logger.warning("held-out case %s could not be prepared: %s", case["case_id"], r.get("reason"))
@@ -653,18 +713,36 @@ class HeldOutReconstruction:
         was_training = net.training
         net.eval()
         with torch.no_grad():
-            pred = net.reconstruct(torch.as_tensor(data["image"], dtype=torch.float32)[None].to(device))[0, 0].float().cpu()
+            pred = (
+                net.reconstruct(torch.as_tensor(data["image"], dtype=torch.float32)[None].to(device))[0, 0]
+                .float()
+                .cpu()
+            )
         net.train(was_training)
         label = None
         if (folder / "ct.nii.gz").is_file():
             import nibabel as nib
 
             label = np.asarray(nib.load(str(folder / "ct.nii.gz")).dataobj, dtype=np.float32)
-        out = SaveReconstructiond(keys="pred", output_dir=str(self.output_dir))({**item, "pred": pred[None], "label": label})
-        command = shlex.join(["python", "-m", "monai.bundle", "run", "--config_file", "configs/inference.json",
-                              "--pa", str(_rel(folder / "pa.png")), "--lateral", str(_rel(folder / "lateral.png"))]
-                             + (["--ckpt_path", str(_rel(Path(self.ckpt_path)))] if self.ckpt_path else [])
-                             + ["--output_dir", "eval/inference"])
+        out = SaveReconstructiond(keys="pred", output_dir=str(self.output_dir))(
+            {**item, "pred": pred[None], "label": label}
+        )
+        command = shlex.join(
+            [
+                "python",
+                "-m",
+                "monai.bundle",
+                "run",
+                "--config_file",
+                "configs/inference.json",
+                "--pa",
+                str(_rel(folder / "pa.png")),
+                "--lateral",
+                str(_rel(folder / "lateral.png")),
+            ]
+            + (["--ckpt_path", str(_rel(Path(self.ckpt_path)))] if self.ckpt_path else [])
+            + ["--output_dir", "eval/inference"]
+        )
         lines = [
             f"held-out case {item['case_id']} (not trained on), reconstructed with {weights} in "
             f"{format_seconds(time.perf_counter() - t0)}:",

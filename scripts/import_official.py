@@ -44,8 +44,15 @@ import torch
 from scripts.atomic import atomic_write_bytes
 from scripts.checkpoint import write_info
 
-__all__ = ["VARIANTS", "OFFICIAL_GEOMETRY_PRESET", "OfficialCheckpointError", "convert_state_dict", "load_official",
-           "import_official", "import_official_cli"]
+__all__ = [
+    "VARIANTS",
+    "OFFICIAL_GEOMETRY_PRESET",
+    "OfficialCheckpointError",
+    "convert_state_dict",
+    "load_official",
+    "import_official",
+    "import_official_cli",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -71,14 +78,14 @@ def _rename(key: str, attn_levels: set[int], n_levels: int) -> str | None:
     if key.startswith("loss.") or key == "encoder.axis_emb.weight":
         return None
     if key.startswith(_ENC):
-        name = key[len(_ENC):]
+        name = key[len(_ENC) :]
         m = re.match(r"^layer3\.(\d+)\.([01])\.(.+)$", name)  # the truncated block: Sequential(conv1, bn1, relu)
         if m:
             name = f"layer3.{m.group(1)}.{('conv1', 'bn1')[int(m.group(2))]}.{m.group(3)}"
         return "encoder." + name
     if not key.startswith("decoder."):
         raise OfficialCheckpointError(f"unexpected key {key!r}: not a PerX2CT (INRAEZoomModel) checkpoint")
-    name = key[len("decoder."):].replace(".nin_shortcut.", ".shortcut.")
+    name = key[len("decoder.") :].replace(".nin_shortcut.", ".shortcut.")
     name = re.sub(r"^mid\.block_1\.", "mid.0.", name)
     name = re.sub(r"^mid\.attn_1\.", "mid.1.", name)
     name = re.sub(r"^mid\.block_2\.", "mid.2.", name)
@@ -113,8 +120,9 @@ def convert_state_dict(official: Mapping[str, torch.Tensor], variant: str) -> di
     has_layer3 = any(k.startswith(_ENC + "layer3.") for k in keys)
     if has_layer3 != is_global:
         other = "perx2ct_global" if has_layer3 else "perx2ct"
-        what = ("the global variant's keys (encoder layer3)" if has_layer3
-                else "no global branch (no encoder layer3 keys)")
+        what = (
+            "the global variant's keys (encoder layer3)" if has_layer3 else "no global branch (no encoder layer3 keys)"
+        )
         raise OfficialCheckpointError(f"the checkpoint holds {what}: use --variant {other} instead of {variant}")
     axis_emb = official.get("encoder.axis_emb.weight")
     if axis_emb is not None and axis_emb.numel() != 0:
@@ -137,7 +145,7 @@ def convert_state_dict(official: Mapping[str, torch.Tensor], variant: str) -> di
             f"decoder.conv_in.weight has {w.shape[1] if w.ndim == 4 else list(w.shape)} input channels; variant "
             f"{variant} needs {expected}"
         )
-    pe, glob, local = w[:, :_PE], w[:, _PE:_PE + n_global], w[:, _PE + n_global:]
+    pe, glob, local = w[:, :_PE], w[:, _PE : _PE + n_global], w[:, _PE + n_global :]
     out["decoder.conv_in.weight"] = torch.cat((local, pe, glob), dim=1).contiguous()
     for name in ("decoder.conv_out.weight", "decoder.conv_out.bias"):
         if out[name].shape[0] != 3:
@@ -229,12 +237,22 @@ def import_official(ckpt: str | Path, variant: str, output: str | Path = "models
     output = Path(output)
     atomic_write_bytes(output, buf.getvalue())
     info = write_info(
-        output, model_preset=preset, geometry_preset=OFFICIAL_GEOMETRY_PRESET, source="import_official",
-        official_variant=variant, official_file=ckpt.name, official_sha256=_sha256(ckpt),
+        output,
+        model_preset=preset,
+        geometry_preset=OFFICIAL_GEOMETRY_PRESET,
+        source="import_official",
+        official_variant=variant,
+        official_file=ckpt.name,
+        official_sha256=_sha256(ckpt),
         licence="authors' weights: CC BY-NC 4.0 (Hugging Face dek924/PerX2CT)",
     )
-    logger.info("wrote %s (%d tensors, model_preset %s, geometry_preset %s)", output, len(state), preset,
-                OFFICIAL_GEOMETRY_PRESET)
+    logger.info(
+        "wrote %s (%d tensors, model_preset %s, geometry_preset %s)",
+        output,
+        len(state),
+        preset,
+        OFFICIAL_GEOMETRY_PRESET,
+    )
     return info
 
 

@@ -36,7 +36,9 @@ logger = logging.getLogger(__name__)
 _VIEW_STEMS = {"pa", "ap", "frontal", "lateral", "lat", "image", "xray", "x-ray", "radiograph"}
 
 
-def reconstruction_affine(isocentre_lps_mm: Sequence[float] = (0.0, 0.0, 0.0), frame: VolumeFrame = FRAME) -> np.ndarray:
+def reconstruction_affine(
+    isocentre_lps_mm: Sequence[float] = (0.0, 0.0, 0.0), frame: VolumeFrame = FRAME
+) -> np.ndarray:
     """4x4 RAS affine (NIfTI) of a reconstruction whose array axes are LPS-ordered (see module doc)."""
     return frame.ras_affine(isocentre_lps_mm)
 
@@ -49,9 +51,15 @@ def check_zoom(zoom: Mapping[str, Any] | None, frame: VolumeFrame = FRAME) -> di
     if zoom is None:
         return None
     n = frame.shape
-    if not isinstance(zoom, Mapping) or set(zoom) - {"axis", "index", "box"} or not {"axis", "index", "box"} <= set(zoom):
-        raise ValueError(f"--zoom must be {{'axis': one of {list(AXES)}, 'index': 0..{n - 1}, 'box': [row0, col0, size]}}, "
-                         f"got {zoom!r}")
+    if (
+        not isinstance(zoom, Mapping)
+        or set(zoom) - {"axis", "index", "box"}
+        or not {"axis", "index", "box"} <= set(zoom)
+    ):
+        raise ValueError(
+            f"--zoom must be {{'axis': one of {list(AXES)}, 'index': 0..{n - 1}, 'box': [row0, col0, size]}}, "
+            f"got {zoom!r}"
+        )
     axis_code(zoom["axis"])
     index, box = float(zoom["index"]), [float(v) for v in zoom["box"]]
     if not 0 <= index <= n - 1:
@@ -63,13 +71,16 @@ def check_zoom(zoom: Mapping[str, Any] | None, frame: VolumeFrame = FRAME) -> di
         raise ValueError(f"--zoom box size {size:g} must be in (0, {n}] voxels")
     for name, v in (("row0", row0), ("col0", col0)):
         if not 0 <= v <= n - size:
-            raise ValueError(f"--zoom box {name} {v:g} puts the box (size {size:g}) outside the {n}-voxel grid: "
-                             f"use 0..{n - size:g}")
+            raise ValueError(
+                f"--zoom box {name} {v:g} puts the box (size {size:g}) outside the {n}-voxel grid: "
+                f"use 0..{n - size:g}"
+            )
     return {"axis": zoom["axis"], "index": index, "box": box}
 
 
-def zoom_affine(zoom: dict, isocentre_lps_mm: Sequence[float] = (0.0, 0.0, 0.0), pixels: int = 128,
-                frame: VolumeFrame = FRAME) -> np.ndarray:
+def zoom_affine(
+    zoom: dict, isocentre_lps_mm: Sequence[float] = (0.0, 0.0, 0.0), pixels: int = 128, frame: VolumeFrame = FRAME
+) -> np.ndarray:
     """4x4 RAS affine of a zoomed slice stored as a (pixels, pixels, 1) array (rows, columns, 1).
 
     ``zoom`` is ``{"axis", "index", "box"}`` as :class:`scripts.engine.ZoomInferer` takes it; the pixel
@@ -93,7 +104,11 @@ def zoom_affine(zoom: dict, isocentre_lps_mm: Sequence[float] = (0.0, 0.0, 0.0),
 
 
 def _case_from_prepared(folder: Path) -> dict[str, Any]:
-    item: dict[str, Any] = {"case_id": folder.name, "pa": str(folder / "pa.png"), "lateral": str(folder / "lateral.png")}
+    item: dict[str, Any] = {
+        "case_id": folder.name,
+        "pa": str(folder / "pa.png"),
+        "lateral": str(folder / "lateral.png"),
+    }
     meta = folder / "case.json"
     if meta.is_file():
         info = json.loads(meta.read_text())
@@ -142,7 +157,9 @@ def inference_items(
             data = json.loads(path.read_text())
         except ValueError as e:
             raise ValueError(f"datalist {datalist} is not valid JSON ({e})") from e
-        entries = data if isinstance(data, list) else [e for k in ("training", "validation", "test") for e in data.get(k, [])]
+        entries = (
+            data if isinstance(data, list) else [e for k in ("training", "validation", "test") for e in data.get(k, [])]
+        )
         items = []
         for e in entries:
             if not isinstance(e, Mapping) or "pa" not in e or "lateral" not in e:
@@ -161,8 +178,10 @@ def inference_items(
         item = _case_from_prepared(Path(pa))
         for view in ("pa", "lateral"):
             if not Path(item[view]).is_file():
-                raise FileNotFoundError(f"{pa} is not a prepared case: {item[view]} not found "
-                                        f"(pass --pa IMG --lateral IMG for two radiograph files)")
+                raise FileNotFoundError(
+                    f"{pa} is not a prepared case: {item[view]} not found "
+                    f"(pass --pa IMG --lateral IMG for two radiograph files)"
+                )
         if case_id:
             item["case_id"] = case_id
         return [item]
@@ -200,8 +219,13 @@ class SaveReconstructiond(MapTransform):
     """
 
     def __init__(
-        self, keys: KeysCollection = "pred", output_dir: str = "eval/inference", output_hu: bool = True,
-        zoom: dict | None = None, label_key: str = "label", frame: VolumeFrame = FRAME,
+        self,
+        keys: KeysCollection = "pred",
+        output_dir: str = "eval/inference",
+        output_hu: bool = True,
+        zoom: dict | None = None,
+        label_key: str = "label",
+        frame: VolumeFrame = FRAME,
     ) -> None:
         super().__init__(keys)
         self.output_dir = Path(output_dir)
@@ -220,8 +244,12 @@ class SaveReconstructiond(MapTransform):
             z = self.zoom
             row0, col0, size = z["box"]
             hu = (self.frame.target_to_hu(0.0), self.frame.target_to_hu(1.0))
-            title = [f"case {case_id}", f"{z['axis']} slice {z['index']:g}", f"box rows {row0:g}-{row0 + size:g}, "
-                     f"cols {col0:g}-{col0 + size:g}", f"grey: {hu[0]:g} to {hu[1]:g} HU"]
+            title = [
+                f"case {case_id}",
+                f"{z['axis']} slice {z['index']:g}",
+                f"box rows {row0:g}-{row0 + size:g}, " f"cols {col0:g}-{col0 + size:g}",
+                f"grey: {hu[0]:g} to {hu[1]:g} HU",
+            ]
             save_grey_png(label_grid([[to_uint8(vol[:, :, 0])]], [""], ["prediction (zoom)"], title), path)
             return
         volumes: dict[str, np.ndarray] = {}

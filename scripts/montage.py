@@ -32,15 +32,21 @@ def _font():
     return ImageFont.load_default()
 
 
-def label_grid(tiles: Sequence[Sequence[np.ndarray]], row_labels: Sequence[str], col_labels: Sequence[str],
-               title: Sequence[str] = ()) -> np.ndarray:
+def label_grid(
+    tiles: Sequence[Sequence[np.ndarray]],
+    row_labels: Sequence[str],
+    col_labels: Sequence[str],
+    title: Sequence[str] = (),
+) -> np.ndarray:
     """A uint8 image: ``title`` lines on top, then ``col_labels`` over the columns and ``row_labels`` left
     of the rows of ``tiles`` (uint8 2D arrays; a row's tiles are padded to the tallest, columns to the widest)."""
     from PIL import Image, ImageDraw
 
     if len(tiles) != len(row_labels) or any(len(r) != len(col_labels) for r in tiles):
-        raise ValueError(f"label_grid: {len(tiles)} rows x {[len(r) for r in tiles]} tiles for "
-                         f"{len(row_labels)} row and {len(col_labels)} column labels")
+        raise ValueError(
+            f"label_grid: {len(tiles)} rows x {[len(r) for r in tiles]} tiles for "
+            f"{len(row_labels)} row and {len(col_labels)} column labels"
+        )
     heights = [max(t.shape[0] for t in row) for row in tiles]
     widths = [max(row[c].shape[1] for row in tiles) for c in range(len(col_labels))]
     top = _TEXT_H * (len(title) + 1) + 4

@@ -77,7 +77,10 @@ def _failed(case_id: str, source: str, reason: str, error: str) -> dict[str, Any
 
 
 def _count(results: list[dict[str, Any]]) -> dict[str, Any]:
-    return {**{s: sum(r["status"] == s for r in results) for s in ("prepared", "skipped", "failed")}, "cases": len(results)}
+    return {
+        **{s: sum(r["status"] == s for r in results) for s in ("prepared", "skipped", "failed")},
+        "cases": len(results),
+    }
 
 
 # ------------------------------------------------------------------------------------ workflow
@@ -98,10 +101,20 @@ class PrepareWorkflow:
     elsewhere); ``finalize()`` logs it and raises ``SystemExit`` with one line when no case is prepared.
     """
 
-    def __init__(self, dataset_dir: str, output_dir: str, preprocessing: Callable, split: Any = (0.8, 0.1, 0.1),
-                 split_file: str | None = None, seed: int = 0, num_workers: int = 0, ct_key: str = "ct",
-                 view_keys: Sequence[str] = ("pa", "lateral"), progress: bool = True,
-                 dist_timeout_s: float = 48 * 3600) -> None:
+    def __init__(
+        self,
+        dataset_dir: str,
+        output_dir: str,
+        preprocessing: Callable,
+        split: Any = (0.8, 0.1, 0.1),
+        split_file: str | None = None,
+        seed: int = 0,
+        num_workers: int = 0,
+        ct_key: str = "ct",
+        view_keys: Sequence[str] = ("pa", "lateral"),
+        progress: bool = True,
+        dist_timeout_s: float = 48 * 3600,
+    ) -> None:
         self.dataset_dir, self.output = str(dataset_dir), Path(output_dir)
         self.preprocessing = preprocessing
         self.split, self.split_file, self.seed = split, split_file or None, int(seed)
@@ -142,8 +155,14 @@ class PrepareWorkflow:
         if not self._initialized:
             self.initialize()
         mine = self.shards.mine(self.cases)
-        logger.info("%d case(s) in %s; this process prepares %d into %s (%d worker(s))",
-                    len(self.cases), self.dataset_dir, len(mine), self.output, self.num_workers)
+        logger.info(
+            "%d case(s) in %s; this process prepares %d into %s (%d worker(s))",
+            len(self.cases),
+            self.dataset_dir,
+            len(mine),
+            self.output,
+            self.num_workers,
+        )
         results = self.shards.gather(self._prepare_all(mine), self.output)
         if self.shards.rank == 0:
             self._write_lists(results)
@@ -161,16 +180,22 @@ class PrepareWorkflow:
             raise SystemExit(f"prepare: {what} (see {failures})")
         if self.shards.rank == 0 and self.summary:
             s = self.summary
-            print(f"prepared {s['prepared']}, skipped {s['skipped']} (already done), failed {s['failed']} "
-                  f"(see {failures})", flush=True)
+            print(
+                f"prepared {s['prepared']}, skipped {s['skipped']} (already done), failed {s['failed']} "
+                f"(see {failures})",
+                flush=True,
+            )
         return self.summary
 
     # ---------------------------------------------------------------- steps
     def _prepare_all(self, cases: list[tuple[str, str]]) -> list[dict[str, Any]]:
         """This rank's results: finished cases skipped, the others prepared (Ctrl-C: one line, no partial case)."""
         self.output.mkdir(parents=True, exist_ok=True)
-        done = [{"case_id": c, "source": s, "status": "skipped", "seconds": 0.0} for c, s in cases
-                if is_case_complete(self.output / c)]
+        done = [
+            {"case_id": c, "source": s, "status": "skipped", "seconds": 0.0}
+            for c, s in cases
+            if is_case_complete(self.output / c)
+        ]
         todo = [(c, s) for c, s in cases if not is_case_complete(self.output / c)]
         pool = None
         try:
@@ -179,8 +204,11 @@ class PrepareWorkflow:
                     progress.add(r)
                 if self.num_workers == 0 or len(todo) <= 1:
                     for cid, src in todo:
-                        done.append(progress.add(prepare_case(cid, src, self.output, self.preprocessing,
-                                                              self.ct_key, self.view_keys)))
+                        done.append(
+                            progress.add(
+                                prepare_case(cid, src, self.output, self.preprocessing, self.ct_key, self.view_keys)
+                            )
+                        )
                 else:
                     threads = max(1, (os.cpu_count() or 1) // (self.num_workers * max(1, self.shards.local_world_size)))
                     args = (self.preprocessing, str(self.output), self.ct_key, self.view_keys, threads)
@@ -193,19 +221,27 @@ class PrepareWorkflow:
                 if e.name.startswith(TMP_PREFIX) and e.name.rsplit("-", 1)[-1] in {str(p) for p in pids}:
                     shutil.rmtree(e.path, ignore_errors=True)
             n = sum(r["status"] == "prepared" for r in done)
-            raise SystemExit(f"prepare: interrupted; {n} case(s) finished in this run are kept, the ones in progress "
-                             f"were removed; run the same command again to continue") from None
+            raise SystemExit(
+                f"prepare: interrupted; {n} case(s) finished in this run are kept, the ones in progress "
+                f"were removed; run the same command again to continue"
+            ) from None
         return sorted(done, key=lambda r: r["case_id"])
 
     def _write_lists(self, results: list[dict[str, Any]]) -> None:
         """Rank 0: failures.json (this run's failed cases and the skipped entries) and datalist.json."""
-        failed = [{k: r[k] for k in ("case_id", "source", "reason", "error", "traceback") if k in r}
-                  for r in results if r["status"] == "failed"]
+        failed = [
+            {k: r[k] for k in ("case_id", "source", "reason", "error", "traceback") if k in r}
+            for r in results
+            if r["status"] == "failed"
+        ]
         write_json_atomic(self.output / "failures.json", sorted(failed + self.skipped, key=lambda r: r["case_id"]))
         datalist = build_datalist(self.output, split=self.split, split_file=self.split_file, seed=self.seed)
         write_json_atomic(self.output / "datalist.json", datalist)
-        logger.info("datalist %s: %d training / %d validation / %d test", self.output / "datalist.json",
-                    *(len(datalist[k]) for k in SPLIT_NAMES))
+        logger.info(
+            "datalist %s: %d training / %d validation / %d test",
+            self.output / "datalist.json",
+            *(len(datalist[k]) for k in SPLIT_NAMES),
+        )
 
 
 class CaseProgress:
@@ -221,8 +257,13 @@ class CaseProgress:
         from tqdm.contrib.logging import logging_redirect_tqdm
 
         rank = self.shards.rank if self.shards.distributed else None
-        self._bar = tqdm(total=self.total, desc="prepare" if rank is None else f"prepare rank {rank}", unit="case",
-                         disable=None if self.enabled else True, position=rank)
+        self._bar = tqdm(
+            total=self.total,
+            desc="prepare" if rank is None else f"prepare rank {rank}",
+            unit="case",
+            disable=None if self.enabled else True,
+            position=rank,
+        )
         # the logger that owns the console handler (the root logger under configs/logging.conf): redirecting
         # a propagating logger would print every line twice
         self._redirect = logging_redirect_tqdm(loggers=[logging.getLogger() if logger.propagate else logger])

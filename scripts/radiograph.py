@@ -50,10 +50,10 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
-import torch.nn.functional as F
 
 __all__ = [
     "RadiographError",
@@ -100,7 +100,9 @@ def _has_dicom_magic(path: Path) -> bool:
 
 
 def _not_2d(path: Path | str, shape: Sequence[int]) -> RadiographError:
-    return RadiographError(f"{path} is 3D (shape {tuple(int(s) for s in shape)}), a radiograph must be a single 2D image")
+    return RadiographError(
+        f"{path} is 3D (shape {tuple(int(s) for s in shape)}), a radiograph must be a single 2D image"
+    )
 
 
 def _read_pil(path: Path) -> np.ndarray:
@@ -228,7 +230,11 @@ def read_radiograph_array(path: str | Path, view: str = "radiograph") -> tuple[n
 def _detector_size_mm(geometry: Any) -> tuple[float, float]:
     if geometry is None:
         return DEFAULT_DETECTOR_SIZE_MM
-    size = geometry.get("detector_size_mm") if isinstance(geometry, Mapping) else getattr(geometry, "detector_size_mm", None)
+    size = (
+        geometry.get("detector_size_mm")
+        if isinstance(geometry, Mapping)
+        else getattr(geometry, "detector_size_mm", None)
+    )
     if size is None or len(size) != 2:
         raise ValueError(f"geometry must have detector_size_mm = (height, width) in mm, got {geometry!r}")
     return float(size[0]), float(size[1])
@@ -254,7 +260,7 @@ def _fit_to_detector(img: np.ndarray, spacing: tuple[float, float], size_mm: tup
 def quantize(x: torch.Tensor, bits: int = 8) -> torch.Tensor:
     """Round values in [0, 1] to ``2**bits`` levels: ``round(clip(x, 0, 1) * (2**bits - 1)) / (2**bits - 1)``
     (what saving as an 8-bit image and reading back as ``x / 255`` does)."""
-    levels = float(2**int(bits) - 1)
+    levels = float(2 ** int(bits) - 1)
     return torch.round(x.clamp(0.0, 1.0) * levels) / levels
 
 
@@ -316,7 +322,9 @@ def process_radiograph(
     if img.ndim != 2:
         raise _not_2d(name, img.shape)
     if min(img.shape) < MIN_SIZE_PX:
-        raise RadiographError(f"{name} is too small ({img.shape[0]} x {img.shape[1]} px): need at least {MIN_SIZE_PX} px per side")
+        raise RadiographError(
+            f"{name} is too small ({img.shape[0]} x {img.shape[1]} px): need at least {MIN_SIZE_PX} px per side"
+        )
     if not np.all(np.isfinite(img)):
         raise RadiographError(f"{name} contains non-finite values (NaN or inf)")
     lo, hi = float(img.min()), float(img.max())
@@ -371,7 +379,11 @@ def load_radiograph(
     if spacing is None and is_network_input(arr, detector_shape):
         normalize = False  # already the network's input (e.g. a prepared PNG): take it as it is
     img = process_radiograph(arr, spacing, detector_shape, geometry, normalize, quantize, name=f"{view} image {path}")
-    meta: dict[str, Any] = {"filename_or_obj": str(path), "view": view, "source_shape": tuple(int(s) for s in arr.shape)}
+    meta: dict[str, Any] = {
+        "filename_or_obj": str(path),
+        "view": view,
+        "source_shape": tuple(int(s) for s in arr.shape),
+    }
     if spacing is not None:
         meta["pixel_spacing_mm"] = spacing
     return MetaTensor(torch.from_numpy(img)[None], meta=meta)
@@ -398,7 +410,13 @@ class LoadRadiograph(Transform):
         if isinstance(src, torch.Tensor):
             src = src.detach().cpu().numpy()
         img = process_radiograph(
-            np.asarray(src), None, self.detector_shape, self.geometry, self.normalize, self.quantize, name=f"{self.view} image"
+            np.asarray(src),
+            None,
+            self.detector_shape,
+            self.geometry,
+            self.normalize,
+            self.quantize,
+            name=f"{self.view} image",
         )
         return MetaTensor(torch.from_numpy(img)[None], meta={"view": self.view})
 
@@ -426,9 +444,7 @@ class LoadRadiographsd(MapTransform):
     ) -> None:
         super().__init__(keys, allow_missing_keys=False)
         self.output_key = output_key
-        self.loaders = {
-            k: LoadRadiograph(str(k), detector_shape, geometry, normalize, quantize) for k in self.keys
-        }
+        self.loaders = {k: LoadRadiograph(str(k), detector_shape, geometry, normalize, quantize) for k in self.keys}
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -441,7 +457,9 @@ class LoadRadiographsd(MapTransform):
                 )
             channels.append(self.loaders[key](d[key]))
         image = torch.cat([c.as_tensor() for c in channels], dim=0)
-        meta = {"filename_or_obj": [c.meta.get("filename_or_obj") for c in channels], "views": [str(k) for k in self.keys]}
+        meta = {
+            "filename_or_obj": [c.meta.get("filename_or_obj") for c in channels],
+            "views": [str(k) for k in self.keys],
+        }
         d[self.output_key] = MetaTensor(image, meta=meta)
         return d
-

@@ -74,8 +74,9 @@ def _stamp(value: Any) -> Any:
 
 def case_key(item: Mapping[str, Any], mode: str) -> str:
     """Cache key of a datalist item: its fields, the files' sizes and times, the mode and the layout."""
-    blob = json.dumps({"v": CACHE_VERSION, "mode": mode, **{str(k): _stamp(v) for k, v in item.items()}}, sort_keys=True,
-                      default=str)
+    blob = json.dumps(
+        {"v": CACHE_VERSION, "mode": mode, **{str(k): _stamp(v) for k, v in item.items()}}, sort_keys=True, default=str
+    )
     name = str(item.get("case_id", "case"))
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:60]
     return f"{safe}-{hashlib.sha1(blob.encode()).hexdigest()[:16]}"
@@ -176,7 +177,9 @@ def cache_cases(
                 if use_fine:
                     logger.warning(
                         "%s: %s; training targets come from the 128^3 target instead (re-prepare the case to add "
-                        "ct_1mm.nii.gz for point-sampled 1 mm ground truth)", case_id, why or "no 1 mm cube (ct_1mm)",
+                        "ct_1mm.nii.gz for point-sampled 1 mm ground truth)",
+                        case_id,
+                        why or "no 1 mm cube (ct_1mm)",
                     )
                 kind, volume, shape = "target", "target.npy", int(label.shape[-1])
             info = CachedCase(case_id=case_id, kind=kind, volume=volume, shape=shape, size_mm=FRAME.size_mm)
@@ -184,8 +187,12 @@ def cache_cases(
             info["dir"] = str(folder)
         cases.append(info)
     kinds = [c["kind"] for c in cases]
-    logger.info("slice cache: %d cases (%d with a 1 mm cube, %d with the 128^3 target only)",
-                len(cases), kinds.count("1mm"), kinds.count("target"))
+    logger.info(
+        "slice cache: %d cases (%d with a 1 mm cube, %d with the 128^3 target only)",
+        len(cases),
+        kinds.count("1mm"),
+        kinds.count("target"),
+    )
     return cases
 
 
@@ -294,8 +301,13 @@ class SliceDataset(Dataset):
 
 # ------------------------------------------------------------------------------------------ sampler
 def official_zoom_box(
-    u: torch.Tensor, volume_shape: int = FRAME.shape, query_grid: int = 32, zoom_min: float = 32.0,
-    zoom_max: float = 128.0, margin: float = 8.0, zoom_prob: float = 0.5,
+    u: torch.Tensor,
+    volume_shape: int = FRAME.shape,
+    query_grid: int = 32,
+    zoom_min: float = 32.0,
+    zoom_max: float = 128.0,
+    margin: float = 8.0,
+    zoom_prob: float = 0.5,
 ) -> torch.Tensor:
     """Zoom boxes drawn as the official ``get_p0_zoom_size`` from uniform numbers ``u`` (M, 4) in [0, 1).
 
@@ -347,7 +359,9 @@ class SliceSampler(DistributedSampler):
         dist = torch.distributed.is_available() and torch.distributed.is_initialized()
         num_replicas = num_replicas if num_replicas is not None else (torch.distributed.get_world_size() if dist else 1)
         rank = rank if rank is not None else (torch.distributed.get_rank() if dist else 0)
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=int(seed), drop_last=drop_last)
+        super().__init__(
+            dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=int(seed), drop_last=drop_last
+        )
         if not 0.0 <= zoom_prob <= 1.0:
             raise ValueError(f"zoom_prob must be in [0, 1], got {zoom_prob}")
         n = float(getattr(dataset, "volume_shape", FRAME.shape))
@@ -372,8 +386,12 @@ class SliceSampler(DistributedSampler):
             reps = math.ceil(pad / total) if pad > 0 else 0
             order = torch.cat([order] + [order] * reps)[: self.total_size]
             u = torch.cat([u] + [u] * reps)[: self.total_size]
-        order, u = order[self.rank:self.total_size:self.num_replicas], u[self.rank:self.total_size:self.num_replicas]
-        boxes = official_zoom_box(u, self.volume_shape, self.query_grid, self.zoom_min, self.zoom_max, self.zoom_margin,
-                                  self.zoom_prob)
+        order, u = (
+            order[self.rank : self.total_size : self.num_replicas],
+            u[self.rank : self.total_size : self.num_replicas],
+        )
+        boxes = official_zoom_box(
+            u, self.volume_shape, self.query_grid, self.zoom_min, self.zoom_max, self.zoom_margin, self.zoom_prob
+        )
         for k, box in zip(order.tolist(), boxes.tolist()):
             yield (k, *box)

@@ -25,6 +25,8 @@ import torch
 __all__ = ["AXES", "axis_code", "slice_positions", "slice_positions_flat", "full_boxes", "voxel_to_mm", "sample_volume"]
 
 AXES: tuple[str, str, str] = ("axial", "coronal", "sagittal")
+
+
 def axis_code(axis: str | int) -> int:
     """``"axial"|"coronal"|"sagittal"`` (or 0/1/2) -> 0/1/2, with a clear error otherwise."""
     if isinstance(axis, int) and 0 <= axis < 3:
@@ -34,7 +36,9 @@ def axis_code(axis: str | int) -> int:
     raise ValueError(f"unknown slice axis {axis!r}; use one of {AXES} (or 0, 1, 2)")
 
 
-def slice_positions_flat(axis: torch.Tensor, index: torch.Tensor, box: torch.Tensor, grid: int, volume_shape: int) -> torch.Tensor:
+def slice_positions_flat(
+    axis: torch.Tensor, index: torch.Tensor, box: torch.Tensor, grid: int, volume_shape: int
+) -> torch.Tensor:
     """TorchScript-friendly core of :func:`slice_positions` on flat inputs: axis (M,), index (M,),
     box (M, 3) -> (M, grid, grid, 3) voxel positions."""
     m = index.shape[0]

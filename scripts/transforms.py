@@ -29,8 +29,8 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 
 from scripts.ct_io import ChestCTCheck, load_ct, lps_affine, lps_to_ras, to_lps_axis_aligned
-from scripts.frame import FRAME, VolumeFrame
 from scripts.drr import BACKENDS, detector_affine_lps, render_drr, volume_centre_mm
+from scripts.frame import FRAME, VolumeFrame
 from scripts.geometry import ProjectionGeometry
 from scripts.radiograph import postprocess_radiograph
 
@@ -116,8 +116,9 @@ class LoadCT(Transform):
 class LoadCTd(MapTransform):
     """Dictionary version of :class:`LoadCT`: replaces each path under ``keys`` (default ``"ct"``) by its volume."""
 
-    def __init__(self, keys: KeysCollection = "ct", check: ChestCTCheck | bool = True,
-                 allow_missing_keys: bool = False) -> None:
+    def __init__(
+        self, keys: KeysCollection = "ct", check: ChestCTCheck | bool = True, allow_missing_keys: bool = False
+    ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.loader = LoadCT(check=check)
 
@@ -203,8 +204,9 @@ class NormalizeCT(Transform):
     Output: ``(1, N, N, N)`` float32 HU MetaTensor, LPS axes, affine with ``spacing_mm`` voxels.
     """
 
-    def __init__(self, spacing_mm: float = 1.0, size_mm: float = FRAME.size_mm, pad_hu: float = -1024.0,
-                 crop: str = "symmetric") -> None:
+    def __init__(
+        self, spacing_mm: float = 1.0, size_mm: float = FRAME.size_mm, pad_hu: float = -1024.0, crop: str = "symmetric"
+    ) -> None:
         if spacing_mm <= 0 or size_mm <= 0:
             raise ValueError(f"spacing_mm and size_mm must be > 0, got {spacing_mm}, {size_mm}")
         if crop not in CROP_RULES:
@@ -281,7 +283,9 @@ class HUToInt16d(MapTransform):
     and affine, dtype int16. The source key is left unchanged.
     """
 
-    def __init__(self, keys: KeysCollection = "ct", output_key: str = "ct_1mm", allow_missing_keys: bool = False) -> None:
+    def __init__(
+        self, keys: KeysCollection = "ct", output_key: str = "ct_1mm", allow_missing_keys: bool = False
+    ) -> None:
         super().__init__(keys, allow_missing_keys)
         if len(self.keys) != 1:
             raise ValueError(f"HUToInt16d copies one volume; got keys {self.keys}")
@@ -388,8 +392,13 @@ class CTTarget(Transform):
     Input: ``(1, N, N, N)`` HU MetaTensor (``NormalizeCT``'s output). Output: ``(1, S, S, S)`` float32 in [0, 1].
     """
 
-    def __init__(self, output_size: int = FRAME.shape, hu_offset: float = FRAME.hu_offset,
-                 max_value: float = FRAME.hu_range, mode: str = "point") -> None:
+    def __init__(
+        self,
+        output_size: int = FRAME.shape,
+        hu_offset: float = FRAME.hu_offset,
+        max_value: float = FRAME.hu_range,
+        mode: str = "point",
+    ) -> None:
         if mode not in TARGET_MODES:
             raise ValueError(f"mode must be one of {TARGET_MODES}, got {mode!r}")
         self.output_size = int(output_size)

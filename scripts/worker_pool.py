@@ -117,8 +117,14 @@ class WorkerPool:
         pids: process ids of every worker started (e.g. to clean their temporary files after an interrupt).
     """
 
-    def __init__(self, fn: Callable, num_workers: int, initializer: Callable | None = None, initargs: tuple = (),
-                 start_method: str = "spawn") -> None:
+    def __init__(
+        self,
+        fn: Callable,
+        num_workers: int,
+        initializer: Callable | None = None,
+        initargs: tuple = (),
+        start_method: str = "spawn",
+    ) -> None:
         if num_workers < 1:
             raise ValueError(f"num_workers must be >= 1, got {num_workers}")
         self.fn = fn
@@ -164,8 +170,9 @@ class WorkerPool:
                     self._workers.remove(w)
                     w.stop(graceful=False)
                     how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-                    yield task, False, (f"the worker process died while running this task ({how}: a crash or out of "
-                                        "memory)")
+                    yield task, False, (
+                        f"the worker process died while running this task ({how}: a crash or out of " "memory)"
+                    )
                 else:
                     idle.append(w)
                     yield task, msg[0], msg[1]

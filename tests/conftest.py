@@ -43,7 +43,8 @@ class RealSeries:
 EXAMPLE_SERIES = (RealSeries("LIDC-IDRI-0001", "example", 133), RealSeries("LungDx-A0001", "example", 64))
 #: Extra series used where ../shared/data exists.
 SHARED_SERIES = tuple(
-    s for s in (RealSeries("LIDC-IDRI-0003", "shared", 140), RealSeries("LungDx-A0002-8mm", "shared", 30))
+    s
+    for s in (RealSeries("LIDC-IDRI-0003", "shared", 140), RealSeries("LungDx-A0002-8mm", "shared", 30))
     if (SHARED_DATA / s.name).is_dir()
 )
 
@@ -70,7 +71,9 @@ def repo_root() -> Path:
 @pytest.fixture(scope="session")
 def shared_data_dir() -> Path:
     if not (SHARED_DATA / "LIDC-IDRI-0003").is_dir():
-        missing(f"real test series not found at {SHARED_DATA}: the tests need the project's shared/data beside the checkout")
+        missing(
+            f"real test series not found at {SHARED_DATA}: the tests need the project's shared/data beside the checkout"
+        )
     return SHARED_DATA
 
 

@@ -110,7 +110,9 @@ def test_order_independent_of_file_names(tmp_path, some_slices):
     np.testing.assert_array_equal(shuffled.numpy(), plain.numpy())
     np.testing.assert_allclose(shuffled.affine.numpy(), plain.affine.numpy())
     z = lps_to_ras(shuffled.affine.numpy()) @ [0, 0, 0, 1]
-    assert z[2] == pytest.approx(float(pydicom.dcmread(some_slices[0], stop_before_pixels=True).ImagePositionPatient[2]))
+    assert z[2] == pytest.approx(
+        float(pydicom.dcmread(some_slices[0], stop_before_pixels=True).ImagePositionPatient[2])
+    )
 
 
 @pytest.mark.parametrize("compression", ["JPEG2000", "JPEG"])
@@ -206,7 +208,14 @@ def test_landmark_keeps_world_position_through_chain(tmp_path):
 def test_ct_target_intensity_mapping():
     from monai.data import MetaTensor
 
-    for hu, expected in [(-3000.0, 0.0), (-1024.0, 0.0), (0.0, 1024 / 2500), (476.0, 0.6), (1476.0, 1.0), (4000.0, 1.0)]:
+    for hu, expected in [
+        (-3000.0, 0.0),
+        (-1024.0, 0.0),
+        (0.0, 1024 / 2500),
+        (476.0, 0.6),
+        (1476.0, 1.0),
+        (4000.0, 1.0),
+    ]:
         y = CTTarget(output_size=4)(MetaTensor(torch.full((1, 10, 10, 10), hu)))
         assert y.shape == (1, 4, 4, 4) and y.dtype == torch.float32
         np.testing.assert_allclose(y.numpy(), expected, rtol=1e-6, atol=1e-7)
@@ -403,7 +412,9 @@ def _reference(folder: Path):
         crk = np.linalg.solve(m, (points - ipp[0]).T).T
         crk = np.where(np.abs(crk - np.round(crk)) < 1e-6, np.round(crk), crk)  # at pixel centres: exact
         c, r, k = crk.T
-        inside = (c >= 0) & (c <= hu.shape[2] - 1) & (r >= 0) & (r <= hu.shape[1] - 1) & (k >= 0) & (k <= hu.shape[0] - 1)
+        inside = (
+            (c >= 0) & (c <= hu.shape[2] - 1) & (r >= 0) & (r <= hu.shape[1] - 1) & (k >= 0) & (k <= hu.shape[0] - 1)
+        )
         dims = (hu.shape[2], hu.shape[1], hu.shape[0])
         c, r, k = (np.clip(v, 0, n - 1) for v, n in zip((c, r, k), dims))
         c0, r0, k0 = (np.minimum(np.floor(v), n - 2).astype(int) for v, n in zip((c, r, k), dims))
@@ -414,8 +425,11 @@ def _reference(folder: Path):
             for dr_ in (0, 1):
                 for dc_ in (0, 1):
                     w = (fk if dk else 1 - fk) * (fr if dr_ else 1 - fr) * (fc if dc_ else 1 - fc)
-                    v = hu[np.minimum(k0 + dk, hu.shape[0] - 1), np.minimum(r0 + dr_, hu.shape[1] - 1),
-                           np.minimum(c0 + dc_, hu.shape[2] - 1)]
+                    v = hu[
+                        np.minimum(k0 + dk, hu.shape[0] - 1),
+                        np.minimum(r0 + dr_, hu.shape[1] - 1),
+                        np.minimum(c0 + dc_, hu.shape[2] - 1),
+                    ]
                     val += w * v
                     lowest = np.where(w > 0, np.minimum(lowest, v), lowest)
         return val, inside, lowest > -2000, crk  # padding (<= -2000 HU) is mapped to air by the loader
@@ -428,8 +442,11 @@ VARIANTS = ["reversed", "head_first_negative_sbs", "missing_sbs", "wrong_sbs", "
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_voxels_at_their_header_positions(tmp_path, real_sources, variant):
-    sources = real_sources if variant in ("head_first_negative_sbs", "mirrored_ffs", "tilted") else {
-        "LIDC-IDRI-0001": real_sources["LIDC-IDRI-0001"]}
+    sources = (
+        real_sources
+        if variant in ("head_first_negative_sbs", "mirrored_ffs", "tilted")
+        else {"LIDC-IDRI-0001": real_sources["LIDC-IDRI-0001"]}
+    )
     for name, files in sources.items():
         folder = _rewrite(files, tmp_path / name, variant)
         vol = load_ct(folder)

@@ -9,12 +9,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from monai.transforms import Compose
 from PIL import Image
 
 from scripts.data import DatasetError, bundle_component, case_transform, validation_cases
 from scripts.frame import FRAME, LPS_TO_RAS, VolumeFrame
 from scripts.slice_sampling import SliceDataset, SliceSampler, cache_cases, official_zoom_box
-from monai.transforms import Compose
 
 N = FRAME.shape  # 128
 FINE = 64  # a coarse "1 mm" cube (5 mm voxels) keeps the test small; the code reads any cube over 320 mm

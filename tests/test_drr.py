@@ -149,7 +149,9 @@ def test_postprocessing(example_lungdx):
     (raw,) = DRR(g, views=("pa",), raw=True)(vol)
     assert isinstance(raw, MetaTensor) and raw.shape == (1, 320, 320) and raw.dtype == torch.float32
     spacing, origin = affine_to_lps_grid(vol.affine)
-    expect = ray_cast_drr(vol.numpy()[0], spacing, origin, g.with_isocentre(volume_centre_mm(vol.shape, spacing, origin)), "pa")
+    expect = ray_cast_drr(
+        vol.numpy()[0], spacing, origin, g.with_isocentre(volume_centre_mm(vol.shape, spacing, origin)), "pa"
+    )
     np.testing.assert_allclose(raw[0].numpy(), expect, rtol=1e-6, atol=1e-7)
 
     (full,) = DRR(g, views=("pa",), output_shape=None)(vol)
@@ -174,7 +176,9 @@ def test_postprocessing(example_lungdx):
 def test_drrd_keys_and_isocentre(example_lungdx):
     vol = load_ct(example_lungdx)
     g = ProjectionGeometry.from_preset("x2ctgan", detector_shape=(64, 64))
-    d = DRRd(keys="ct", geometry=g, views=("pa", "lateral"), output_keys=("xa", "xb"), output_shape=(32, 32))({"ct": vol})
+    d = DRRd(keys="ct", geometry=g, views=("pa", "lateral"), output_keys=("xa", "xb"), output_shape=(32, 32))(
+        {"ct": vol}
+    )
     assert d["xa"].shape == d["xb"].shape == (1, 32, 32)
     assert d["xa"].meta["view"] == "pa" and d["xb"].meta["view"] == "lateral"
     spacing, origin = affine_to_lps_grid(vol.affine)
@@ -232,7 +236,10 @@ def test_drr_cli(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     g = ProjectionGeometry.from_preset("perx2ct", isocentre_mm=tuple(volume_centre_mm(vol.shape, spacing, origin)))
     np.testing.assert_allclose(
-        np.asarray(nib.load(str(out2)).dataobj)[:, :, 0].T, ray_cast_drr(vol, spacing, origin, g, "pa"), rtol=1e-4, atol=1e-6
+        np.asarray(nib.load(str(out2)).dataobj)[:, :, 0].T,
+        ray_cast_drr(vol, spacing, origin, g, "pa"),
+        rtol=1e-4,
+        atol=1e-6,
     )
 
 

@@ -13,8 +13,11 @@ from scripts.engine import SliceBatch, SliceInferer, SliceLossMetric, load_init_
 
 def _batch(n=3, h=8):
     return {
-        "image": torch.rand(n, 2, 16, 16), "label": torch.rand(n, 1, h, h), "slice_axis": torch.tensor([0, 1, 2][:n]),
-        "slice_index": torch.arange(n, dtype=torch.float32), "zoom_box": torch.tensor([[0.0, 0.0, 128.0]] * n),
+        "image": torch.rand(n, 2, 16, 16),
+        "label": torch.rand(n, 1, h, h),
+        "slice_axis": torch.tensor([0, 1, 2][:n]),
+        "slice_index": torch.arange(n, dtype=torch.float32),
+        "zoom_box": torch.tensor([[0.0, 0.0, 128.0]] * n),
     }
 
 
@@ -100,7 +103,9 @@ def test_init_ckpt_loads_weights_and_checks_the_network(small_net, tmp_path, cap
     assert info["geometry_preset"] == "x2ctgan" and "trained with geometry 'x2ctgan'" in caplog.text
     assert all(torch.equal(small_net.state_dict()[k], v) for k, v in src.items())
     assert load_init_checkpoint(small_net, None, "small", "perx2ct") is None
-    with pytest.raises(ValueError, match="holds a 'small' network but this run builds 'paper': add --model_preset small"):
+    with pytest.raises(
+        ValueError, match="holds a 'small' network but this run builds 'paper': add --model_preset small"
+    ):
         load_init_checkpoint(small_net, str(path), "paper", "perx2ct")
     with pytest.raises(FileNotFoundError, match="--init_ckpt .*nope.pt: no such file"):
         load_init_checkpoint(small_net, str(tmp_path / "nope.pt"), "small", "perx2ct")
@@ -149,8 +154,9 @@ def test_a_small_model_learns_from_independent_slice_samples(tmp_path):
         np.save(folder / "image.npy", img)
         cases.append({"case_id": f"case{c}", "dir": str(folder), "kind": "target", "shape": n})
     ds = SliceDataset(cases, output_size=n, volume_shape=n)
-    net = build_perx2ct("small", PerspectiveSampler(ProjectionGeometry.from_preset("perx2ct")), query_grid=n // 4,
-                        volume_shape=n)
+    net = build_perx2ct(
+        "small", PerspectiveSampler(ProjectionGeometry.from_preset("perx2ct")), query_grid=n // 4, volume_shape=n
+    )
     loader = DataLoader(ds, sampler=SliceSampler(ds, seed=1), batch_size=4, num_workers=0)
     fixed = next(iter(DataLoader(ds, sampler=SliceSampler(ds, seed=99), batch_size=8)))
 
@@ -162,9 +168,16 @@ def test_a_small_model_learns_from_independent_slice_samples(tmp_path):
 
     before = fixed_loss()
     trainer = SupervisedTrainer(
-        device=torch.device("cpu"), max_epochs=1, train_data_loader=loader, epoch_length=20, network=net,
-        optimizer=torch.optim.Adam(net.parameters(), lr=1e-3, betas=(0.5, 0.9)), loss_function=torch.nn.L1Loss(),
-        prepare_batch=SliceBatch(), inferer=SliceInferer(), decollate=False,
+        device=torch.device("cpu"),
+        max_epochs=1,
+        train_data_loader=loader,
+        epoch_length=20,
+        network=net,
+        optimizer=torch.optim.Adam(net.parameters(), lr=1e-3, betas=(0.5, 0.9)),
+        loss_function=torch.nn.L1Loss(),
+        prepare_batch=SliceBatch(),
+        inferer=SliceInferer(),
+        decollate=False,
     )
     trainer.run()
     after = fixed_loss()

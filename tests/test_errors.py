@@ -53,7 +53,9 @@ def test_bundle_message_wins_over_the_library_cause(tmp_path, capsys, monkeypatc
     bad.write_bytes(bad.read_bytes()[:500])
     with pytest.raises(CheckpointError) as e:
         require_checkpoint(bad)
-    err = report(wrapped(e.value), capsys, monkeypatch, tmp_path)  # chain: RuntimeError -> CheckpointError -> BadZipFile
+    err = report(
+        wrapped(e.value), capsys, monkeypatch, tmp_path
+    )  # chain: RuntimeError -> CheckpointError -> BadZipFile
     assert err.startswith(f"error: checkpoint (--ckpt_path) {bad} is corrupt or truncated"), err
 
 
@@ -94,8 +96,25 @@ def test_preset_contradiction_names_both(tmp_path):
 
 def test_entry_point_python_m_scripts_prints_one_line(tmp_path):
     """`python -m scripts drr` with a missing CT: one error line, exit status 1."""
-    res = subprocess.run([sys.executable, "-m", "scripts", "drr", "--ct", str(tmp_path / "none"), "--view", "pa",
-                          "--output", str(tmp_path / "x.nii.gz")], cwd=REPO, capture_output=True, encoding="utf-8",
-                         errors="replace", timeout=300, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scripts",
+            "drr",
+            "--ct",
+            str(tmp_path / "none"),
+            "--view",
+            "pa",
+            "--output",
+            str(tmp_path / "x.nii.gz"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=300,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
     assert res.returncode == 1, res.stdout + res.stderr
     assert "Traceback" not in res.stderr and res.stderr.strip().splitlines()[-1].startswith("error: "), res.stderr

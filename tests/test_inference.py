@@ -51,7 +51,11 @@ def test_zoom_outside_the_grid_is_refused_with_the_valid_range():
     from scripts.inference import check_zoom
 
     assert check_zoom(None) is None
-    assert check_zoom({"axis": "axial", "index": 127, "box": [96, 0, 32]}) == {"axis": "axial", "index": 127.0, "box": [96.0, 0.0, 32.0]}
+    assert check_zoom({"axis": "axial", "index": 127, "box": [96, 0, 32]}) == {
+        "axis": "axial",
+        "index": 127.0,
+        "box": [96.0, 0.0, 32.0],
+    }
     for zoom, message in (
         ({"axis": "axial", "index": 128, "box": [0, 0, 32]}, r"index 128 is outside the 128-voxel grid: use 0..127"),
         ({"axis": "axial", "index": -1, "box": [0, 0, 32]}, r"use 0..127"),
@@ -78,7 +82,12 @@ def test_outputs_are_named_by_case_id(tmp_path):
     # view-named files take their folder's name; a prepared folder its own name
     assert inference_items(str(tmp_path / "c1" / "pa.png"), str(tmp_path / "c1" / "lateral.png"))[0]["case_id"] == "c1"
     assert inference_items(str(tmp_path / "c2"))[0]["case_id"] == "c2"
-    assert inference_items(str(tmp_path / "c1" / "pa.png"), str(tmp_path / "c1" / "lateral.png"), case_id="x")[0]["case_id"] == "x"
+    assert (
+        inference_items(str(tmp_path / "c1" / "pa.png"), str(tmp_path / "c1" / "lateral.png"), case_id="x")[0][
+            "case_id"
+        ]
+        == "x"
+    )
     # a datalist without case ids: every case gets its folder's name, and duplicates are made unique
     entries = [{"pa": f"{c}/pa.png", "lateral": f"{c}/lateral.png"} for c in ("c1", "c2", "c1")]
     (tmp_path / "list.json").write_text(__import__("json").dumps(entries))
@@ -94,6 +103,8 @@ def test_preview_is_labelled_and_shows_ground_truth_when_given(tmp_path):
     SaveReconstructiond(keys="pred", output_dir=str(tmp_path))({"pred": vol, "case_id": "p"})
     SaveReconstructiond(keys="pred", output_dir=str(tmp_path))({"pred": vol, "label": vol, "case_id": "g"})
     p, g = (np.asarray(Image.open(tmp_path / f"{c}.png")) for c in ("p", "g"))
-    assert g.shape[0] > p.shape[0] > 3 * 128  # three planes plus a text band (with a metrics line when ground truth is given)
+    assert (
+        g.shape[0] > p.shape[0] > 3 * 128
+    )  # three planes plus a text band (with a metrics line when ground truth is given)
     assert g.shape[1] >= 64 + 3 * 128 > p.shape[1]  # ground truth, prediction and error columns
     assert p[: p.shape[0] - 3 * 128].max() > 200, "the title band holds text"

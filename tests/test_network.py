@@ -7,7 +7,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from scripts.geometry import ProjectionGeometry
-from scripts.networks import MODEL_PRESETS, PerX2CT, PerspectiveSampler, build_perx2ct
+from scripts.networks import MODEL_PRESETS, PerspectiveSampler, PerX2CT, build_perx2ct
 
 
 def sampler():
@@ -163,7 +163,10 @@ def test_encoder_weights_from_a_local_torchvision_file(tmp_path):
     torch.manual_seed(0)
     donor = tiny().encoder.state_dict()
     file = tmp_path / "resnet_imagenet.pth"
-    extra = {"fc.weight": torch.zeros(1000, 512), "layer4.0.conv1.weight": torch.zeros(1)}  # torchvision keys not built here
+    extra = {
+        "fc.weight": torch.zeros(1000, 512),
+        "layer4.0.conv1.weight": torch.zeros(1),
+    }  # torchvision keys not built here
     torch.save({**{k: v for k, v in donor.items() if k not in ("mean", "std")}, **extra}, file)
     torch.manual_seed(1)
     net = tiny(encoder_weights=str(file))
@@ -181,11 +184,14 @@ def test_mismatched_grid_and_volume_is_refused():
         build_perx2ct("huge", sampler())
 
 
-@pytest.mark.parametrize("axis, cut", [
-    ("axial", lambda v, n: v[:, :, :, :, n]),
-    ("coronal", lambda v, n: v[:, :, :, n, :]),
-    ("sagittal", lambda v, n: v[:, :, n, :, :]),
-])
+@pytest.mark.parametrize(
+    "axis, cut",
+    [
+        ("axial", lambda v, n: v[:, :, :, :, n]),
+        ("coronal", lambda v, n: v[:, :, :, n, :]),
+        ("sagittal", lambda v, n: v[:, :, n, :, :]),
+    ],
+)
 def test_named_axis_slices_are_the_volume_slices(axis, cut):
     """``render_slices`` / ``forward_slices`` (one slice per case, named axis) cut the volume as documented."""
     torch.manual_seed(0)
@@ -209,7 +215,9 @@ def test_render_slices_shapes_zoom_and_errors():
         features = net.encode(image)
         for axis in ("axial", "coronal", "sagittal"):
             full = net.render_slices(features, axis, torch.tensor([0.0, 127.0]))
-            zoom = net.render_slices(features, axis, torch.tensor([64.0, 63.5]), torch.tensor([[0.0, 0.0, 128.0], [40.0, 8.0, 32.0]]))
+            zoom = net.render_slices(
+                features, axis, torch.tensor([64.0, 63.5]), torch.tensor([[0.0, 0.0, 128.0], [40.0, 8.0, 32.0]])
+            )
             assert full.shape == zoom.shape == (2, 1, 128, 128)
         # a zoom box of the whole slice is the whole slice
         whole = net.render_slices(features, "coronal", torch.tensor([5.0, 6.0]), torch.tensor([[0.0, 0.0, 128.0]] * 2))
@@ -255,8 +263,18 @@ def test_global_branch_is_256_per_view_and_loads_a_full_resnet_state_dict(tmp_pa
     assert [n for n, _ in last.named_children()] == ["conv1", "bn1", "act"] and last.conv1.out_channels == 256
 
     enc = {"block": "bottleneck", "layers": (1, 1, 2), "widths": (8, 16, 32), "global_features": True}
-    full = ResNet(block="bottleneck", layers=[1, 1, 2, 1], block_inplanes=[8, 16, 32, 64], spatial_dims=2, n_input_channels=3,
-                  conv1_t_size=7, conv1_t_stride=2, shortcut_type="B", bias_downsample=False, num_classes=1000)
+    full = ResNet(
+        block="bottleneck",
+        layers=[1, 1, 2, 1],
+        block_inplanes=[8, 16, 32, 64],
+        spatial_dims=2,
+        n_input_channels=3,
+        conv1_t_size=7,
+        conv1_t_stride=2,
+        shortcut_type="B",
+        bias_downsample=False,
+        num_classes=1000,
+    )
     donor = full.state_dict()
     assert {"fc.weight", "layer4.0.conv3.weight", "layer3.1.conv3.weight"} <= set(donor)
     file = tmp_path / "resnet.pth"
@@ -342,8 +360,9 @@ def test_query_points_reach_the_decoder_as_the_official_code_lays_them_out(axis)
 def test_official_image_orientation_and_intensity_attribute():
     """Official mode: the encoder sees fliplr(PA) and rot90(lateral, 1); the maps handed to the sampler are turned
     back into this bundle's image convention. ``input_intensity`` says how inference scales the images."""
-    net = build_perx2ct("small", sampler(), view_transforms={"pa": "fliplr", "lateral": "rot90"},
-                        input_intensity="8bit").eval()
+    net = build_perx2ct(
+        "small", sampler(), view_transforms={"pa": "fliplr", "lateral": "rot90"}, input_intensity="8bit"
+    ).eval()
     assert net.input_intensity == "8bit" and build_perx2ct("small", sampler()).input_intensity == "max_normalized"
     seen = []
     net.encoder.register_forward_hook(lambda m, args, out: seen.append((args[0].clone(), out[0].clone())))
@@ -367,8 +386,14 @@ def test_legacy_presets_are_data_over_the_paper_presets():
     select the official sampling; the legacy network scripts for export."""
     from scripts.networks import LEGACY_PRESETS
 
-    convention = {"positional_encoding", "slice_layout", "view_transforms", "input_intensity", "sampler_options",
-                  "encoder"}
+    convention = {
+        "positional_encoding",
+        "slice_layout",
+        "view_transforms",
+        "input_intensity",
+        "sampler_options",
+        "encoder",
+    }
     for normal, legacy in LEGACY_PRESETS.items():
         a, b = MODEL_PRESETS[normal], MODEL_PRESETS[legacy]
         assert {k for k in set(a) | set(b) if a.get(k) != b.get(k)} <= convention

@@ -30,7 +30,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from official_weights import ModelCheckpoint, official_state_dict, state_digest
 
 DATA = Path(__file__).resolve().parent / "data" / "official"
@@ -78,8 +77,23 @@ def imported(official_sd, tmp_path_factory):
             callbacks = {ModelCheckpoint: {"best_model_score": torch.tensor(0.1), "best_model_path": "last.ckpt"}}
             torch.save({"state_dict": official_sd(variant), "epoch": 3, "callbacks": callbacks}, src)
             res = subprocess.run(
-                [sys.executable, "-m", "scripts", "import_official", "--ckpt", str(src), "--variant", variant,
-                 "--output", str(out)], cwd=REPO, capture_output=True, encoding="utf-8", errors="replace", timeout=600,
+                [
+                    sys.executable,
+                    "-m",
+                    "scripts",
+                    "import_official",
+                    "--ckpt",
+                    str(src),
+                    "--variant",
+                    variant,
+                    "--output",
+                    str(out),
+                ],
+                cwd=REPO,
+                capture_output=True,
+                encoding="utf-8",
+                errors="replace",
+                timeout=600,
             )
             assert res.returncode == 0, res.stderr[-3000:]
         else:  # a bare state dict, through the function
@@ -157,8 +171,8 @@ def test_import_writes_a_legacy_checkpoint_that_also_loads_into_the_normal_prese
     off = official_sd(variant)["decoder.conv_in.weight"]
     w = state["decoder.conv_in.weight"]
     g = 512 if variant == "perx2ct_global" else 0
-    assert torch.equal(w[:, :1024], off[:, 63 + g:]) and torch.equal(w[:, 1024:1087], off[:, :63])
-    assert torch.equal(w[:, 1087:], off[:, 63:63 + g])
+    assert torch.equal(w[:, :1024], off[:, 63 + g :]) and torch.equal(w[:, 1024:1087], off[:, :63])
+    assert torch.equal(w[:, 1087:], off[:, 63 : 63 + g])
     assert torch.equal(state["decoder.conv_out.weight"], official_sd(variant)["decoder.conv_out.weight"][1:2])
 
 
@@ -184,8 +198,23 @@ def test_import_refuses_the_wrong_variant_and_files_that_are_not_checkpoints(off
     assert not (tmp_path / "out.pt").exists() and not (tmp_path / "out.json").exists()
     # the command prints one line, no traceback
     res = subprocess.run(
-        [sys.executable, "-m", "scripts", "import_official", "--ckpt", str(junk), "--variant", "perx2ct", "--output",
-         str(tmp_path / "out.pt")], cwd=REPO, capture_output=True, encoding="utf-8", errors="replace", timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "scripts",
+            "import_official",
+            "--ckpt",
+            str(junk),
+            "--variant",
+            "perx2ct",
+            "--output",
+            str(tmp_path / "out.pt"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=300,
     )
     assert res.returncode == 1 and "is not a readable PyTorch checkpoint" in res.stderr
     assert "Traceback" not in res.stderr
@@ -204,8 +233,11 @@ def test_every_expected_slice_including_zoom(imported, bundle_inputs, variant):
     with torch.no_grad():
         for r in range(len(exp["out"])):
             axis = int(exp["project_axis"][r])
-            inferer = ZoomInferer(("axial", "coronal", "sagittal")[axis], float(exp["project_index"][r]),
-                                  [float(v) for v in exp["project_box"][r]])
+            inferer = ZoomInferer(
+                ("axial", "coronal", "sagittal")[axis],
+                float(exp["project_index"][r]),
+                [float(v) for v in exp["project_box"][r]],
+            )
             out = inferer(bundle_inputs, net)[0, 0].numpy()
             diff = float(np.abs(_to_official_slice(out, axis) - exp["out"][r]).max())
             where = (variant, exp["axis"][r], int(exp["index"][r]), exp["p0"][r], exp["zoom"][r])

@@ -104,12 +104,25 @@ def run_prepare(raw: Path, out: Path, *args: str, torchrun: int = 0, popen: bool
     cmd = [sys.executable]
     if torchrun:
         cmd += ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(torchrun)]
-    cmd += ["-m", "monai.bundle", "run", "--config_file", CONFIG, "--dataset_dir", str(raw), "--output_dir", str(out), *args]
+    cmd += [
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        CONFIG,
+        "--dataset_dir",
+        str(raw),
+        "--output_dir",
+        str(out),
+        *args,
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if popen:
         fh = open(log, "w")  # noqa: SIM115 - closed by the caller through the process
         return subprocess.Popen(cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, env=env)
-    return subprocess.run(cmd, cwd=REPO, capture_output=True, encoding="utf-8", errors="replace", timeout=TIMEOUT_S, env=env)
+    return subprocess.run(
+        cmd, cwd=REPO, capture_output=True, encoding="utf-8", errors="replace", timeout=TIMEOUT_S, env=env
+    )
 
 
 def output_text(p: subprocess.CompletedProcess) -> str:
@@ -180,8 +193,13 @@ def test_discovery_skips_bad_links_with_a_reason(tmp_path):
     cases, skipped = scan_dataset(raw)
     assert [c for c, _ in cases] == ["b", "b_link", "case_a"]
     got = {s.case_id: (s.error, s.reason) for s in skipped}
-    assert {k: v[0] for k, v in got.items()} == {"again": "LinkIntoDataset", "dangling": "BrokenLink",
-                                                 "loop": "LoopingLink", "self": "LinkIntoDataset", "up": "LinkIntoDataset"}
+    assert {k: v[0] for k, v in got.items()} == {
+        "again": "LinkIntoDataset",
+        "dangling": "BrokenLink",
+        "loop": "LoopingLink",
+        "self": "LinkIntoDataset",
+        "up": "LinkIntoDataset",
+    }
     assert "symbolic link loops" in got["loop"][1] and "points to nothing" in got["dangling"][1]
     assert "another entry of the dataset" in got["again"][1] and "dataset folder or one above it" in got["self"][1]
     assert find_dicom_series(raw / "case_a") == []  # the link to the parent is not followed into visited folders
@@ -215,7 +233,9 @@ def test_split_rules(tmp_path):
     assert assign_split(ids, [0.8, 0.1, 0.1], seed=4) != s
     assert assign_split(ids, [0, 0, 1]) == {"training": [], "validation": [], "test": ids}
     f = tmp_path / "split.json"
-    f.write_text(json.dumps({"_comment": "x", "training": ["c01", "c02", "gone"], "validation": ["c03"], "test": ["c03"]}))
+    f.write_text(
+        json.dumps({"_comment": "x", "training": ["c01", "c02", "gone"], "validation": ["c03"], "test": ["c03"]})
+    )
     assert assign_split(ids, split_file=str(f)) == {"training": ["c01", "c02"], "validation": ["c03"], "test": ["c03"]}
     f.write_text(json.dumps({"train": ["c01"]}))
     with pytest.raises(SplitError, match="unknown keys"):
@@ -385,7 +405,9 @@ def test_real_dicom_case(real_series, tmp_path):
 
     series, folder = real_series
     files = sorted(folder.rglob("*.dcm"))
-    headers = sorted((pydicom.dcmread(f, stop_before_pixels=True) for f in files), key=lambda d: float(d.ImagePositionPatient[2]))
+    headers = sorted(
+        (pydicom.dcmread(f, stop_before_pixels=True) for f in files), key=lambda d: float(d.ImagePositionPatient[2])
+    )
     dz = float(headers[1].ImagePositionPatient[2]) - float(headers[0].ImagePositionPatient[2])
     raw = tmp_path / "raw"
     raw.mkdir()
@@ -394,7 +416,9 @@ def test_real_dicom_case(real_series, tmp_path):
     t0 = time.time()
     proc = run_prepare(raw, out, "--split", "[0,1,0]")
     assert proc.returncode == 0, output_text(proc)
-    print(f"real DICOM case {series.name} ({series.slices} slices) prepared in {time.time() - t0:.1f} s including start-up")
+    print(
+        f"real DICOM case {series.name} ({series.slices} slices) prepared in {time.time() - t0:.1f} s including start-up"
+    )
     assert read_json(out / "failures.json") == []
     assert [e["case_id"] for e in read_json(out / "datalist.json")["validation"]] == [series.name]
     img = nib.load(str(out / series.name / "ct.nii.gz"))
@@ -436,7 +460,9 @@ def messy(tmp_path_factory, example_lungdx):
     write_ct(raw / "good.nii.gz")
     files = sorted(example_lungdx.glob("*.dcm"))
     mixed_dir = _dicom_copy(files, raw / "mixed_series")
-    second = _dicom_copy(files[10:40], root / "second", SeriesInstanceUID=generate_uid(), SeriesDescription="second stack")
+    second = _dicom_copy(
+        files[10:40], root / "second", SeriesInstanceUID=generate_uid(), SeriesDescription="second stack"
+    )
     for f in second.iterdir():  # the second series lies in the same folder, with its own file names
         shutil.move(f, mixed_dir / f"b_{f.name}")
     _dicom_copy(files[20:25], raw / "five_slices")
@@ -485,7 +511,9 @@ def test_mixed_series_folder_records_the_series_left_out(messy):
     (left,) = info["series_left_out"]
     assert left["slices"] == 30 and left["description"] == "second stack" and left["modality"] == "CT"
     assert left["uid"] != info["series"]["uid"]
-    assert re.search(r"mixed_series: used CT series .* left out: CT series " + re.escape(left["uid"]), output_text(proc))
+    assert re.search(
+        r"mixed_series: used CT series .* left out: CT series " + re.escape(left["uid"]), output_text(proc)
+    )
 
 
 def test_ct_1mm_is_the_cube_the_target_was_sampled_from(messy):
@@ -503,7 +531,9 @@ def test_ct_1mm_is_the_cube_the_target_was_sampled_from(messy):
     assert fine.shape == (320, 320, 320) and fine.get_data_dtype() == np.int16
     np.testing.assert_allclose(np.linalg.norm(fine.affine[:3, :3], axis=0), 1.0)
     np.testing.assert_allclose(fine.affine @ [159.5, 159.5, 159.5, 1], target.affine @ [63.5, 63.5, 63.5, 1], atol=1e-6)
-    hu = MetaTensor(torch.as_tensor(np.asarray(fine.dataobj), dtype=torch.float32)[None], affine=torch.as_tensor(fine.affine))
+    hu = MetaTensor(
+        torch.as_tensor(np.asarray(fine.dataobj), dtype=torch.float32)[None], affine=torch.as_tensor(fine.affine)
+    )
     resampled = FRAME.hu_to_target(point_downsample(hu, (128,) * 3).numpy()[0])
     np.testing.assert_allclose(resampled, np.asarray(target.dataobj), atol=0.51 / FRAME.hu_range)  # int16 rounding
     info = read_json(case / "case.json")
@@ -556,11 +586,29 @@ def three_cases(tmp_path_factory) -> Path:
 
 def _start_busy(raw: Path, out: Path, log: Path) -> tuple[subprocess.Popen, set[int]]:
     """A 2-worker prepare in its own process group, returned once a worker is writing a case."""
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", CONFIG, "--dataset_dir", str(raw),
-           "--output_dir", str(out), "--num_workers", "2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        CONFIG,
+        "--dataset_dir",
+        str(raw),
+        "--output_dir",
+        str(out),
+        "--num_workers",
+        "2",
+    ]
     fh = open(log, "w")  # noqa: SIM115 - closed with the process
-    p = subprocess.Popen(cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
-                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    p = subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        stdout=fh,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     t0 = time.time()
     while not (out.is_dir() and any(e.name.startswith(".tmp-") for e in out.iterdir())):
         assert p.poll() is None, log.read_text()

@@ -113,7 +113,9 @@ def test_dicom_imager_pixel_spacing_honoured(tmp_path):
 
 def test_3d_inputs_rejected(tmp_path):
     nib.save(nib.Nifti1Image(np.random.rand(10, 40, 64).astype(np.float32), np.eye(4)), tmp_path / "ct.nii.gz")
-    with pytest.raises(RadiographError, match=r"is 3D \(shape \(10, 40, 64\)\), a radiograph must be a single 2D image"):
+    with pytest.raises(
+        RadiographError, match=r"is 3D \(shape \(10, 40, 64\)\), a radiograph must be a single 2D image"
+    ):
         load_radiograph(tmp_path / "ct.nii.gz", "pa")
     write_dicom(tmp_path / "mf.dcm", np.random.randint(0, 4000, (3, 64, 64)), frames=3)
     with pytest.raises(RadiographError, match=r"mf.dcm is 3D \(shape \(3, 64, 64\)\)"):

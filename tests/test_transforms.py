@@ -37,7 +37,7 @@ def test_normalize_is_trilinear_at_the_cube_voxel_centres():
     np.testing.assert_allclose(lps_to_ras(out.affine.numpy()) @ [24.5, 24.5, 24.5, 1], centre_in, atol=1e-9)
     np.testing.assert_allclose(out.meta["cube_centre_lps_mm"], centre_in[:3])
     idx = np.stack(np.meshgrid(*[np.arange(50)] * 3, indexing="ij"), -1).reshape(-1, 3)
-    world = (lps_to_ras(out.affine.numpy()) @ np.c_[idx, np.ones(len(idx))].T)
+    world = lps_to_ras(out.affine.numpy()) @ np.c_[idx, np.ones(len(idx))].T
     u = (np.linalg.inv(lps_affine((2.0, 2.5, 5.0), (-80.0, -60.0, 300.0))) @ world)[:3]
     inside = np.all((u >= 0) & (u <= np.asarray(a_in.shape)[:, None] - 1), axis=0)
     ref = map_coordinates(a_in.astype(np.float64), u[:, inside], order=1)
@@ -53,13 +53,17 @@ def test_normalize_reads_only_the_cube():
     big = NormalizeCT(spacing_mm=2.0)(vol)
     assert big.shape == (1, 160, 160, 160)
     # the same as normalising the part of the input inside the cube (plus a voxel of margin)
-    part = MetaTensor(vol[:, 168:332, 168:332], affine=torch.as_tensor(lps_to_ras(lps_affine((2, 2, 2.5), (-164, -164, 0)))))
+    part = MetaTensor(
+        vol[:, 168:332, 168:332], affine=torch.as_tensor(lps_to_ras(lps_affine((2, 2, 2.5), (-164, -164, 0))))
+    )
     np.testing.assert_allclose(big.numpy(), NormalizeCT(spacing_mm=2.0)(part).numpy(), atol=1e-3)
 
 
 @pytest.mark.parametrize("toward", ["I", "S"])
 def test_official_crop_keeps_the_last_slices_in_instance_number_order(toward):
-    vol = _volume((40, 40, 200), (8.0, 8.0, 2.5), (-160.0, -160.0, -100.0), meta={"instance_number_increases_toward": toward})
+    vol = _volume(
+        (40, 40, 200), (8.0, 8.0, 2.5), (-160.0, -160.0, -100.0), meta={"instance_number_increases_toward": toward}
+    )
     out = NormalizeCT(crop="official")(vol)  # 500 mm long: 180 mm dropped at the first end
     z = lps_to_ras(out.affine.numpy()) @ np.array([[0, 0, 0, 1], [0, 0, 319, 1]]).T
     if toward == "I":  # InstanceNumber grows toward the feet: the inferior 320 mm are kept
@@ -127,8 +131,12 @@ def test_chest_ct_check_says_what_was_found_and_expected(shape, spacing, words):
 
 
 def test_chest_ct_check_accepts_real_chest_geometries():
-    for shape, spacing in [((512, 512, 133), (0.703, 0.703, 2.5)), ((512, 512, 30), (0.646, 0.646, 8.0)),
-                           ((512, 512, 160), (2.0, 2.0, 2.0)), ((64, 64, 64), (5.0, 5.0, 5.0))]:
+    for shape, spacing in [
+        ((512, 512, 133), (0.703, 0.703, 2.5)),
+        ((512, 512, 30), (0.646, 0.646, 8.0)),
+        ((512, 512, 160), (2.0, 2.0, 2.0)),
+        ((64, 64, 64), (5.0, 5.0, 5.0)),
+    ]:
         ChestCTCheck()(shape, spacing, "ok")
 
 

@@ -34,23 +34,51 @@ HELD_OUT = SPLIT["test"][0]
 
 def bundle(*args: str, timeout: int = 1800, torchrun: int = 0, ok: bool = True) -> subprocess.CompletedProcess:
     if torchrun:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes=1", f"--nproc_per_node={torchrun}",
-               "-m", "monai.bundle", "run", *args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nnodes=1",
+            f"--nproc_per_node={torchrun}",
+            "-m",
+            "monai.bundle",
+            "run",
+            *args,
+        ]
     else:
         cmd = [sys.executable, "-m", "monai.bundle", "run", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1" if torchrun else os.environ.get("OMP_NUM_THREADS", "2")}
     env.pop("PERX2CT_DEBUG", None)
-    res = subprocess.run(cmd, cwd=REPO, capture_output=True, encoding="utf-8", errors="replace", timeout=timeout, env=env)
+    res = subprocess.run(
+        cmd, cwd=REPO, capture_output=True, encoding="utf-8", errors="replace", timeout=timeout, env=env
+    )
     if ok and res.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} exited {res.returncode}\n--- stdout\n{res.stdout[-4000:]}\n--- stderr\n{res.stderr[-6000:]}")
+        raise AssertionError(
+            f"{' '.join(cmd)} exited {res.returncode}\n--- stdout\n{res.stdout[-4000:]}\n--- stderr\n{res.stderr[-6000:]}"
+        )
     return res
 
 
 def train_args(out: Path, raw: Path, *extra: str) -> list[str]:
-    return ["training", "--config_file", TRAIN, "--dataset_dir", str(raw),
-            "--split_file", str(REPO / "configs" / "example_split.json"),
-            "--ckpt_dir", str(out / "models"), "--output_dir", str(out / "runs"), "--cache_dir", str(out.parent / "cache"),
-            "--held_out_dir", str(out / "held_out"), *extra]
+    return [
+        "training",
+        "--config_file",
+        TRAIN,
+        "--dataset_dir",
+        str(raw),
+        "--split_file",
+        str(REPO / "configs" / "example_split.json"),
+        "--ckpt_dir",
+        str(out / "models"),
+        "--output_dir",
+        str(out / "runs"),
+        "--cache_dir",
+        str(out.parent / "cache"),
+        "--held_out_dir",
+        str(out / "held_out"),
+        *extra,
+    ]
 
 
 def assert_one_error_line(res: subprocess.CompletedProcess, *fragments: str) -> str:
@@ -115,12 +143,18 @@ def test_train_loss_reaches_tensorboard_and_console_every_iteration(quick):
 
 def test_console_shows_startup_block_estimates_and_progress(quick):
     log = quick["stdout"] + quick["stderr"]
-    assert re.search(r"model preset: +small \(0\.\d+ M parameters; (set by the config files|default for a machine)", log), log[:3000]
+    assert re.search(
+        r"model preset: +small \(0\.\d+ M parameters; (set by the config files|default for a machine)", log
+    ), log[:3000]
     assert re.search(r"cases: +1 training, 1 validation", log) and re.search(r"iterations / epoch: +4", log)
-    assert re.search(r"ImageNet encoder: +(present|absent)", log) and re.search(r"LPIPS weights: +(present|absent)", log)
+    assert re.search(r"ImageNet encoder: +(present|absent)", log) and re.search(
+        r"LPIPS weights: +(present|absent)", log
+    )
     assert re.search(r"estimate: .* / iteration, .* / epoch of training, .* for the rest of the run", log), log[-3000:]
     assert re.search(r"loss=\d", log), "the progress bar shows the running loss"
-    assert re.search(rf"validation case 1/1 {HELD_OUT}: +\d+%.*\d+/128", log), "validation shows slices as they are made"
+    assert re.search(
+        rf"validation case 1/1 {HELD_OUT}: +\d+%.*\d+/128", log
+    ), "validation shows slices as they are made"
 
 
 def test_validation_psnr_is_finite(quick):
@@ -138,7 +172,10 @@ def test_training_ends_with_the_held_out_case_ready_to_try(quick, tmp_path):
     case = quick["out"] / "held_out" / HELD_OUT
     assert {"pa.png", "lateral.png", "ct.nii.gz", "case.json"} <= {p.name for p in case.iterdir()}
     written = quick["out"] / "runs" / "held_out" / f"{HELD_OUT}.nii.gz"
-    assert f"reconstruction: {written}" in quick["stdout"] or f"reconstruction: {os.path.relpath(written, REPO)}" in quick["stdout"]
+    assert (
+        f"reconstruction: {written}" in quick["stdout"]
+        or f"reconstruction: {os.path.relpath(written, REPO)}" in quick["stdout"]
+    )
     line = next(ln for ln in quick["stdout"].splitlines() if "try inference:" in ln)
     cmd = shlex.split(line.split("try inference:", 1)[1])
     assert cmd[:5] == ["python", "-m", "monai.bundle", "run", "--config_file"] and "--model_preset" not in cmd
@@ -157,9 +194,21 @@ def test_training_ends_with_the_held_out_case_ready_to_try(quick, tmp_path):
 
 
 def test_evaluate_needs_no_preset_flag_and_writes_a_row_per_test_case(quick, tmp_path):
-    bundle("evaluating", "--config_file", EVALUATE, "--dataset_dir", str(quick["raw"]),
-           "--split_file", str(REPO / "configs" / "example_split.json"), "--cache_dir", str(quick["out"].parent / "cache"),
-           "--ckpt_path", str(quick["out"] / "models" / "model.pt"), "--output_dir", str(tmp_path))
+    bundle(
+        "evaluating",
+        "--config_file",
+        EVALUATE,
+        "--dataset_dir",
+        str(quick["raw"]),
+        "--split_file",
+        str(REPO / "configs" / "example_split.json"),
+        "--cache_dir",
+        str(quick["out"].parent / "cache"),
+        "--ckpt_path",
+        str(quick["out"] / "models" / "model.pt"),
+        "--output_dir",
+        str(tmp_path),
+    )
     with open(tmp_path / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["case_id"] for r in rows] == SPLIT["test"]
@@ -174,25 +223,54 @@ def test_evaluate_needs_no_preset_flag_and_writes_a_row_per_test_case(quick, tmp
 
 def test_inference_zoom_and_its_range_check(quick, tmp_path):
     case = quick["out"] / "held_out" / HELD_OUT
-    common = ["--config_file", "configs/inference.json", "--pa", str(case), "--ckpt_path", str(quick["out"] / "models" / "model.pt"),
-              "--output_dir", str(tmp_path)]
+    common = [
+        "--config_file",
+        "configs/inference.json",
+        "--pa",
+        str(case),
+        "--ckpt_path",
+        str(quick["out"] / "models" / "model.pt"),
+        "--output_dir",
+        str(tmp_path),
+    ]
     bundle(*common, "--zoom", "{'axis': 'coronal', 'index': 64, 'box': [32, 40, 32]}")
     zoom = nib.load(tmp_path / f"{HELD_OUT}_zoom.nii.gz")
     assert zoom.shape == (128, 128, 1)
     iso = np.asarray(json.loads((case / "case.json").read_text())["isocentre_mm"])
     # box centre: x voxel 47.5, y 64, z 55.5 -> LPS (-40, 1.25, -20) mm from the isocentre -> RAS (40, -1.25, -20)
-    np.testing.assert_allclose(zoom.affine @ [63.5, 63.5, 0, 1], [40 - iso[0], -1.25 - iso[1], -20 + iso[2], 1], atol=1e-4)
+    np.testing.assert_allclose(
+        zoom.affine @ [63.5, 63.5, 0, 1], [40 - iso[0], -1.25 - iso[1], -20 + iso[2], 1], atol=1e-4
+    )
     res = bundle(*common, "--zoom", "{'axis': 'coronal', 'index': 64, 'box': [100, 40, 32]}", ok=False)
     assert_one_error_line(res, "row0 100", "use 0..96")
 
 
 def test_inference_errors_are_one_line(quick, tmp_path):
-    res = bundle("--config_file", "configs/inference.json", "--pa", str(tmp_path / "pa.png"), "--output_dir", str(tmp_path), ok=False)
+    res = bundle(
+        "--config_file",
+        "configs/inference.json",
+        "--pa",
+        str(tmp_path / "pa.png"),
+        "--output_dir",
+        str(tmp_path),
+        ok=False,
+    )
     assert_one_error_line(res, "missing lateral (--lateral) image")
     case = quick["out"] / "held_out" / HELD_OUT
     best = quick["out"] / "models" / "model.pt"
-    res = bundle("--config_file", "configs/inference.json", "--pa", str(case), "--ckpt_path", str(best), "--model_preset", "paper",
-                 "--output_dir", str(tmp_path), ok=False)
+    res = bundle(
+        "--config_file",
+        "configs/inference.json",
+        "--pa",
+        str(case),
+        "--ckpt_path",
+        str(best),
+        "--model_preset",
+        "paper",
+        "--output_dir",
+        str(tmp_path),
+        ok=False,
+    )
     assert_one_error_line(res, "--model_preset paper", "'small'", str(best))
     for name, data in (("empty.pt", b""), ("truncated.pt", best.read_bytes()[: best.stat().st_size // 2])):
         bad = tmp_path / name
@@ -207,7 +285,9 @@ def test_resume_continues_epochs_and_refuses_another_runs_checkpoint(quick, tmp_
     bundle(*train_args(out, quick["raw"], "--epochs", "1", "--held_out_reconstruction", "false"))
     first = torch.load(out / "models" / "latest.pt", map_location="cpu", weights_only=False)
     assert first["trainer"]["iteration"] // first["trainer"]["epoch_length"] == 1
-    res = bundle(*train_args(out, quick["raw"], "--epochs", "2", "--resume", "true", "--model_preset", "paper"), ok=False)
+    res = bundle(
+        *train_args(out, quick["raw"], "--epochs", "2", "--resume", "true", "--model_preset", "paper"), ok=False
+    )
     assert_one_error_line(res, "cannot resume", "'small'", "'paper'")
     bundle(*train_args(out, quick["raw"], "--epochs", "2", "--resume", "true", "--held_out_reconstruction", "false"))
     second = torch.load(out / "models" / "latest.pt", map_location="cpu", weights_only=False)
@@ -224,8 +304,15 @@ def test_ctrl_c_saves_the_point_reached_and_resume_completes(quick, tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("PERX2CT_DEBUG", None)
     with open(log, "w") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "monai.bundle", "run", *args], cwd=REPO, stdout=fh,
-                                stderr=subprocess.PIPE, env=env, encoding="utf-8", errors="replace")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "monai.bundle", "run", *args],
+            cwd=REPO,
+            stdout=fh,
+            stderr=subprocess.PIPE,
+            env=env,
+            encoding="utf-8",
+            errors="replace",
+        )
         deadline = time.monotonic() + 600
         while "Iter: 2/4 -- train_loss" not in log.read_text(errors="replace"):
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")[-3000:]
@@ -243,7 +330,9 @@ def test_ctrl_c_saves_the_point_reached_and_resume_completes(quick, tmp_path):
     assert saved["trainer"]["iteration"] == done
     command = shlex.split(stops[0].split("resume with: ", 1)[1])
     assert command[1:4] == ["-m", "monai.bundle", "run"] and command[command.index("--resume") + 1] == "true"
-    res = subprocess.run(command, cwd=REPO, capture_output=True, encoding="utf-8", errors="replace", timeout=600, env=env)
+    res = subprocess.run(
+        command, cwd=REPO, capture_output=True, encoding="utf-8", errors="replace", timeout=600, env=env
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     resumed = torch.load(out / "models" / "latest.pt", map_location="cpu", weights_only=False)
     assert resumed["trainer"]["iteration"] == 4

@@ -7,6 +7,13 @@ from scripts.networks.presets import LEGACY_PRESETS, MODEL_PRESETS, build_perx2c
 from scripts.networks.sampler import PerspectiveSampler
 
 __all__ = [
-    "Decoder", "ResNetEncoder", "PerX2CT", "PositionalEncoding", "PerspectiveSampler", "MODEL_PRESETS",
-    "LEGACY_PRESETS", "build_perx2ct", "random_encoder_warning",
+    "Decoder",
+    "ResNetEncoder",
+    "PerX2CT",
+    "PositionalEncoding",
+    "PerspectiveSampler",
+    "MODEL_PRESETS",
+    "LEGACY_PRESETS",
+    "build_perx2ct",
+    "random_encoder_warning",
 ]

@@ -111,8 +111,16 @@ class ResNetEncoder(nn.Module):
         full_layers = list(layers[:depth]) + [1] * (4 - depth)
         full_widths = list(widths[:depth]) + [widths[depth - 1] * 2] * (4 - depth)
         net = ResNet(
-            block=block, layers=full_layers, block_inplanes=full_widths, spatial_dims=2, n_input_channels=3,
-            conv1_t_size=7, conv1_t_stride=2, shortcut_type="B", bias_downsample=False, feed_forward=False,
+            block=block,
+            layers=full_layers,
+            block_inplanes=full_widths,
+            spatial_dims=2,
+            n_input_channels=3,
+            conv1_t_size=7,
+            conv1_t_stride=2,
+            shortcut_type="B",
+            bias_downsample=False,
+            feed_forward=False,
         )
         self.conv1, self.bn1, self.act, self.maxpool = net.conv1, net.bn1, net.act, net.maxpool
         self.layer1, self.layer2 = net.layer1, net.layer2
@@ -130,8 +138,12 @@ class ResNetEncoder(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.weights_source = "random"
         # torchvision's ImageNet ResNet-50/101/152 up to layer2 (and ResNet-101's layer3 for the global branch)
-        self.imagenet_layout = block == "bottleneck" and layers[:2] == (3, 4) and widths[:2] == (64, 128) and (
-            not global_features or (layers[2], widths[2]) == (23, 256))
+        self.imagenet_layout = (
+            block == "bottleneck"
+            and layers[:2] == (3, 4)
+            and widths[:2] == (64, 128)
+            and (not global_features or (layers[2], widths[2]) == (23, 256))
+        )
         self.register_load_state_dict_post_hook(_mark_loaded)
         if weights is not None:
             self.load_imagenet(weights)

@@ -46,9 +46,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from scripts.frame import FRAME
 from scripts.networks.decoder import Decoder
 from scripts.networks.encoder import ResNetEncoder, random_encoder_warning
-from scripts.frame import FRAME
 from scripts.networks.sampler import PerspectiveSampler
 from scripts.slicing import axis_code, full_boxes, slice_positions_flat, voxel_to_mm
 
@@ -57,7 +57,11 @@ __all__ = ["PerX2CT", "PositionalEncoding", "VIEW_TRANSFORMS", "INPUT_INTENSITIE
 
 #: Transforms of an input view before the encoder, as (flip left-right first, then ``np.rot90`` k times).
 VIEW_TRANSFORMS: dict[str, tuple[bool, int]] = {
-    "identity": (False, 0), "fliplr": (True, 0), "flipud": (True, 2), "rot90": (False, 1), "rot180": (False, 2),
+    "identity": (False, 0),
+    "fliplr": (True, 0),
+    "flipud": (True, 2),
+    "rot90": (False, 1),
+    "rot180": (False, 2),
     "rot270": (False, 3),
 }
 #: Values of :attr:`PerX2CT.input_intensity` (how inference should scale a radiograph; see the class doc).
@@ -240,7 +244,11 @@ class PerX2CT(nn.Module):
         return maps, torch.cat(globs, dim=1)
 
     def render(
-        self, maps: list[torch.Tensor], glob: torch.Tensor, slice_axis: torch.Tensor, slice_index: torch.Tensor,
+        self,
+        maps: list[torch.Tensor],
+        glob: torch.Tensor,
+        slice_axis: torch.Tensor,
+        slice_index: torch.Tensor,
         zoom_box: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Slices of encoded cases: axis/index (B, S), zoom_box (B, S, 3) or None -> (B, S, 128, 128)."""
@@ -278,7 +286,10 @@ class PerX2CT(nn.Module):
         return torch.where(axial, x.transpose(-2, -1), torch.rot90(x, -1, [-2, -1]))
 
     def render_slices(
-        self, features: tuple[list[torch.Tensor], torch.Tensor], axis: str, index: torch.Tensor,
+        self,
+        features: tuple[list[torch.Tensor], torch.Tensor],
+        axis: str,
+        index: torch.Tensor,
         zoom_box: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """One slice per case from already encoded cases (the encoder is not run again).
@@ -328,7 +339,9 @@ class PerX2CT(nn.Module):
             chunks: list[torch.Tensor] = []
             for start in range(0, n, self.slice_batch):
                 stop = min(start + self.slice_batch, n)
-                index = torch.arange(start, stop, device=image.device, dtype=torch.float32)[None].expand(b, stop - start)
+                index = torch.arange(start, stop, device=image.device, dtype=torch.float32)[None].expand(
+                    b, stop - start
+                )
                 ax = torch.full((b, stop - start), axis, device=image.device, dtype=torch.long)
                 chunks.append(self.render(maps, glob, ax, index, None))
             s = torch.cat(chunks, dim=1)  # (B, n slices, rows, cols)
@@ -342,7 +355,10 @@ class PerX2CT(nn.Module):
         return torch.stack(vols, dim=1)
 
     def forward(
-        self, image: torch.Tensor, slice_axis: torch.Tensor | None = None, slice_index: torch.Tensor | None = None,
+        self,
+        image: torch.Tensor,
+        slice_axis: torch.Tensor | None = None,
+        slice_index: torch.Tensor | None = None,
         zoom_box: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``forward(image)``: the whole volume (B, 1, 128, 128, 128), axial slicing.

@@ -50,32 +50,47 @@ _FREEZE = {"freeze_stem": True}
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {
         "encoder": {"block": "bottleneck", "layers": (3, 4, 23), "widths": (64, 128, 256), "global_features": False},
-        "decoder_channels": 128, "channel_mult": (1, 2, 4), "num_res_blocks": 2, "attn_resolutions": (32,),
+        "decoder_channels": 128,
+        "channel_mult": (1, 2, 4),
+        "num_res_blocks": 2,
+        "attn_resolutions": (32,),
         "zoom_in": False,
     },
     "paper_global": {
         "encoder": {"block": "bottleneck", "layers": (3, 4, 23), "widths": (64, 128, 256), "global_features": True},
-        "decoder_channels": 128, "channel_mult": (1, 2, 4), "num_res_blocks": 2, "attn_resolutions": (32,),
+        "decoder_channels": 128,
+        "channel_mult": (1, 2, 4),
+        "num_res_blocks": 2,
+        "attn_resolutions": (32,),
         "zoom_in": True,
     },
     "small": {
         "encoder": {"block": "basic", "layers": (1, 1), "widths": (32, 64), "global_features": False},
-        "decoder_channels": 16, "channel_mult": (1, 2, 4), "num_res_blocks": 1, "attn_resolutions": (),
+        "decoder_channels": 16,
+        "channel_mult": (1, 2, 4),
+        "num_res_blocks": 1,
+        "attn_resolutions": (),
         "zoom_in": False,
     },
 }
 MODEL_PRESETS["paper_official"] = {
-    **MODEL_PRESETS["paper"], **_OFFICIAL, "encoder": {**MODEL_PRESETS["paper"]["encoder"], **_FREEZE},
+    **MODEL_PRESETS["paper"],
+    **_OFFICIAL,
+    "encoder": {**MODEL_PRESETS["paper"]["encoder"], **_FREEZE},
 }
 MODEL_PRESETS["paper_global_official"] = {
-    **MODEL_PRESETS["paper_global"], **_OFFICIAL, "encoder": {**MODEL_PRESETS["paper_global"]["encoder"], **_FREEZE},
+    **MODEL_PRESETS["paper_global"],
+    **_OFFICIAL,
+    "encoder": {**MODEL_PRESETS["paper_global"]["encoder"], **_FREEZE},
 }
 
 #: The model preset of the official code's conventions for each preset with the same weights layout.
 LEGACY_PRESETS = {"paper": "paper_official", "paper_global": "paper_global_official"}
 
 
-def build_perx2ct(preset: str, sampler: PerspectiveSampler, encoder_weights: str | None = None, **overrides: Any) -> PerX2CT:
+def build_perx2ct(
+    preset: str, sampler: PerspectiveSampler, encoder_weights: str | None = None, **overrides: Any
+) -> PerX2CT:
     """A :class:`PerX2CT` from a preset of :data:`MODEL_PRESETS`; ``overrides`` replace preset fields
     (e.g. ``slice_batch=32``; ``encoder`` and ``sampler_options`` are merged into the preset's dicts);
     ``encoder_weights`` is an optional local ImageNet ResNet state dict. A preset's ``sampler_options``

@@ -49,7 +49,10 @@ class PerspectiveSampler(nn.Module):
     """
 
     def __init__(
-        self, geometry: ProjectionGeometry, views: Sequence[str] = ("pa", "lateral"), align_corners: bool = False,
+        self,
+        geometry: ProjectionGeometry,
+        views: Sequence[str] = ("pa", "lateral"),
+        align_corners: bool = False,
         visibility_mask: bool = True,
     ) -> None:
         super().__init__()
@@ -115,6 +118,8 @@ class PerspectiveSampler(nn.Module):
 
     def extra_repr(self) -> str:
         g = self.geometry
-        return (f"views={self.views}, sad_mm={g.sad_mm:g}, sid_mm={g.sid_mm:g}, "
-                f"detector_size_mm={g.detector_size_mm}, align_corners={self.align_corners}, "
-                f"visibility_mask={self.visibility_mask}")
+        return (
+            f"views={self.views}, sad_mm={g.sad_mm:g}, sid_mm={g.sid_mm:g}, "
+            f"detector_size_mm={g.detector_size_mm}, align_corners={self.align_corners}, "
+            f"visibility_mask={self.visibility_mask}"
+        )

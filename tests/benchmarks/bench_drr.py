@@ -81,7 +81,9 @@ def main() -> None:
     for view in ("pa", "lateral"):
         best = min(_t(lambda: ray_cast_drr(arr, spacing, origin, gi, view)) for _ in range(args.repeat))
         mu = hu_to_attenuation(arr)
-        best_cast = min(_t(lambda: ray_cast_drr(arr, spacing, origin, gi, view, attenuation=mu)) for _ in range(args.repeat))
+        best_cast = min(
+            _t(lambda: ray_cast_drr(arr, spacing, origin, gi, view, attenuation=mu)) for _ in range(args.repeat)
+        )
         print(f"  ITK {view:<8s} {best:6.2f} s  (ray cast only, HU conversion precomputed: {best_cast:.2f} s)")
 
     exe = shutil.which("plastimatch")
@@ -98,7 +100,9 @@ def main() -> None:
             cmd = [exe, "drr", "-t", "pfm", "-n", n, "--sad", "700", "--sid", "949", "-r", "320 320", "-z", "500 500",
                    "-o", " ".join(f"{v:.4f}" for v in iso), "-I", str(mha), "-O", str(Path(tmp) / view)]  # fmt: skip
             best = min(_t(lambda: subprocess.run(cmd, check=True, capture_output=True)) for _ in range(args.repeat))
-            print(f"  plastimatch {view:<8s} {best:6.2f} s  (whole subprocess: start, read MHA, convert, trace, write PFM)")
+            print(
+                f"  plastimatch {view:<8s} {best:6.2f} s  (whole subprocess: start, read MHA, convert, trace, write PFM)"
+            )
 
 
 def _t(fn) -> float:

@@ -82,8 +82,9 @@ def train(net, cases: list[dict], args) -> dict:
 
     ds = SliceDataset(cases)
     sampler = SliceSampler(ds, zoom_prob=0.5 if net.zoom_in else 0.0, query_grid=net.query_grid, seed=args.seed)
-    loader = DataLoader(ds, sampler=sampler, batch_size=args.batch_size, num_workers=args.workers,
-                        persistent_workers=args.workers > 0)
+    loader = DataLoader(
+        ds, sampler=sampler, batch_size=args.batch_size, num_workers=args.workers, persistent_workers=args.workers > 0
+    )
     loss_fn = make_loss()
     opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=args.lr, betas=(0.5, 0.9))
     prepare, inferer = SliceBatch(), SliceInferer()
@@ -104,15 +105,22 @@ def train(net, cases: list[dict], args) -> dict:
             losses.append(float(loss.detach()))
             it += 1
             if it % max(1, args.iterations // 10) == 0 or it == args.iterations:
-                print(f"    iteration {it}/{args.iterations}: loss {np.mean(losses[-10:]):.4f} "
-                      f"({(time.perf_counter() - t0) / it:.2f} s/iteration)", flush=True)
+                print(
+                    f"    iteration {it}/{args.iterations}: loss {np.mean(losses[-10:]):.4f} "
+                    f"({(time.perf_counter() - t0) / it:.2f} s/iteration)",
+                    flush=True,
+                )
             if it >= args.iterations:
                 break
             t_data = time.perf_counter()
     seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "data_share": wait / seconds, "first_loss": float(np.mean(losses[:10])),
-            "last_loss": float(np.mean(losses[-10:])),
-            "loss": f"{type(loss_fn).__name__}({loss_fn.extra_repr()})"}
+    return {
+        "seconds": seconds,
+        "data_share": wait / seconds,
+        "first_loss": float(np.mean(losses[:10])),
+        "last_loss": float(np.mean(losses[-10:])),
+        "loss": f"{type(loss_fn).__name__}({loss_fn.extra_repr()})",
+    }
 
 
 def metrics(pred: np.ndarray, target: np.ndarray) -> dict:
@@ -137,9 +145,12 @@ def main() -> None:
 
     t0 = time.perf_counter()
     cases = prepared_cases(args)
-    print(f"{len(cases)} cases ({', '.join(c['case_id'] for c in cases)}), prepared/cached in "
-          f"{time.perf_counter() - t0:.0f} s; preset {args.preset}, {args.iterations} iterations x "
-          f"{args.batch_size} samples per fold, lr {args.lr:g}, {args.threads} threads", flush=True)
+    print(
+        f"{len(cases)} cases ({', '.join(c['case_id'] for c in cases)}), prepared/cached in "
+        f"{time.perf_counter() - t0:.0f} s; preset {args.preset}, {args.iterations} iterations x "
+        f"{args.batch_size} samples per fold, lr {args.lr:g}, {args.threads} threads",
+        flush=True,
+    )
     if len(cases) < 2:
         sys.exit("need at least two cases for leave-one-out")
     targets = {c["case_id"]: np.load(Path(c["dir"]) / "target.npy") for c in cases}
@@ -157,28 +168,53 @@ def main() -> None:
         recon_s = time.perf_counter() - t
         target = targets[held["case_id"]]
         baseline = np.mean([targets[c["case_id"]] for c in train_cases], axis=0)
-        rows.append({"case": held["case_id"], "train_cases": len(train_cases), **fit, "recon_seconds": recon_s,
-                     "model": metrics(pred, target), "baseline": metrics(baseline, target)})
+        rows.append(
+            {
+                "case": held["case_id"],
+                "train_cases": len(train_cases),
+                **fit,
+                "recon_seconds": recon_s,
+                "model": metrics(pred, target),
+                "baseline": metrics(baseline, target),
+            }
+        )
         m, b = rows[-1]["model"], rows[-1]["baseline"]
-        print(f"    model    PSNR {m['psnr']:.2f} dB  SSIM {m['ssim']:.3f}  MAE {m['mae_hu']:.0f} HU\n"
-              f"    baseline PSNR {b['psnr']:.2f} dB  SSIM {b['ssim']:.3f}  MAE {b['mae_hu']:.0f} HU", flush=True)
+        print(
+            f"    model    PSNR {m['psnr']:.2f} dB  SSIM {m['ssim']:.3f}  MAE {m['mae_hu']:.0f} HU\n"
+            f"    baseline PSNR {b['psnr']:.2f} dB  SSIM {b['ssim']:.3f}  MAE {b['mae_hu']:.0f} HU",
+            flush=True,
+        )
 
-    print(f"\nLeave-one-out, {args.preset} preset, {args.iterations} iterations x {args.batch_size} samples per fold "
-          f"({rows[0]['loss']}), held-out case vs the mean volume of the training cases:\n")
-    print("| held-out case | trained on | PSNR model / mean (dB) | SSIM model / mean | MAE model / mean (HU) "
-          "| train s | data wait |")
+    print(
+        f"\nLeave-one-out, {args.preset} preset, {args.iterations} iterations x {args.batch_size} samples per fold "
+        f"({rows[0]['loss']}), held-out case vs the mean volume of the training cases:\n"
+    )
+    print(
+        "| held-out case | trained on | PSNR model / mean (dB) | SSIM model / mean | MAE model / mean (HU) "
+        "| train s | data wait |"
+    )
     print("|---|---|---|---|---|---|---|")
-    for r in rows + [{"case": "**mean**", "train_cases": "", "seconds": np.mean([r["seconds"] for r in rows]),
-                      "data_share": np.mean([r["data_share"] for r in rows]),
-                      "model": {k: np.mean([r["model"][k] for r in rows]) for k in rows[0]["model"]},
-                      "baseline": {k: np.mean([r["baseline"][k] for r in rows]) for k in rows[0]["baseline"]}}]:
+    for r in rows + [
+        {
+            "case": "**mean**",
+            "train_cases": "",
+            "seconds": np.mean([r["seconds"] for r in rows]),
+            "data_share": np.mean([r["data_share"] for r in rows]),
+            "model": {k: np.mean([r["model"][k] for r in rows]) for k in rows[0]["model"]},
+            "baseline": {k: np.mean([r["baseline"][k] for r in rows]) for k in rows[0]["baseline"]},
+        }
+    ]:
         m, b = r["model"], r["baseline"]
-        print(f"| {r['case']} | {r['train_cases']} | {m['psnr']:.2f} / {b['psnr']:.2f} | {m['ssim']:.3f} / "
-              f"{b['ssim']:.3f} | {m['mae_hu']:.0f} / {b['mae_hu']:.0f} | {r['seconds']:.0f} | "
-              f"{100 * r['data_share']:.0f} % |")
+        print(
+            f"| {r['case']} | {r['train_cases']} | {m['psnr']:.2f} / {b['psnr']:.2f} | {m['ssim']:.3f} / "
+            f"{b['ssim']:.3f} | {m['mae_hu']:.0f} / {b['mae_hu']:.0f} | {r['seconds']:.0f} | "
+            f"{100 * r['data_share']:.0f} % |"
+        )
     wins = sum(r["model"]["psnr"] > r["baseline"]["psnr"] for r in rows)
-    print(f"\nmodel beats the baseline's PSNR on {wins} of {len(rows)} held-out cases; total {time.perf_counter() - t0:.0f} s "
-          f"on {os.cpu_count()} CPUs ({args.threads} threads)")
+    print(
+        f"\nmodel beats the baseline's PSNR on {wins} of {len(rows)} held-out cases; total {time.perf_counter() - t0:.0f} s "
+        f"on {os.cpu_count()} CPUs ({args.threads} threads)"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2, default=float) + "\n")
 

@@ -41,8 +41,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--presets", default="small,paper")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--dtypes", "--dtype", dest="dtypes", default=None,
-                    help="fp32 and/or bf16 (bf16 = autocast; default: fp32 on CPU, fp32,bf16 on CUDA)")
+    ap.add_argument(
+        "--dtypes",
+        "--dtype",
+        dest="dtypes",
+        default=None,
+        help="fp32 and/or bf16 (bf16 = autocast; default: fp32 on CPU, fp32,bf16 on CUDA)",
+    )
     ap.add_argument("--slice_batch", type=int, default=16)
     args = ap.parse_args()
     device = torch.device(args.device)
@@ -52,11 +57,17 @@ def main() -> None:
     for preset in args.presets.split(","):
         flops = volume_flops(preset)
         torch.manual_seed(0)
-        net = build_perx2ct(preset, PerspectiveSampler(ProjectionGeometry.from_preset("perx2ct")), slice_batch=args.slice_batch)
+        net = build_perx2ct(
+            preset, PerspectiveSampler(ProjectionGeometry.from_preset("perx2ct")), slice_batch=args.slice_batch
+        )
         net = net.to(device).eval()
         image = torch.rand(1, 2, 128, 128, device=device)
         for dtype in dtypes:
-            ctx = torch.autocast(device.type, dtype=torch.bfloat16) if dtype == "bf16" else torch.autocast(device.type, enabled=False)
+            ctx = (
+                torch.autocast(device.type, dtype=torch.bfloat16)
+                if dtype == "bf16"
+                else torch.autocast(device.type, enabled=False)
+            )
             with torch.no_grad(), ctx:
                 if device.type == "cuda":  # warm-up at the timed shapes (cuDNN picks its algorithms), then best of 3
                     net(image)
@@ -79,7 +90,9 @@ def main() -> None:
                 peak = torch.cuda.max_memory_allocated() / 2**20
             else:
                 peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
-            print(f"{preset:<13}{dtype:<6}{seconds:>9.2f}{flops / 1e9:>11.0f}{flops / 1e9 / seconds:>9.1f}{peak:>10.0f}")
+            print(
+                f"{preset:<13}{dtype:<6}{seconds:>9.2f}{flops / 1e9:>11.0f}{flops / 1e9 / seconds:>9.1f}{peak:>10.0f}"
+            )
 
 
 if __name__ == "__main__":

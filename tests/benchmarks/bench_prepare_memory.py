@@ -54,8 +54,12 @@ def two_mm_series(src: Path, dst: Path) -> Path:
 
 def measure(path: Path, threads: int) -> tuple[float, float]:
     t0 = time.perf_counter()
-    p = subprocess.Popen([sys.executable, "-c", CHILD.format(threads=threads), str(path)], cwd=REPO,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p = subprocess.Popen(
+        [sys.executable, "-c", CHILD.format(threads=threads), str(path)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     _, status, usage = os.wait4(p.pid, 0)
     p.returncode = os.waitstatus_to_exitcode(status)
     err = p.stderr.read().decode(errors="replace")
@@ -75,9 +79,11 @@ def main() -> None:
     download_example(output_dir=str(example))
     tmp = Path(tempfile.mkdtemp(prefix="bench_prepare_memory-"))
     try:
-        cases = [("LIDC-IDRI-0001 (133 slices, 0.70 mm pixels)", example / "LIDC-IDRI-0001"),
-                 ("LungDx-A0001 (64 slices, 0.84 mm pixels)", example / "LungDx-A0001"),
-                 ("synthetic 2 mm pixels (64 slices, 1024 mm FOV)", two_mm_series(example / "LungDx-A0001", tmp / "2mm"))]
+        cases = [
+            ("LIDC-IDRI-0001 (133 slices, 0.70 mm pixels)", example / "LIDC-IDRI-0001"),
+            ("LungDx-A0001 (64 slices, 0.84 mm pixels)", example / "LungDx-A0001"),
+            ("synthetic 2 mm pixels (64 slices, 1024 mm FOV)", two_mm_series(example / "LungDx-A0001", tmp / "2mm")),
+        ]
         print(f"peak resident memory of preparing one case (fresh process, {args.threads} thread(s))")
         for name, path in cases:
             seconds, peak = measure(path, args.threads)
