@@ -36,4 +36,4 @@ from scripts import errors as _errors
 
 _errors.install()
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

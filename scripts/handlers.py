@@ -563,16 +563,21 @@ class ReconstructionReport:
     both in the target scale [0, 1]. Case ids come from the batch's ``case_id`` key.
 
     Writes ``<output_dir>/metrics.csv`` (one row per case: paper and honest metrics averaged over the
-    axes), ``summary.json`` (means and standard deviations) and ``montages/<case_id>.png`` (labelled:
+    axes; ``lpips_paper`` too when ``lpips`` is given, see :func:`scripts.metrics.lpips_model`), ``summary.json`` (means and standard deviations) and ``montages/<case_id>.png`` (labelled:
     case, planes, ground truth / prediction / error, HU window, metrics).
     """
 
     def __init__(
-        self, output_dir: str, axes: tuple[str, ...] = ("axial", "coronal", "sagittal"), montage: bool = True
+        self,
+        output_dir: str,
+        axes: tuple[str, ...] = ("axial", "coronal", "sagittal"),
+        montage: bool = True,
+        lpips: torch.nn.Module | None = None,
     ) -> None:
         self.output_dir = Path(output_dir)
         self.axes = tuple(axes)
         self.montage = montage
+        self.lpips = lpips  # scripts.metrics.lpips_model(...): adds the paper's per-slice LPIPS column
         self.rows: list[dict[str, Any]] = []
 
     def attach(self, engine: Engine) -> None:
@@ -597,7 +602,7 @@ class ReconstructionReport:
             label = item["label"].detach().float().cpu().numpy()[0]
             case_id = str(ids[i]) if ids is not None else f"case{len(self.rows):04d}"
             preds = {axis: pred[a] for a, axis in enumerate(self.axes[: pred.shape[0]])}
-            metrics = evaluate_three_axes(preds, label)
+            metrics = evaluate_three_axes(preds, label, lpips=self.lpips)
             self.rows.append({"case_id": case_id, **{k: float(v) for k, v in metrics.items()}})
             logger.info("%s: %s", case_id, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
             if self.montage:
