@@ -563,8 +563,9 @@ class ReconstructionReport:
     both in the target scale [0, 1]. Case ids come from the batch's ``case_id`` key.
 
     Writes ``<output_dir>/metrics.csv`` (one row per case: paper and honest metrics averaged over the
-    axes; ``lpips_paper`` too when ``lpips`` is given, see :func:`scripts.metrics.lpips_model`), ``summary.json`` (means and standard deviations) and ``montages/<case_id>.png`` (labelled:
-    case, planes, ground truth / prediction / error, HU window, metrics).
+    axes; ``lpips_paper`` too when ``lpips`` is given, see :func:`scripts.metrics.lpips_model`),
+    ``summary.json`` (means and standard deviations) and ``montages/<case_id>.png`` (labelled: case, planes,
+    ground truth / prediction / error, HU window, metrics).
     """
 
     def __init__(
