@@ -7,7 +7,7 @@ Checks (one ``PASS``/``FAIL``/``WARN`` line each; exit status 1 if any fails):
   ``configs/evaluate.json``, ``configs/logging.conf``, ``large_files.yml``.
 * ``changelog``: metadata ``version`` is a key of ``changelog`` (the Model Zoo's ``verify_version_changes``).
 * ``metadata_schema``: ``monai.bundle.verify_metadata`` against a *local* copy of the schema
-  (``--schema PATH``; default ``../shared/monai/<schema file named in metadata>`` beside the repository).
+  (``--schema PATH``; default ``bundle/schemas/<schema file named in metadata>``, shipped with the bundle tools).
 * ``large_files``: ``large_files.yml`` parses; every entry has ``path``, ``url``, a non-empty ``hash_val``
   and ``hash_type``; a local file must match its hash. An empty list (nothing published) is a ``WARN``.
 * ``inference_config``: ``configs/inference.json`` parses and has the ids MONAI's inference properties
@@ -152,13 +152,18 @@ def check_changelog(root: Path, **_: Any) -> tuple[str, str]:
     return "PASS", f"version {version} is in changelog"
 
 
+#: Local copies of MONAI's bundle metadata schemas (the file named by metadata.json's ``schema`` URL), so that
+#: verification needs no network: MONAI's own schema file, Apache-2.0, as published by Project-MONAI.
+SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
+
+
 def _schema_path(root: Path, schema: str | None, meta: dict) -> Path:
     if schema:
         return Path(schema).expanduser().resolve()
     url = meta.get("schema")
     if not url:
         raise CheckError("metadata has no 'schema' URL")
-    return (root.parent / "shared" / "monai" / url.rstrip("/").rsplit("/", 1)[-1]).resolve()
+    return (SCHEMA_DIR / url.rstrip("/").rsplit("/", 1)[-1]).resolve()
 
 
 def check_metadata_schema(root: Path, schema: str | None = None, **_: Any) -> tuple[str, str]:
@@ -440,7 +445,7 @@ def verify(
 
     Args:
         bundle_root: the bundle (repository) root.
-        schema: local copy of the metadata schema (default ``../shared/monai/<file named in metadata>``).
+        schema: local copy of the metadata schema (default ``bundle/schemas/<file named in metadata>``).
         ckpt_file: checkpoint for ``ckpt_export`` (default: a freshly initialised one).
         model_preset: network preset for ``net_in_out``/``ckpt_export`` (default ``small`` without
             ``--ckpt_file``, the config's preset with it).

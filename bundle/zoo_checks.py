@@ -415,7 +415,7 @@ def zoo_check(
             the repository's ``models/model.pt``.
         url: publish the checkpoint to this address for the download step (``file://`` for a local test).
         info_url: the same for the sidecar ``model.json``.
-        schema: local copy of the metadata schema (default ``../shared/monai/<file named in metadata>``).
+        schema: local copy of the metadata schema (default ``bundle/schemas/<file named in metadata>``).
         dataset_dir: data for the ``train``/``eval`` property checks (raw or prepared CTs).
         cache_dir: the training cache for ``dataset_dir`` (``PersistentDataset``).
         workdir: where the zoo tree is made (default: a temporary folder, removed afterwards).

@@ -20,7 +20,7 @@ from bundle import verify as bv
 from bundle.package import package
 
 REPO = Path(__file__).resolve().parents[1]
-SCHEMA = REPO.parent / "shared" / "monai" / "meta_schema_20240725.json"
+SCHEMA = REPO / "bundle" / "schemas" / "meta_schema_20240725.json"
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def _schema_args() -> dict:
     if not SCHEMA.is_file():
         from conftest import missing
 
-        missing(f"metadata schema copy not found at {SCHEMA} (the project's shared/monai)")
+        missing(f"metadata schema copy not found at {SCHEMA} (bundle/schemas)")
     return {"schema": str(SCHEMA)}
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SCHEMA = REPO.parent / "shared" / "monai" / "meta_schema_20240725.json"
+SCHEMA = REPO / "bundle" / "schemas" / "meta_schema_20240725.json"
 TRAIN = "['configs/train.json','configs/quick.json']"
 
 
@@ -60,7 +60,7 @@ def test_zoo_check_on_the_packaged_bundle_with_a_trained_checkpoint(quick_ckpt):
     if not SCHEMA.is_file():
         from conftest import missing
 
-        missing(f"metadata schema copy not found at {SCHEMA} (the project's shared/monai)")
+        missing(f"metadata schema copy not found at {SCHEMA} (bundle/schemas)")
     online = _pypi_reachable()
     ckpt = quick_ckpt["ckpt"]
     cmd = [sys.executable, "-m", "bundle", "zoo_check", "--ckpt_file", str(ckpt), "--url", ckpt.as_uri(),
