@@ -43,10 +43,7 @@ def schema_file(metadata) -> Path:
     name = metadata["schema"].rsplit("/", 1)[-1]
     path = SCHEMA_DIR / name
     if not path.is_file():
-        missing(
-            f"MONAI bundle schema {name} not found at {path}: "
-            "it ships with the bundle tools in bundle/schemas"
-        )
+        missing(f"MONAI bundle schema {name} not found at {path}: " "it ships with the bundle tools in bundle/schemas")
     return path
 
 
