@@ -20,7 +20,9 @@ Modules, one concept each:
 * :mod:`scripts.slicing` - where a rendered slice (axis, index, zoom box) lies in the volume.
 * :mod:`scripts.networks` - PerspectiveSampler, encoder, decoder, PerX2CT and its presets.
 * :mod:`scripts.slice_sampling` - the training samples: per-case cache, seeded slice sampler, 1 mm ground truth.
-* :mod:`scripts.engine` - slice batches, inferers, the validation loss metric and --init_ckpt for MONAI's engines.
+* :mod:`scripts.inferers` - how the trainer, evaluator and inference call the network (slices, volumes, zoom).
+* :mod:`scripts.model_selection` - the validation metric that picks ``models/model.pt`` and its direction.
+* :mod:`scripts.command_line` - command-line values as workflows receive them (``flag``).
 * :mod:`scripts.losses` / :mod:`scripts.metrics` - the official loss (L1 + LPIPS-VGG); the official metric code's
   paper convention and honest metrics.
 * :mod:`scripts.pretrained` - ResNet-101 / VGG16 / LPIPS weights as data; ``python -m scripts download_weights``.

@@ -381,7 +381,7 @@ class RandRigidViewsBatch:
     motion and intensity variation (and sample its moved ground truth); this renders all samples' views in one
     batched projector call on ``device`` (each case's 128^3 cube is kept there after its first use) and applies
     the same post-processing and variation as the per-sample path, then calls ``prepare_batch`` (the usual
-    :class:`scripts.engine.SliceBatch`). Items without the draw (``enabled`` False, or ``prob`` < 1 misses) pass.
+    :class:`scripts.slice_sampling.SliceBatch`). Items without the draw (``enabled`` False, or ``prob`` < 1 misses) pass.
 
     Args:
         prepare_batch: the wrapped ``prepare_batch``.

@@ -18,20 +18,25 @@ The sidecar of ``X.pt`` is ``X.json`` (:func:`info_path`). Writers call :func:`w
 :func:`resolve_network`, which merges the sidecar with what the command line asked for (``null`` = take
 the checkpoint's) and refuses a contradiction in one line naming both. :func:`require_checkpoint`
 checks that a checkpoint file exists and is a readable ``torch.save`` archive before anything loads it,
-and :func:`check_resume` that ``latest.pt`` belongs to the run being resumed.
+and :func:`check_resume` that ``latest.pt`` belongs to the run being resumed. :func:`load_init_checkpoint`
+starts a training run from another checkpoint's weights (``--init_ckpt``).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import zipfile
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from scripts.atomic import write_json_atomic
 
 __all__ = [
+    "load_init_checkpoint",
     "FORMAT",
     "CheckpointInfoError",
     "CheckpointError",
@@ -44,6 +49,8 @@ __all__ = [
     "check_resume",
     "export_ckpt_file",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: Identifies the sidecar layout; bump the number when a key changes meaning.
 FORMAT = "perx2ct-checkpoint/1"
@@ -217,3 +224,97 @@ def check_resume(
             f"pass the --output_dir of that run or train into another --ckpt_dir"
         )
     return str(ckpt_path)
+
+
+def _legacy_presets() -> dict[str, str]:
+    from scripts.networks import presets
+
+    return dict(getattr(presets, "LEGACY_PRESETS", {}))
+
+
+def load_init_checkpoint(
+    network: torch.nn.Module,
+    ckpt_path: str | None,
+    model_preset: str,
+    geometry_preset: str,
+    device: str | torch.device = "cpu",
+) -> dict[str, Any] | None:
+    """Start training from the weights of ``ckpt_path`` (``--init_ckpt``): an imported official checkpoint
+    (``python -m scripts import_official``) or a previous run's ``models/model.pt``.
+
+    The file is a plain state dict (or a dict with one of ``model``, ``network``, ``state_dict``); its sidecar
+    (:func:`scripts.checkpoint.read_info`) must name the run's ``model_preset``, or its legacy form (an imported
+    ``paper_official`` checkpoint may start a ``paper`` run). Two ways to fine-tune imported weights:
+
+    * legacy mode: ``--model_preset paper_official --geometry_preset perx2ct_official`` (the conventions the
+      weights were trained with; training continues where the authors stopped);
+    * corrected geometry: ``--model_preset paper --geometry_preset perx2ct`` (the same weights in the bundle's
+      cone-beam geometry and conventions; logged, and fine-tuning has to adapt them).
+
+    Loading weights into another geometry than theirs is allowed and logged. Returns the sidecar
+    (or None without one); does nothing when ``ckpt_path`` is empty.
+    """
+    if not ckpt_path:
+        return None
+    from scripts.checkpoint import read_info
+
+    if not os.path.isfile(ckpt_path):
+        raise FileNotFoundError(f"--init_ckpt {ckpt_path}: no such file")
+    info = read_info(ckpt_path)
+    legacy_of = {v: k for k, v in _legacy_presets().items()}  # paper_official -> paper, ...
+    if info is not None and info["model_preset"] != model_preset:
+        if legacy_of.get(info["model_preset"]) == model_preset:
+            logger.warning(
+                "--init_ckpt %s holds %r weights (the official code's conventions); this run trains them as %r "
+                "(the bundle's positional encoding, slice layout, image orientation and geometry): the first "
+                "iterations unlearn the old conventions",
+                ckpt_path,
+                info["model_preset"],
+                model_preset,
+            )
+        else:
+            raise ValueError(
+                f"--init_ckpt {ckpt_path} holds a {info['model_preset']!r} network but this run builds "
+                f"{model_preset!r}: add --model_preset {info['model_preset']}"
+            )
+    try:
+        state = torch.load(ckpt_path, map_location=device, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - one clear line naming the file
+        raise ValueError(f"--init_ckpt {ckpt_path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from e
+    for key in ("model", "network", "state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    net = getattr(network, "module", network)
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0]
+        raise ValueError(f"--init_ckpt {ckpt_path} does not fit the {model_preset!r} network: {first}") from e
+    if info is None:
+        logger.warning(
+            "--init_ckpt %s has no sidecar (%s): cannot check which network and geometry it was trained " "with",
+            ckpt_path,
+            os.path.splitext(ckpt_path)[0] + ".json",
+        )
+    else:
+        src_geometry = info["geometry_preset"]
+        overrides = info.get("model_overrides") or {}
+        if src_geometry != geometry_preset:
+            logger.warning(
+                "--init_ckpt %s was trained with geometry %r; this run samples with %r: the weights start in a new "
+                "geometry and fine-tuning adapts them (pass --geometry_preset %s to keep the original one)",
+                ckpt_path,
+                src_geometry,
+                geometry_preset,
+                src_geometry,
+            )
+        if overrides:
+            logger.warning(
+                "--init_ckpt %s records model overrides %s; make sure this run builds the network with "
+                "the same settings unless changing them is intended",
+                ckpt_path,
+                overrides,
+            )
+    logger.info("initialised %s from %s", type(net).__name__, ckpt_path)
+    return info

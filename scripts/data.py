@@ -147,7 +147,7 @@ def load_datalist(
 def validation_cases(datalist: dict[str, Any], dataset_dir: str, allow_training: Any = False) -> list[dict]:
     """The validation cases of ``datalist``; with none, an error unless ``allow_training`` (then the
     training cases, with a logged warning: checkpoints are then chosen on data the model was trained on)."""
-    from scripts.engine import flag
+    from scripts.command_line import flag
 
     if datalist.get("validation"):
         return list(datalist["validation"])

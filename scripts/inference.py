@@ -83,7 +83,7 @@ def zoom_affine(
 ) -> np.ndarray:
     """4x4 RAS affine of a zoomed slice stored as a (pixels, pixels, 1) array (rows, columns, 1).
 
-    ``zoom`` is ``{"axis", "index", "box"}`` as :class:`scripts.engine.ZoomInferer` takes it; the pixel
+    ``zoom`` is ``{"axis", "index", "box"}`` as :class:`scripts.inferers.ZoomInferer` takes it; the pixel
     positions are those of :func:`scripts.slicing.slice_positions`, so the image lies where it was rendered.
     """
     from scripts.slicing import axis_code, slice_positions
@@ -209,7 +209,7 @@ class SaveReconstructiond(MapTransform):
         output_dir: where ``<case_id>.nii.gz`` and ``<case_id>.png`` go (atomic writes).
         output_hu: write Hounsfield units (:meth:`~scripts.frame.VolumeFrame.target_to_hu`) instead of the
             [0, 1] scale.
-        zoom: the zoom spec of :class:`scripts.engine.ZoomInferer` when the prediction is a zoomed slice
+        zoom: the zoom spec of :class:`scripts.inferers.ZoomInferer` when the prediction is a zoomed slice
             (1, h, w): it is written as an (h, w, 1) NIfTI at its place in the volume, ``<case_id>_zoom``.
         label_key: optional ground truth (1, X, Y, Z) or (X, Y, Z) in the target scale; when an item has
             it, the PNG shows ground truth, prediction and error columns with PSNR / SSIM / MAE.

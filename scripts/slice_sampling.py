@@ -1,7 +1,7 @@
 """The training data of PerX2CT as the official code draws it: batches of independent slices.
 
 One training sample is one ``(case, axis, slice index[, zoom box])`` with its own PA/lateral pair and its
-ground-truth slice; a batch is ``N`` such samples across cases (the official batch: 20). Three pieces:
+ground-truth slice; a batch is ``N`` such samples across cases (the official batch: 20). Four pieces:
 
 * :func:`cache_cases` decodes each case once into an uncompressed ``.npy`` cache (the X-ray pair, and the
   1 mm HU cube ``ct_1mm`` as int16, or the 128^3 target when a case has no 1 mm cube), which
@@ -15,6 +15,8 @@ ground-truth slice; a batch is ``N`` such samples across cases (the official bat
 * :class:`SliceDataset` renders a sample: the ground truth is point-sampled (trilinear) from the 1 mm
   cube at the rendered pixels' positions (:func:`scripts.slicing.slice_positions`, mm through
   :data:`scripts.frame.FRAME`), zero (air) outside the cube, as the official ``grid_sample`` does.
+* :class:`SliceBatch` (the trainer's ``prepare_batch``) turns a collated batch of samples into the network's
+  arguments: B = N cases with S = 1 slice each.
 
 Zoom-in (the global variant, official ``get_p0_zoom_size``): with probability ``1 - zoom_prob`` the full
 slice, else a side ``size ~ U(zoom_min, zoom_max)`` (continuous) and a corner ``p0 ~ U(-margin, n + margin
@@ -49,7 +51,7 @@ from scripts.atomic import write_json_atomic
 from scripts.frame import FRAME, VolumeFrame
 from scripts.slicing import AXES, axis_code, slice_positions
 
-__all__ = ["CachedCase", "cache_cases", "SliceDataset", "SliceSampler", "official_zoom_box"]
+__all__ = ["CachedCase", "cache_cases", "SliceDataset", "SliceSampler", "SliceBatch", "official_zoom_box"]
 
 logger = logging.getLogger(__name__)
 
@@ -395,3 +397,39 @@ class SliceSampler(DistributedSampler):
         )
         for k, box in zip(order.tolist(), boxes.tolist()):
             yield (k, *box)
+
+
+class SliceBatch:
+    """``prepare_batch`` for ``SupervisedTrainer``: a batch of independent slice samples, ready for the network.
+
+    Takes a collated batch of :class:`scripts.slice_sampling.SliceDataset` items ``{"image": (N, 2, H, W),
+    "label": (N, 1, h, w), "slice_axis": (N,), "slice_index": (N,), "zoom_box": (N, 3)}`` and returns
+    ``(image, label, (), kwargs)`` with ``kwargs`` = ``slice_axis`` (N, 1) int64, ``slice_index`` (N, 1) float32,
+    ``zoom_box`` (N, 1, 3) float32: the network sees B = N cases with S = 1 slice each, so every sample has its
+    own X-ray pair and each view's N images are encoded together (the official batch statistics).
+    """
+
+    keys = ("image", "label", "slice_axis", "slice_index", "zoom_box")
+
+    def __call__(
+        self, batchdata: dict, device: str | torch.device | None = None, non_blocking: bool = False, **kwargs: Any
+    ):
+        missing = [k for k in self.keys if k not in batchdata]
+        if missing:
+            raise KeyError(f"a slice batch needs keys {list(self.keys)}; missing {missing} (got {sorted(batchdata)})")
+
+        def to(x: Any, dtype: torch.dtype | None = None) -> torch.Tensor:
+            return torch.as_tensor(x).to(device=device, dtype=dtype, non_blocking=non_blocking)
+
+        image, label = to(batchdata["image"]), to(batchdata["label"])
+        if label.ndim != 4 or image.ndim != 4 or image.shape[0] != label.shape[0]:
+            raise ValueError(
+                f"need image (N, 2, H, W) and label (N, 1, h, w), got {tuple(image.shape)} and {tuple(label.shape)}"
+            )
+        n = image.shape[0]
+        kw = {
+            "slice_axis": to(batchdata["slice_axis"], torch.long).reshape(n, 1),
+            "slice_index": to(batchdata["slice_index"], torch.float32).reshape(n, 1),
+            "zoom_box": to(batchdata["zoom_box"], torch.float32).reshape(n, 1, 3),
+        }
+        return image, label, (), kw

@@ -186,7 +186,7 @@ def test_sampler_shards_an_epoch_over_ranks():
 def test_batches_of_independent_samples(cases):
     from monai.data import DataLoader
 
-    from scripts.engine import SliceBatch
+    from scripts.slice_sampling import SliceBatch
 
     ds = SliceDataset(cases["cached"])
     loader = DataLoader(ds, sampler=SliceSampler(ds, seed=0), batch_size=6, num_workers=0)

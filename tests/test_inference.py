@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from scripts.engine import ZoomInferer
 from scripts.inference import SaveReconstructiond, reconstruction_affine, zoom_affine
+from scripts.inferers import ZoomInferer
 
 
 def test_reconstruction_affine_centres_the_cube_on_the_isocentre():

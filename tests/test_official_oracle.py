@@ -8,7 +8,7 @@ keyed by a class object, as Lightning 1.0.8 writes them) or a bare state dict (g
 :func:`scripts.import_official.import_official`, rebuilt from the written sidecar (legacy model preset + official
 camera), fed the official dataloader's X-rays mapped into this bundle's image convention
 (``pa = fliplr(pa_official)``, ``lateral = rot90(lateral_official, -1)``) and run through
-``scripts.engine.ZoomInferer`` / ``ReconstructionInferer``. Outputs are laid out in the official frame before the
+``scripts.inferers.ZoomInferer`` / ``ReconstructionInferer``. Outputs are laid out in the official frame before the
 comparison (official (i0, i1, i2) = bundle (127 - k, j, i)).
 
 Tolerances (never loosened): every expected slice of both variants, zoomed ones included, within 1e-4 max abs
@@ -224,7 +224,7 @@ def test_import_refuses_the_wrong_variant_and_files_that_are_not_checkpoints(off
 def test_every_expected_slice_including_zoom(imported, bundle_inputs, variant):
     """Each slice of ``expected_<variant>.npz`` (the project's axis/index/box of the official query points) rendered
     by the bundle's ZoomInferer equals the official decoder's channel 1 within 1e-4."""
-    from scripts.engine import ZoomInferer
+    from scripts.inferers import ZoomInferer
 
     net = _network(imported(variant)[0])
     exp = _load(f"expected_{variant}.npz")
@@ -249,7 +249,7 @@ def test_every_expected_slice_including_zoom(imported, bundle_inputs, variant):
 def test_full_volume(imported, bundle_inputs):
     """The official 3-axis reconstruction (float16): axial in full (ReconstructionInferer), coronal and sagittal
     every 16th slice (all with PERX2CT_ORACLE_FULL=1)."""
-    from scripts.engine import ReconstructionInferer
+    from scripts.inferers import ReconstructionInferer
 
     net = _network(imported("perx2ct")[0])
     exp = _load("expected_perx2ct_volume.npz")

@@ -27,9 +27,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from scripts.engine import ReconstructionInferer  # noqa: E402
 from scripts.frame import FRAME  # noqa: E402
 from scripts.geometry import ProjectionGeometry  # noqa: E402
+from scripts.inferers import ReconstructionInferer  # noqa: E402
 from scripts.networks import PerspectiveSampler, build_perx2ct  # noqa: E402
 
 

@@ -36,10 +36,11 @@ sys.path.insert(0, str(REPO))
 from monai.transforms import Compose  # noqa: E402
 
 from scripts.data import bundle_component, case_transform, load_datalist  # noqa: E402
-from scripts.engine import SliceBatch, SliceInferer  # noqa: E402
 from scripts.geometry import ProjectionGeometry  # noqa: E402
+from scripts.inferers import SliceInferer  # noqa: E402
 from scripts.metrics import mae_hu, psnr_true, ssim_true  # noqa: E402
 from scripts.networks import PerspectiveSampler, build_perx2ct  # noqa: E402
+from scripts.slice_sampling import SliceBatch  # noqa: E402
 from scripts.slice_sampling import SliceDataset, SliceSampler, cache_cases  # noqa: E402
 
 

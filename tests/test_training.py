@@ -8,7 +8,10 @@ import logging
 import pytest
 import torch
 
-from scripts.engine import SliceBatch, SliceInferer, SliceLossMetric, load_init_checkpoint, metric_cmp, split_metrics
+from scripts.checkpoint import load_init_checkpoint
+from scripts.inferers import SliceInferer
+from scripts.model_selection import SliceLossMetric, metric_cmp, split_metrics
+from scripts.slice_sampling import SliceBatch
 
 
 def _batch(n=3, h=8):
@@ -46,7 +49,7 @@ def test_slice_inferer_flattens_slices():
 
 
 def test_flag_reads_command_line_switches():
-    from scripts.engine import flag
+    from scripts.command_line import flag
 
     assert flag("true") and flag("True") and flag(True) and flag(1) and flag("yes")
     assert not flag("false") and not flag(False) and not flag(0) and not flag("no")
@@ -115,10 +118,10 @@ def test_init_ckpt_loads_weights_and_checks_the_network(small_net, tmp_path, cap
 
 
 def test_imported_official_weights_may_start_a_bundle_convention_run(small_net, tmp_path, caplog, monkeypatch):
-    import scripts.engine as engine
+    import scripts.checkpoint as checkpoint
     from scripts.checkpoint import write_info
 
-    monkeypatch.setattr(engine, "_legacy_presets", lambda: {"small": "small_official"})
+    monkeypatch.setattr(checkpoint, "_legacy_presets", lambda: {"small": "small_official"})
     path = tmp_path / "official.pt"
     torch.save(small_net.state_dict(), path)
     write_info(path, model_preset="small_official", geometry_preset="perx2ct_official")
