@@ -10,21 +10,18 @@ import fire
 
 
 def _commands() -> dict:
-    # imported lazily so that ``--help`` is quick and one broken optional module cannot block the rest
+    # imported when the command line runs, not when the package is imported
+    from scripts.drr import drr_cli
     from scripts.example_data import download_example_cli
+    from scripts.import_official import import_official_cli
     from scripts.pretrained import download_weights_cli
 
-    commands = {"download_example": download_example_cli, "download_weights": download_weights_cli}
-    try:
-        from scripts.drr import drr_cli
-    except ImportError:  # pragma: no cover - the DRR module lands with the DRR issue
-        pass
-    else:
-        commands["drr"] = drr_cli
-    from scripts.import_official import import_official_cli
-
-    commands["import_official"] = import_official_cli
-    return commands
+    return {
+        "download_example": download_example_cli,
+        "download_weights": download_weights_cli,
+        "drr": drr_cli,
+        "import_official": import_official_cli,
+    }
 
 
 def main() -> None:

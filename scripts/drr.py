@@ -8,7 +8,7 @@ focal point (``geometry.source_mm(view)``) to that pixel. ITK's ray caster ignor
 cosines, so the CT is handed over as an LPS axis-aligned image with identity direction.
 
 Attenuation follows plastimatch's default HU conversion: ``mu = mu_w * (1 + HU / 1000)`` per cm where
-``HU > -800``, else 0, with ``mu_w = 0.022`` per cm. REFERENCE.md section 2 gives ``mu_w = 0.0209``; our own
+``HU > -800``, else 0, with ``mu_w = 0.022`` per cm. The often quoted ``mu_w = 0.0209`` is not what it uses; our
 measurement with plastimatch 1.9.4 says otherwise: through water slabs of n voxels inside a larger
 volume its line integral is ``0.022 * n * spacing`` (e.g. 10 cm of water -> 0.2200, not 0.209), except
 that the last voxel before the volume's exit face is dropped, so a water cube of 20 voxels that fills

@@ -43,7 +43,7 @@ def test_small_preset_is_cpu_sized():
         small = build_perx2ct("small", sampler())
     assert n_params(small) <= 5e6
     paper, cheap = _volume_flops("paper"), _volume_flops("small")
-    assert 20e12 < paper < 26e12  # about 23.6 TFLOP per volume (REFERENCE)
+    assert 20e12 < paper < 26e12  # about 23.6 TFLOP per volume (the paper preset, counted by layer)
     assert cheap <= paper / 20, (cheap / 1e9, paper / 1e9)
 
 
