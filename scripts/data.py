@@ -1,15 +1,15 @@
-"""Datasets of the training, evaluation and inference workflows.
+"""The cases of the training, evaluation and inference workflows: datalists and their checks.
 
 ``dataset_dir`` may hold either
 
 * **prepared cases** (the output of ``configs/prepare.json``: ``datalist.json`` plus one folder per case
   with ``ct.nii.gz``, ``pa.png``, ``lateral.png``), or
 * **raw CTs** (DICOM series, TCIA patient folders, NIfTI/MHA files): every case then goes through the
-  very transform chain that ``configs/prepare.json`` declares (``raw_preprocessing`` in train.json
-  is ``%configs/prepare.json#preprocessing``), cached on disk by ``PersistentDataset`` so the DRRs are
-  made once.
+  very transform chain that ``configs/prepare.json`` declares (``raw_preprocessing`` in train.json,
+  read by :func:`bundle_component` from ``bundle_root``), cached on disk so the DRRs are made once.
 
-Both end in the same items: ``image`` (2, 128, 128) float32 [0, 1] (PA, lateral), ``label``
+train.json declares both loading chains (``case_loading#prepared`` / ``case_loading#raw``) and their common
+end (``case_outputs``): items ``image`` (2, 128, 128) float32 [0, 1] (PA, lateral), ``label``
 (1, 128, 128, 128) float32 [0, 1] in LPS array order, and ``case_id``.
 """
 
@@ -22,17 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from monai.transforms import (
-    Compose,
-    ConcatItemsd,
-    CopyItemsd,
-    DeleteItemsd,
-    EnsureChannelFirstd,
-    EnsureTyped,
-    LoadImaged,
-)
-
-__all__ = ["load_datalist", "case_transform", "require_cases", "require_file", "validation_cases", "bundle_component"]
+__all__ = ["load_datalist", "require_cases", "require_file", "validation_cases", "bundle_component"]
 
 logger = logging.getLogger(__name__)
 
@@ -179,37 +169,3 @@ def bundle_component(config_file: str, component: str, **overrides: Any) -> Any:
     for key, value in overrides.items():
         parser[key] = value
     return parser.get_parsed_content(component)
-
-
-def case_transform(mode: str, raw_preprocessing: Compose | None = None, keep_fine: bool = False) -> list:
-    """Transforms turning a datalist item into ``{"image", "label", "case_id"}``.
-
-    Args:
-        mode: ``"prepared"`` (read ct.nii.gz, pa.png, lateral.png) or ``"raw"`` (run ``raw_preprocessing``,
-            the chain declared in configs/prepare.json, on ``{"ct": path}``).
-        raw_preprocessing: that chain; required for ``"raw"``.
-        keep_fine: keep the raw chain's 1 mm HU cube ``ct_1mm`` (slice caching reads it; prepared cases
-            keep their ``ct_1mm`` path); otherwise it is dropped so case caches stay small.
-    """
-    if mode == "prepared":
-        from scripts.radiograph import LoadRadiographsd
-
-        load = [
-            LoadImaged(keys="ct", image_only=True),
-            EnsureChannelFirstd(keys="ct"),
-            # prepared PNGs already are the DRRs as 8-bit levels: read them as they are (x / 255)
-            LoadRadiographsd(keys=("pa", "lateral"), output_key="image", normalize=False, quantize=False),
-        ]
-        tail = [CopyItemsd(keys="ct", names="label"), DeleteItemsd(keys="ct")]
-    elif mode == "raw":
-        if raw_preprocessing is None:
-            raise ValueError("mode 'raw' needs the raw_preprocessing chain of configs/prepare.json")
-        load = list(raw_preprocessing.transforms) if isinstance(raw_preprocessing, Compose) else list(raw_preprocessing)
-        tail = [
-            ConcatItemsd(keys=("pa", "lateral"), name="image", dim=0),
-            CopyItemsd(keys="ct", names="label"),
-            DeleteItemsd(keys=("ct", "pa", "lateral") if keep_fine else ("ct", "pa", "lateral", "ct_1mm")),
-        ]
-    else:
-        raise ValueError(f"unknown dataset mode {mode!r}; expected 'prepared' or 'raw'")
-    return [*load, *tail, EnsureTyped(keys=("image", "label"), dtype="float32", track_meta=False)]

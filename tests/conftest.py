@@ -9,6 +9,9 @@
   the series of ``../shared/data`` where that folder exists (it never does in a user's clone).
 * ``shared_data_dir``: ``../shared/data`` itself, for tests about those particular series only.
 * ``plastimatch``: path of Debian's ``plastimatch``, the DRR oracle.
+* ``bundle_config``: a factory of the bundle's own configs (``ConfigParser``, ``bundle_root`` = the checkout).
+* ``small_network`` / ``small_checkpoint``: factories of the ``small`` preset network as ``configs/inference.json``
+  builds it (seeded), and of its state dict with a sidecar.
 
 A missing prerequisite skips the test with the fix in the message, except under CI (``CI=true``),
 where it fails: CI must run every test for real.
@@ -122,3 +125,46 @@ def plastimatch() -> str:
     if exe is None:
         missing("plastimatch not found: install Debian's package (apt-get install plastimatch)")
     return exe
+
+
+@pytest.fixture(scope="session")
+def bundle_config():
+    """Factory: ``bundle_config("train.json", model_preset="small")`` -> a ``ConfigParser`` of ``configs/<name>``
+    (several names are merged in order, as ``--config_file "[...]"`` does) with ``bundle_root`` set to the
+    checkout and the given ids overridden."""
+    from monai.bundle import ConfigParser
+
+    def make(*names: str, **values) -> ConfigParser:
+        parser = ConfigParser()
+        parser.read_config([str(REPO / "configs" / n) for n in (names or ("train.json",))])
+        parser["bundle_root"] = str(REPO)
+        for key, value in values.items():
+            parser[key] = value
+        return parser
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def small_network(bundle_config):
+    """Factory: ``small_network(seed=0)`` -> the ``small`` preset network of ``configs/inference.json``."""
+
+    def make(seed: int = 0) -> torch.nn.Module:
+        parser = bundle_config("inference.json", ckpt_path="", model_preset="small")
+        torch.manual_seed(seed)
+        return parser.get_parsed_content("network_def")
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def small_checkpoint(small_network):
+    """Factory: ``small_checkpoint(path)`` writes the seeded ``small`` network's state dict and its sidecar."""
+    from scripts.checkpoint import write_info
+
+    def make(path: Path, seed: int = 0) -> Path:
+        torch.save(small_network(seed).state_dict(), path)
+        write_info(path, model_preset="small", geometry_preset="perx2ct", source="test")
+        return path
+
+    return make

@@ -24,22 +24,8 @@ SCHEMA = REPO / "bundle" / "schemas" / "meta_schema_20240725.json"
 
 
 @pytest.fixture(scope="module")
-def small_ckpt(tmp_path_factory) -> Path:
-    """State dict of ``network_def`` with ``model_preset small``, built from ``configs/inference.json``."""
-    from monai.bundle import ConfigParser
-
-    from scripts.checkpoint import write_info
-
-    parser = ConfigParser()
-    parser.read_config(str(REPO / "configs" / "inference.json"))
-    parser["bundle_root"] = str(REPO)
-    parser["ckpt_path"] = ""
-    parser["model_preset"] = "small"
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "model.pt"
-    torch.save(parser.get_parsed_content("network_def").state_dict(), path)
-    write_info(path, model_preset="small", geometry_preset="perx2ct", source="test")
-    return path
+def small_ckpt(tmp_path_factory, small_checkpoint) -> Path:
+    return small_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.pt")
 
 
 @pytest.fixture()

@@ -12,7 +12,7 @@ import torch
 from monai.transforms import Compose
 from PIL import Image
 
-from scripts.data import DatasetError, bundle_component, case_transform, validation_cases
+from scripts.data import DatasetError, bundle_component, validation_cases
 from scripts.frame import FRAME, LPS_TO_RAS, VolumeFrame
 from scripts.slice_sampling import SliceDataset, SliceSampler, cache_cases, official_zoom_box
 
@@ -50,12 +50,19 @@ def _case(tmp_path, name: str, fine: bool) -> dict:
 
 
 @pytest.fixture(scope="module")
-def cases(tmp_path_factory):
+def prepared_chain(bundle_config):
+    """train.json's transform chain of a prepared case on the training path (``train#preprocessing``)."""
+    parser = bundle_config("train.json")
+    return Compose(parser.get_parsed_content("case_loading#prepared") + parser.get_parsed_content("case_outputs"))
+
+
+@pytest.fixture(scope="module")
+def cases(tmp_path_factory, prepared_chain):
     tmp = tmp_path_factory.mktemp("slice_cases")
     items = [_case(tmp, "fine", True), _case(tmp, "coarse", False)]
     calls = []
 
-    chain = Compose(case_transform("prepared", keep_fine=True))
+    chain = prepared_chain
 
     def transform(item):
         calls.append(item["case_id"])
@@ -86,10 +93,10 @@ def test_cases_are_decoded_once_and_fall_back_without_a_1mm_cube(cases, caplog):
     assert vol.dtype == np.int16 and vol.shape == (FINE,) * 3
 
 
-def test_fallback_is_logged(tmp_path, caplog):
+def test_fallback_is_logged(tmp_path, caplog, prepared_chain):
     item = _case(tmp_path, "nofine", False)
     with caplog.at_level(logging.WARNING):
-        (case,) = cache_cases([item], Compose(case_transform("prepared", keep_fine=True)), tmp_path / "c")
+        (case,) = cache_cases([item], prepared_chain, tmp_path / "c")
     assert case["kind"] == "target" and "no 1 mm cube" in caplog.text
 
 
@@ -241,3 +248,31 @@ def test_full_slice_ground_truth_equals_the_ct_target_transform(tmp_path):
     for axis, index in [(0, 0), (0, 70), (1, 33), (2, 127)]:
         want = (t[:, :, index], t[:, index, :], t[index, :, :])[axis]
         np.testing.assert_allclose(ds[axis * N + index]["label"][0].numpy(), want, atol=2.5e-4)  # int16 HU: 0.5 HU
+
+
+def test_a_prepared_case_and_its_raw_ct_give_the_same_items(tmp_path, bundle_config, example_lungdx):
+    """train.json's two loading chains agree: a real CT through ``case_loading#raw`` (prepare's chain, run in
+    memory) and the case folder prepare wrote from it through ``case_loading#prepared`` reach the network as
+    bit-identical ``image`` (the 8-bit PNG levels) and ``label`` (the float32 target); validation drops the 1 mm
+    cube in both modes."""
+    from scripts.case_writer import prepare_case
+
+    parser = bundle_config("train.json")
+    raw_loading = parser.get_parsed_content("case_loading#raw")
+    outputs = parser.get_parsed_content("case_outputs")
+    drop = parser.get_parsed_content("drop_fine_cube")
+    result = prepare_case("A0001", str(example_lungdx), tmp_path, Compose(raw_loading))
+    assert result["status"] == "prepared", result
+    case = tmp_path / "A0001"
+    prepared_item = {k: str(case / f"{k}.{ext}") for k, ext in (("ct", "nii.gz"), ("pa", "png"), ("lateral", "png"))}
+
+    raw = Compose([*raw_loading, drop, *outputs])({"case_id": "A0001", "ct": str(example_lungdx)})
+    prepared = Compose([*parser.get_parsed_content("case_loading#prepared"), drop, *outputs])(
+        {"case_id": "A0001", **prepared_item, "ct_1mm": str(case / "ct_1mm.nii.gz")}
+    )
+    assert sorted(raw) == sorted(prepared) == ["case_id", "image", "label"]
+    assert raw["image"].shape == (2, N, N) and raw["label"].shape == (1, N, N, N)
+    assert raw["image"].dtype == prepared["image"].dtype == torch.float32
+    torch.testing.assert_close(prepared["image"], raw["image"], rtol=0, atol=0)
+    torch.testing.assert_close(prepared["label"], raw["label"], rtol=0, atol=0)
+    assert float(raw["label"].std()) > 0.05  # a real CT, not an empty cube

@@ -29,18 +29,8 @@ def _bundle(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=REPO, capture_output=True, encoding="utf-8", errors="replace", timeout=600)
 
 
-def _small_network():
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser()
-    parser.read_config(str(REPO / CONFIG))
-    parser["model_preset"] = "small"
-    return parser.get_parsed_content("network_def")
-
-
-def test_ckpt_export_matches_the_eager_network(tmp_path):
-    torch.manual_seed(0)
-    net = _small_network().eval()
+def test_ckpt_export_matches_the_eager_network(tmp_path, small_network):
+    net = small_network().eval()
     ckpt, ts_file = tmp_path / "model.pt", tmp_path / "model.ts"
     torch.save(net.state_dict(), ckpt)
     res = _bundle(

@@ -169,11 +169,13 @@ def test_postprocess_is_shared_by_drr_and_radiographs():
     np.testing.assert_allclose(levels, np.round(levels), atol=1e-4)  # 8-bit levels after the resize
 
 
-def test_prepared_png_is_the_same_tensor_in_training_and_inference(tmp_path, repo_root):
-    """A prepared case's PNGs give bit-identical network input on the training path (prepared datalist
-    transform chain) and on the inference path (configs/inference.json's preprocessing), even when the
-    resized DRR's maximum is below 1 (inference must not re-normalise a network-ready 8-bit image)."""
-    from monai.bundle import ConfigParser
+def test_prepared_png_is_the_same_tensor_in_training_and_inference(tmp_path, bundle_config):
+    """A prepared case's PNGs give bit-identical network input on the training path (train.json's
+    ``case_loading#prepared`` + ``case_outputs``, the whole chain with the case's CT) and on the inference path
+    (configs/inference.json's preprocessing), even when the resized DRR's maximum is below 1 (inference must not
+    re-normalise a network-ready 8-bit image)."""
+    import nibabel as nib
+    from monai.transforms import Compose
 
     from scripts.atomic import save_grey_png
     from scripts.radiograph import postprocess_radiograph
@@ -188,18 +190,12 @@ def test_prepared_png_is_the_same_tensor_in_training_and_inference(tmp_path, rep
         save_grey_png(x.numpy(), tmp_path / f"{name}.png")
         views[name] = x
     item = {"pa": str(tmp_path / "pa.png"), "lateral": str(tmp_path / "lateral.png"), "case_id": "c1"}
+    infer = bundle_config("inference.json").get_parsed_content("preprocessing")(dict(item))["image"]
 
-    parser = ConfigParser()
-    parser.read_config(str(repo_root / "configs" / "inference.json"))
-    parser["bundle_root"] = str(repo_root)
-    infer = parser.get_parsed_content("preprocessing")(dict(item))["image"]
-
-    from monai.transforms import Compose
-
-    from scripts.data import case_transform
-
-    chain = [t for t in case_transform("prepared") if "Radiograph" in type(t).__name__]
-    train = Compose(chain)(dict(item))["image"]
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)), tmp_path / "ct.nii.gz")
+    parser = bundle_config("train.json")
+    chain = Compose(parser.get_parsed_content("case_loading#prepared") + parser.get_parsed_content("case_outputs"))
+    train = chain({**item, "ct": str(tmp_path / "ct.nii.gz")})["image"]
     assert infer.shape == train.shape == (2, 128, 128)
     torch.testing.assert_close(torch.as_tensor(infer), torch.as_tensor(train), rtol=0, atol=0)
     torch.testing.assert_close(torch.as_tensor(train)[0], views["pa"], rtol=0, atol=0)

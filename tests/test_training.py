@@ -86,12 +86,8 @@ def test_checkpoint_criterion_lower_loss_or_higher_psnr():
 
 
 @pytest.fixture(scope="module")
-def small_net():
-    from scripts.geometry import ProjectionGeometry
-    from scripts.networks import PerspectiveSampler, build_perx2ct
-
-    torch.manual_seed(0)
-    return build_perx2ct("small", PerspectiveSampler(ProjectionGeometry.from_preset("perx2ct")))
+def small_net(small_network):
+    return small_network()
 
 
 def test_init_ckpt_loads_weights_and_checks_the_network(small_net, tmp_path, caplog):

@@ -35,13 +35,12 @@ sys.path.insert(0, str(REPO))
 
 from monai.transforms import Compose  # noqa: E402
 
-from scripts.data import bundle_component, case_transform, load_datalist  # noqa: E402
+from scripts.data import load_datalist  # noqa: E402
 from scripts.geometry import ProjectionGeometry  # noqa: E402
 from scripts.inferers import SliceInferer  # noqa: E402
 from scripts.metrics import mae_hu, psnr_true, ssim_true  # noqa: E402
 from scripts.networks import PerspectiveSampler, build_perx2ct  # noqa: E402
-from scripts.slice_sampling import SliceBatch  # noqa: E402
-from scripts.slice_sampling import SliceDataset, SliceSampler, cache_cases  # noqa: E402
+from scripts.slice_sampling import SliceBatch, SliceDataset, SliceSampler, cache_cases  # noqa: E402
 
 
 def raw_items(args) -> list[dict]:
@@ -61,9 +60,14 @@ def raw_items(args) -> list[dict]:
 
 
 def prepared_cases(args) -> list[dict]:
-    geometry = ProjectionGeometry.from_preset(args.geometry)
-    chain = bundle_component(str(REPO / "configs" / "prepare.json"), "preprocessing", geometry=geometry)
-    transform = Compose(case_transform("raw", chain, keep_fine=True))
+    """Every case through train.json's raw-mode training chain (prepare's chain, then the common case outputs)."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(REPO / "configs" / "train.json"))
+    parser["bundle_root"] = str(REPO)
+    parser["geometry_preset"] = args.geometry
+    transform = Compose(parser.get_parsed_content("case_loading#raw") + parser.get_parsed_content("case_outputs"))
     return cache_cases(raw_items(args), transform, args.cache_dir, mode="raw")
 
 
