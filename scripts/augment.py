@@ -43,7 +43,7 @@ from torch.utils.data import Dataset
 from scripts.frame import FRAME, VolumeFrame
 from scripts.geometry import ProjectionGeometry
 from scripts.projector import DEFAULT_MAX_SAMPLES, project_hu, rigid_motion
-from scripts.radiograph import postprocess_radiograph, quantize
+from scripts.radiograph import VIEW_SHAPE, postprocess_radiograph, quantize
 
 __all__ = ["RandRigidViewsd", "RandRigidViewsDataset", "RandRigidViewsBatch", "move_volume", "vary_intensity"]
 
@@ -125,7 +125,7 @@ class RandRigidViewsd(Randomizable, MapTransform):
         noise_std: standard deviation of additive Gaussian noise on the [0, 1] image (0: none).
         render_shape: detector ``(rows, cols)`` to render at before post-processing (default the
             geometry's, 320 x 320 as the prepared DRRs; 128 x 128 renders 6x faster).
-        output_shape: ``(H, W)`` of the views (128 x 128).
+        output_shape: ``(H, W)`` of the views (default :data:`scripts.radiograph.VIEW_SHAPE`, 128 x 128).
         quantize_bits: 8 (the network's 8-bit input convention) or None.
         frame: the target's :class:`~scripts.frame.VolumeFrame` (default :data:`~scripts.frame.FRAME`).
         device: where to render and resample (default: where the data is); results come back there.
@@ -146,7 +146,7 @@ class RandRigidViewsd(Randomizable, MapTransform):
         gamma_range: Sequence[float] = (0.8, 1.25),
         noise_std: float = 0.01,
         render_shape: Sequence[int] | None = None,
-        output_shape: Sequence[int] = (128, 128),
+        output_shape: Sequence[int] = VIEW_SHAPE,
         quantize_bits: int | None = 8,
         frame: VolumeFrame = FRAME,
         device: str | torch.device | None = None,

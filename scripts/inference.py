@@ -79,9 +79,14 @@ def check_zoom(zoom: Mapping[str, Any] | None, frame: VolumeFrame = FRAME) -> di
 
 
 def zoom_affine(
-    zoom: dict, isocentre_lps_mm: Sequence[float] = (0.0, 0.0, 0.0), pixels: int = 128, frame: VolumeFrame = FRAME
+    zoom: dict,
+    isocentre_lps_mm: Sequence[float] = (0.0, 0.0, 0.0),
+    pixels: int | None = None,
+    frame: VolumeFrame = FRAME,
 ) -> np.ndarray:
     """4x4 RAS affine of a zoomed slice stored as a (pixels, pixels, 1) array (rows, columns, 1).
+
+    ``pixels`` defaults to ``frame.shape`` (the decoder renders a slice at the cube's side).
 
     ``zoom`` is ``{"axis", "index", "box"}`` as :class:`scripts.inferers.ZoomInferer` takes it; the pixel
     positions are those of :func:`scripts.slicing.slice_positions`, so the image lies where it was rendered.
@@ -90,6 +95,7 @@ def zoom_affine(
 
     axis = torch.tensor([axis_code(zoom["axis"])])
     box = torch.tensor([[float(v) for v in zoom["box"]]])
+    pixels = frame.shape if pixels is None else int(pixels)
     pos = slice_positions(axis, torch.tensor([float(zoom["index"])]), box, pixels, frame.shape)[0]
     pos = pos.double().numpy()  # (pixels, pixels, 3) voxel coordinates of the grid
     spacing = frame.spacing_mm

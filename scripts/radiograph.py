@@ -59,6 +59,7 @@ __all__ = [
     "RadiographError",
     "MIN_SIZE_PX",
     "DEFAULT_DETECTOR_SIZE_MM",
+    "VIEW_SHAPE",
     "read_radiograph_array",
     "quantize",
     "postprocess_radiograph",
@@ -74,6 +75,9 @@ logger = logging.getLogger(__name__)
 MIN_SIZE_PX = 32
 #: Physical detector ``(height, width)`` used when no geometry is given (the paper's DRRs).
 DEFAULT_DETECTOR_SIZE_MM = (500.0, 500.0)
+#: Pixels ``(rows, columns)`` of a network input view (the paper's 128 x 128 radiographs): the input grid,
+#: not the output cube's (:data:`scripts.frame.FRAME`).
+VIEW_SHAPE: tuple[int, int] = (128, 128)
 
 _PIL_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
 _DICOM_SUFFIXES = {".dcm", ".dicom", ".ima"}
@@ -266,7 +270,7 @@ def quantize(x: torch.Tensor, bits: int = 8) -> torch.Tensor:
 
 def postprocess_radiograph(
     img: np.ndarray | torch.Tensor,
-    output_shape: Sequence[int] | None = (128, 128),
+    output_shape: Sequence[int] | None = VIEW_SHAPE,
     normalize: bool = True,
     quantize_bits: int | None = 8,
 ) -> torch.Tensor:
@@ -305,7 +309,7 @@ def is_network_input(img: np.ndarray, detector_shape: Sequence[int]) -> bool:
 def process_radiograph(
     img: np.ndarray,
     spacing: tuple[float, float] | None = None,
-    detector_shape: Sequence[int] = (128, 128),
+    detector_shape: Sequence[int] = VIEW_SHAPE,
     geometry: Any = None,
     normalize: bool = True,
     quantize: bool = True,
@@ -344,7 +348,7 @@ def process_radiograph(
 def load_radiograph(
     path: str | Path,
     view: str,
-    detector_shape: Sequence[int] = (128, 128),
+    detector_shape: Sequence[int] = VIEW_SHAPE,
     geometry: Any = None,
     normalize: bool = True,
     quantize: bool = True,
@@ -396,7 +400,7 @@ class LoadRadiograph(Transform):
     def __init__(
         self,
         view: str = "radiograph",
-        detector_shape: Sequence[int] = (128, 128),
+        detector_shape: Sequence[int] = VIEW_SHAPE,
         geometry: Any = None,
         normalize: bool = True,
         quantize: bool = True,
@@ -437,7 +441,7 @@ class LoadRadiographsd(MapTransform):
         self,
         keys: KeysCollection = ("pa", "lateral"),
         output_key: str = "image",
-        detector_shape: Sequence[int] = (128, 128),
+        detector_shape: Sequence[int] = VIEW_SHAPE,
         geometry: Any = None,
         normalize: bool = True,
         quantize: bool = True,

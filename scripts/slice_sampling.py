@@ -144,7 +144,7 @@ def cache_cases(
 
     Args:
         items: datalist items (``case_id``, ``pa``, ``lateral``, ``ct`` [, ``ct_1mm``] paths, or ``ct`` for raw CTs).
-        transform: the case transform (``scripts.data.case_transform(mode, ..., keep_fine=True)``) giving
+        transform: the case transform (train.json's ``train#preprocessing``: ``case_loading`` + ``case_outputs``) giving
             ``image`` (2, H, W) and ``label`` (1, 128, 128, 128), and in raw mode ``ct_1mm`` (1, 320, 320, 320) HU.
         cache_dir: cache root (the training config's ``cache_dir``).
         mode: the datalist mode (part of the cache key).
@@ -306,12 +306,15 @@ def official_zoom_box(
     u: torch.Tensor,
     volume_shape: int = FRAME.shape,
     query_grid: int = 32,
-    zoom_min: float = 32.0,
-    zoom_max: float = 128.0,
-    margin: float = 8.0,
+    zoom_min: float | None = None,
+    zoom_max: float | None = None,
+    margin: float | None = None,
     zoom_prob: float = 0.5,
 ) -> torch.Tensor:
     """Zoom boxes drawn as the official ``get_p0_zoom_size`` from uniform numbers ``u`` (M, 4) in [0, 1).
+
+    Defaults as :class:`SliceSampler` (the official values on the 128 grid): ``zoom_min = n / 4`` (32),
+    ``zoom_max = n`` (128), ``margin = zoom_min / 4`` (8), ``n = volume_shape``.
 
     ``u[:, 0] < zoom_prob`` zooms (official: full slice when ``random() < use_zoom_ratio`` = 0.5, so the
     two are the same for 0.5); size ``zoom_min + u1 (zoom_max - zoom_min)``; corner ``p0 = -margin + u (n +
@@ -319,6 +322,9 @@ def official_zoom_box(
     Returns (M, 3) float32.
     """
     n, g = float(volume_shape), float(query_grid)
+    zoom_min = n / 4 if zoom_min is None else float(zoom_min)
+    zoom_max = n if zoom_max is None else float(zoom_max)
+    margin = zoom_min / 4 if margin is None else float(margin)
     zoomed = u[:, 0] < zoom_prob
     size = zoom_min + u[:, 1] * (zoom_max - zoom_min)
     p0 = -margin + u[:, 2:4] * (n + 2 * margin - size)[:, None]

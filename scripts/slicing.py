@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import torch
 
+from scripts.frame import FRAME
+
 __all__ = ["AXES", "axis_code", "slice_positions", "slice_positions_flat", "full_boxes", "voxel_to_mm", "sample_volume"]
 
 AXES: tuple[str, str, str] = ("axial", "coronal", "sagittal")
@@ -66,7 +68,7 @@ def full_boxes(n: int, volume_shape: int, device: torch.device) -> torch.Tensor:
 
 
 def slice_positions(
-    axis: torch.Tensor, index: torch.Tensor, box: torch.Tensor | None, grid: int, volume_shape: int = 128
+    axis: torch.Tensor, index: torch.Tensor, box: torch.Tensor | None, grid: int, volume_shape: int = FRAME.shape
 ) -> torch.Tensor:
     """Voxel coordinates of a rendered slice grid.
 
@@ -75,7 +77,7 @@ def slice_positions(
         index: (...,) position along the fixed axis, voxels.
         box: (..., 3) ``(row0, col0, size)`` zoom boxes in voxels, or None for whole slices.
         grid: pixels per side of the rendering (32 for query points, 128 for a target slice).
-        volume_shape: voxels per side of the cubic volume.
+        volume_shape: voxels per side of the cubic volume (default :data:`scripts.frame.FRAME`'s).
 
     Returns:
         (..., grid, grid, 3) float positions ``(i, j, k)`` in voxel units of the volume.
@@ -87,8 +89,13 @@ def slice_positions(
     return out.reshape(*lead, grid, grid, 3)
 
 
-def voxel_to_mm(positions: torch.Tensor, volume_shape: int = 128, volume_size_mm: float = 320.0) -> torch.Tensor:
-    """Voxel coordinates (..., 3) -> mm relative to the volume centre (same LPS axes)."""
+def voxel_to_mm(
+    positions: torch.Tensor, volume_shape: int = FRAME.shape, volume_size_mm: float = FRAME.size_mm
+) -> torch.Tensor:
+    """Voxel coordinates (..., 3) -> mm relative to the volume centre (same LPS axes).
+
+    :meth:`scripts.frame.VolumeFrame.voxel_to_mm` on plain arguments (TorchScript-friendly, for the network);
+    the defaults are :data:`scripts.frame.FRAME`'s."""
     spacing = volume_size_mm / volume_shape
     return (positions - (volume_shape - 1) / 2) * spacing
 

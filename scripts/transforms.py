@@ -28,11 +28,11 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 
-from scripts.ct_io import ChestCTCheck, load_ct, lps_affine, lps_to_ras, to_lps_axis_aligned
+from scripts.ct_io import AIR_HU, ChestCTCheck, load_ct, lps_affine, lps_to_ras, to_lps_axis_aligned
 from scripts.drr import BACKENDS, detector_affine_lps, render_drr, volume_centre_mm
 from scripts.frame import FRAME, VolumeFrame
 from scripts.geometry import ProjectionGeometry
-from scripts.radiograph import postprocess_radiograph
+from scripts.radiograph import VIEW_SHAPE, postprocess_radiograph
 
 __all__ = [
     "LoadCT",
@@ -197,7 +197,7 @@ class NormalizeCT(Transform):
     Args:
         spacing_mm: output voxel size, mm (default 1.0).
         size_mm: output cube side, mm (default :data:`scripts.frame.FRAME` ``.size_mm``, 320).
-        pad_hu: value of padded voxels, HU (default -1024, air).
+        pad_hu: value of padded voxels, HU (default :data:`scripts.ct_io.AIR_HU`, -1024).
         crop: ``"symmetric"`` (default) or ``"official"``.
 
     Input: ``(1, X, Y, Z)`` HU MetaTensor whose affine is a signed permutation (``LoadCT``'s output).
@@ -205,7 +205,7 @@ class NormalizeCT(Transform):
     """
 
     def __init__(
-        self, spacing_mm: float = 1.0, size_mm: float = FRAME.size_mm, pad_hu: float = -1024.0, crop: str = "symmetric"
+        self, spacing_mm: float = 1.0, size_mm: float = FRAME.size_mm, pad_hu: float = AIR_HU, crop: str = "symmetric"
     ) -> None:
         if spacing_mm <= 0 or size_mm <= 0:
             raise ValueError(f"spacing_mm and size_mm must be > 0, got {spacing_mm}, {size_mm}")
@@ -261,7 +261,7 @@ class NormalizeCTd(MapTransform):
         keys: KeysCollection = "ct",
         spacing_mm: float = 1.0,
         size_mm: float = FRAME.size_mm,
-        pad_hu: float = -1024.0,
+        pad_hu: float = AIR_HU,
         crop: str = "symmetric",
         allow_missing_keys: bool = False,
     ) -> None:
@@ -471,7 +471,8 @@ class DRR(Transform):
             replaced); ``(x, y, z)``: this LPS point.
         normalize: divide by the maximum (default True).
         quantize_bits: ``8`` (default) or ``None`` for no quantisation.
-        output_shape: ``(H, W)`` of the output (default ``(128, 128)``); ``None`` keeps the detector's.
+        output_shape: ``(H, W)`` of the output (default :data:`scripts.radiograph.VIEW_SHAPE`, 128 x 128); ``None``
+            keeps the detector's.
         raw: return the raw line integrals (float32, the geometry's detector shape), ignoring the
             three options above.
         backend: ``"itk"`` (default) or ``"torch"``.
@@ -492,7 +493,7 @@ class DRR(Transform):
         isocentre_mm: Sequence[float] | None = None,
         normalize: bool = True,
         quantize_bits: int | None = 8,
-        output_shape: Sequence[int] | None = (128, 128),
+        output_shape: Sequence[int] | None = VIEW_SHAPE,
         raw: bool = False,
         backend: str = "itk",
         device: str | torch.device = "cpu",
@@ -572,7 +573,7 @@ class DRRd(MapTransform):
         isocentre_mm: Sequence[float] | None = None,
         normalize: bool = True,
         quantize_bits: int | None = 8,
-        output_shape: Sequence[int] | None = (128, 128),
+        output_shape: Sequence[int] | None = VIEW_SHAPE,
         raw: bool = False,
         backend: str = "itk",
         device: str | torch.device = "cpu",

@@ -14,7 +14,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-import torch
 
 from bundle import verify as bv
 from bundle.package import package

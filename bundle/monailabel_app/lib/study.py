@@ -61,8 +61,10 @@ def _read_8bit(path: Path) -> np.ndarray | None:
         return None
 
 
-def read_radiograph(path: str | os.PathLike, view: str, detector_shape: tuple[int, int] = (128, 128)) -> np.ndarray:
+def read_radiograph(path: str | os.PathLike, view: str, detector_shape: tuple[int, int] | None = None) -> np.ndarray:
     """One radiograph as a (W, H) frame: raw ``uint8`` for 8-bit grey images, else the network input.
+
+    ``detector_shape`` defaults to the network input's (``scripts.radiograph.VIEW_SHAPE``, 128 x 128).
 
     Anything that is not an 8-bit grey image (16-bit PNG, colour, NIfTI, DICOM DX/CR with its pixel
     spacing) goes through the bundle's own ``scripts.radiograph.load_radiograph`` (crop/pad to the
@@ -75,9 +77,9 @@ def read_radiograph(path: str | os.PathLike, view: str, detector_shape: tuple[in
     raw = _read_8bit(path)
     if raw is not None:
         return raw
-    from scripts.radiograph import load_radiograph  # the bundle's reader (run from the bundle root)
+    from scripts.radiograph import VIEW_SHAPE, load_radiograph  # the bundle's reader (run from the bundle root)
 
-    img = load_radiograph(path, view, detector_shape=detector_shape)
+    img = load_radiograph(path, view, detector_shape=VIEW_SHAPE if detector_shape is None else detector_shape)
     return np.ascontiguousarray(img[0].numpy().astype(np.float32).T)
 
 
