@@ -27,11 +27,12 @@ Modules, one concept each:
   paper convention and honest metrics.
 * :mod:`scripts.pretrained` - ResNet-101 / VGG16 / LPIPS weights as data; ``python -m scripts download_weights``.
 * :mod:`scripts.handlers` - Ignite handlers: checkpoints and sidecars, progress and estimates, clean stops,
-  evaluation report, held-out reconstruction.
+  evaluation log and montages, held-out reconstruction.
 * :mod:`scripts.checkpoint` - the checkpoint sidecar (which network a weights file holds) and its checks.
 * :mod:`scripts.montage` - labelled PNG montages (case, planes, ground truth / prediction / error, HU window).
 * :mod:`scripts.inference` - inference items and the NIfTI writer with the output frame.
 * :mod:`scripts.errors` - one line per expected error (installed as ``sys.excepthook`` on import).
+* :mod:`scripts.bundle_paths` - the configs' default ``bundle_root``: the folder holding this package.
 """
 
 from scripts import errors as _errors

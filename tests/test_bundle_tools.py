@@ -135,12 +135,10 @@ def test_package_loads_back_with_monai_bundle(tmp_path, small_ckpt):
         from monai.bundle import download, load
         download(name="perx2ct", url={archive.resolve().as_uri()!r}, bundle_dir={str(bundle_dir)!r})
         sys.path.insert(0, {str(bundle_dir / "perx2ct")!r})  # the bundle's own `scripts` package
-        # no preset flag: the network is the one the packaged models/model.json names (small); the config's
-        # bundle_root "." would be the working directory, so it is given (monai.bundle.load takes it by args_file)
-        args = {str(tmp_path / "args.json")!r}
-        json.dump({{"bundle_root": {str(bundle_dir / "perx2ct")!r}}}, open(args, "w"))
+        # no preset flag and no bundle_root, from another working directory: the network is the one the packaged
+        # models/model.json names (small), found through the bundle's own package (scripts.bundle_paths)
         net = load(name="perx2ct", bundle_dir={str(bundle_dir)!r}, source="github", workflow_type="inference",
-                   device="cpu", args_file=args)
+                   device="cpu")
         import scripts
         assert scripts.__file__.startswith({str(bundle_dir)!r}), scripts.__file__
         ref = torch.load({str(small_ckpt)!r}, weights_only=True)
