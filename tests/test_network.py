@@ -8,6 +8,15 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from scripts.geometry import ProjectionGeometry
 from scripts.networks import MODEL_PRESETS, PerspectiveSampler, PerX2CT, build_perx2ct
+from scripts.slicing import axis_code
+
+
+def one_slice_per_case(net, features, axis: str, index: torch.Tensor, zoom_box: torch.Tensor | None = None):
+    """One slice per case along the named ``axis`` from ``net.encode``'s output: (B, 1, h, w)."""
+    b = index.shape[0]
+    ax = torch.full((b, 1), axis_code(axis), dtype=torch.long)
+    box = None if zoom_box is None else zoom_box.reshape(b, 1, 3)
+    return net.render(*features, ax, index.reshape(b, 1), box)
 
 
 def sampler():
@@ -92,7 +101,7 @@ def test_each_view_is_encoded_in_its_own_call():
         net.reconstruct(image, [0, 1, 2])
         assert calls == [(2, 1, 128, 128)] * 2
         net(image, torch.zeros(2, 4, dtype=torch.long), torch.zeros(2, 4))
-        net.forward_slices(image, "axial", torch.zeros(2), torch.tensor([[0.0, 0.0, 64.0]] * 2))
+        net(image, torch.zeros(2, 1, dtype=torch.long), torch.zeros(2, 1), torch.tensor([[[0.0, 0.0, 64.0]]] * 2))
         assert calls == [(2, 1, 128, 128)] * 6
     net.train()
     other = image.clone()
@@ -193,7 +202,8 @@ def test_mismatched_grid_and_volume_is_refused():
     ],
 )
 def test_named_axis_slices_are_the_volume_slices(axis, cut):
-    """``render_slices`` / ``forward_slices`` (one slice per case, named axis) cut the volume as documented."""
+    """Slices along a named axis (``render`` with one slice per case, and ``forward`` with axis codes) cut the
+    volume as documented."""
     torch.manual_seed(0)
     net = tiny().eval()
     image = torch.rand(2, 2, 128, 128)
@@ -201,33 +211,29 @@ def test_named_axis_slices_are_the_volume_slices(axis, cut):
         features = net.encode(image)
         vols = net.reconstruct(image, [("axial", "coronal", "sagittal").index(axis)])
         index = torch.tensor([3.0, 30.0])
-        s = net.render_slices(features, axis, index)
+        s = one_slice_per_case(net, features, axis, index)
         assert s.shape == (2, 1, 32, 32)
         torch.testing.assert_close(s[0], cut(vols, 3)[0], rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(s[1], cut(vols, 30)[1], rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(net.forward_slices(image, axis, index), s, rtol=1e-4, atol=1e-5)
+        code = torch.full((2, 1), axis_code(axis), dtype=torch.long)
+        torch.testing.assert_close(net(image, code, index[:, None]), s, rtol=1e-4, atol=1e-5)
 
 
-def test_render_slices_shapes_zoom_and_errors():
+def test_full_and_zoomed_slices_have_the_decoder_resolution():
     net = build_perx2ct("small", sampler()).eval()
     image = torch.rand(2, 2, 128, 128)
     with torch.no_grad():
         features = net.encode(image)
         for axis in ("axial", "coronal", "sagittal"):
-            full = net.render_slices(features, axis, torch.tensor([0.0, 127.0]))
-            zoom = net.render_slices(
-                features, axis, torch.tensor([64.0, 63.5]), torch.tensor([[0.0, 0.0, 128.0], [40.0, 8.0, 32.0]])
+            full = one_slice_per_case(net, features, axis, torch.tensor([0.0, 127.0]))
+            zoom = one_slice_per_case(
+                net, features, axis, torch.tensor([64.0, 63.5]), torch.tensor([[0.0, 0.0, 128.0], [40.0, 8.0, 32.0]])
             )
             assert full.shape == zoom.shape == (2, 1, 128, 128)
         # a zoom box of the whole slice is the whole slice
-        whole = net.render_slices(features, "coronal", torch.tensor([5.0, 6.0]), torch.tensor([[0.0, 0.0, 128.0]] * 2))
-        torch.testing.assert_close(whole, net.render_slices(features, "coronal", torch.tensor([5.0, 6.0])))
-    with pytest.raises(ValueError, match="unknown slice axis"):
-        net.render_slices(features, "transverse", torch.zeros(2))
-    with pytest.raises(ValueError, match="index must have shape"):
-        net.render_slices(features, "axial", torch.zeros(2, 1))
-    with pytest.raises(ValueError, match="zoom_box must be"):
-        net.render_slices(features, "axial", torch.zeros(2), torch.zeros(2, 4))
+        index = torch.tensor([5.0, 6.0])
+        whole = one_slice_per_case(net, features, "coronal", index, torch.tensor([[0.0, 0.0, 128.0]] * 2))
+        torch.testing.assert_close(whole, one_slice_per_case(net, features, "coronal", index))
 
 
 def test_zoomed_slice_is_a_finer_rendering_of_the_same_region():
@@ -236,7 +242,12 @@ def test_zoomed_slice_is_a_finer_rendering_of_the_same_region():
     seen = []
     net.sampler.register_forward_hook(lambda m, args, out: seen.append(args[1].clone()))
     with torch.no_grad():
-        net.forward_slices(torch.rand(1, 2, 128, 128), "axial", torch.tensor([10.0]), torch.tensor([[4.0, 8.0, 8.0]]))
+        net(
+            torch.rand(1, 2, 128, 128),
+            torch.zeros(1, 1, dtype=torch.long),
+            torch.tensor([[10.0]]),
+            torch.tensor([[[4.0, 8.0, 8.0]]]),
+        )
     points = seen[0].reshape(8, 8, 3)  # mm; volume 32 voxels of 10 mm, centre at voxel 15.5
     vox = points / 10.0 + 15.5
     torch.testing.assert_close(vox[:, 0, 0], torch.arange(8) + 4.0)  # rows: voxels 4..11 (box 4..12, 1 voxel apart)
@@ -285,7 +296,7 @@ def test_global_branch_is_256_per_view_and_loads_a_full_resnet_state_dict(tmp_pa
     for k, v in own.items():
         torch.testing.assert_close(v, donor[k])
     with torch.no_grad():
-        out = net.forward_slices(torch.rand(2, 2, 128, 128), "sagittal", torch.tensor([1.0, 2.0]))
+        out = net(torch.rand(2, 2, 128, 128), torch.full((2, 1), 2, dtype=torch.long), torch.tensor([[1.0], [2.0]]))
     assert out.shape == (2, 1, 32, 32) and net.point_channels == 63 + 2 * (64 + 32)
 
 
@@ -324,7 +335,7 @@ def _decoder_io(net, axis, index, box=None):
     seen = {}
     h = net.decoder.register_forward_hook(lambda m, args, out: seen.update(x=args[0].clone(), y=out.clone()))
     with torch.no_grad():
-        out = net.forward_slices(torch.rand(1, 2, 128, 128), axis, torch.tensor([float(index)]), box)
+        out = one_slice_per_case(net, net.encode(torch.rand(1, 2, 128, 128)), axis, torch.tensor([float(index)]), box)
     h.remove()
     return seen["x"], seen["y"], out
 

@@ -267,7 +267,8 @@ def test_full_volume(imported, bundle_inputs):
         with torch.no_grad():
             feats = net.encode(bundle_inputs.expand(len(index), -1, -1, -1))
             for code, name in ((1, "coronal"), (2, "sagittal")):
-                s = net.render_slices(feats, name, index)[:, 0].numpy()  # (n, rows, cols) bundle layout
+                axis = torch.full((len(index), 1), code, dtype=torch.long)
+                s = net.render(*feats, axis, index[:, None])[:, 0].numpy()  # (n, rows, cols) bundle layout
                 want = exp[f"recon_{name}"].astype(np.float32)
                 for n, i in enumerate(index.long().tolist()):
                     # official frame: coronal fixes i1 = j (rows i0, cols i2); sagittal fixes i2 = i (rows i0, cols i1)

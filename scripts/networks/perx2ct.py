@@ -22,9 +22,8 @@ for the authors' published weights; see ``scripts/import_official.py``):
   maximum (read by the inference preprocessing).
 
 API: :meth:`PerX2CT.encode` (one encoder call per view for all the cases of a batch),
-:meth:`PerX2CT.render_slices` / :meth:`PerX2CT.forward_slices` (one named-axis slice per case), :meth:`PerX2CT.render` /
-``forward(image, slice_axis, slice_index, zoom_box)`` (several slices per case, axis codes; the
-trainer's path), :meth:`PerX2CT.reconstruct` / ``forward(image)`` (whole volumes, encoded once).
+:meth:`PerX2CT.render` / ``forward(image, slice_axis, slice_index, zoom_box)`` (several slices per case,
+axis codes; the trainer's path), :meth:`PerX2CT.reconstruct` / ``forward(image)`` (whole volumes, encoded once).
 
 Frames and shapes:
 
@@ -50,7 +49,7 @@ from scripts.frame import FRAME
 from scripts.networks.decoder import Decoder
 from scripts.networks.encoder import ResNetEncoder, random_encoder_warning
 from scripts.networks.sampler import PerspectiveSampler
-from scripts.slicing import axis_code, full_boxes, slice_positions_flat, voxel_to_mm
+from scripts.slicing import full_boxes, slice_positions_flat, voxel_to_mm
 
 __all__ = ["PerX2CT", "PositionalEncoding", "VIEW_TRANSFORMS", "INPUT_INTENSITIES", "SLICE_LAYOUTS"]
 
@@ -284,48 +283,6 @@ class PerX2CT(nn.Module):
         """Inverse of :meth:`_to_official_layout`."""
         axial = (axis == 0).reshape(-1, 1, 1, 1)
         return torch.where(axial, x.transpose(-2, -1), torch.rot90(x, -1, [-2, -1]))
-
-    def render_slices(
-        self,
-        features: tuple[list[torch.Tensor], torch.Tensor],
-        axis: str,
-        index: torch.Tensor,
-        zoom_box: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """One slice per case from already encoded cases (the encoder is not run again).
-
-        Args:
-            features: the output of :meth:`encode`.
-            axis: ``"axial"`` (fixes k; rows i, cols j), ``"coronal"`` (fixes j; rows i, cols k) or
-                ``"sagittal"`` (fixes i; rows j, cols k), so that e.g. the axial slice at ``k``
-                equals ``forward(image)[:, :, :, :, k]``.
-            index: (B,) position along the fixed axis in voxels of the 128 grid (float allowed; integers
-                are voxel centres).
-            zoom_box: None for whole slices, or (B, 3) ``(row0, col0, size)`` in voxels of the 128 grid:
-                the outer edges of the in-plane sub-square to render (whole slice: ``(0, 0, 128)``; the
-                paper zooms with sides 32..128). The 32 x 32 query grid covers that square, so the
-                decoder renders it at 128 x 128 (up to 4x finer). See :mod:`scripts.slicing`.
-
-        Returns:
-            (B, 1, 128, 128): rows and columns are the slice's two in-plane array axes, in array order.
-        """
-        maps, glob = features
-        b = maps[0].shape[0]
-        if index.shape != (b,):
-            raise ValueError(f"index must have shape ({b},) (one slice per case), got {list(index.shape)}")
-        if zoom_box is not None and zoom_box.shape != (b, 3):
-            raise ValueError(f"zoom_box must be ({b}, 3) as (row0, col0, size) voxels, got {list(zoom_box.shape)}")
-        code = axis_code(axis)
-        ax = torch.full((b, 1), code, dtype=torch.long, device=index.device)
-        box = None if zoom_box is None else zoom_box.reshape(b, 1, 3)
-        return self.render(maps, glob, ax, index.reshape(b, 1).to(torch.float32), box)
-
-    def forward_slices(
-        self, image: torch.Tensor, axis: str, index: torch.Tensor, zoom_box: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Training path: encode ``image`` (B, 2, 128, 128) once and render one slice per case,
-        (B, 1, 128, 128); arguments as :meth:`render_slices`."""
-        return self.render_slices(self.encode(image), axis, index, zoom_box)
 
     def reconstruct(self, image: torch.Tensor, axes: list[int] | None = None) -> torch.Tensor:
         """Whole volumes, rendered slice by slice along each of ``axes`` (codes, default [0] = axial)
