@@ -17,17 +17,16 @@ What the console shows:
 Outputs:
 
 * :class:`SliceImageSummary` - TensorBoard images of the last training batch.
-* :class:`ReconstructionReport` - evaluation output: ``metrics.csv``, ``summary.json`` and a labelled
-  montage per case.
+* :class:`CaseMetricsLog` - one log line per evaluated case with the metrics the evaluator computed.
+* :class:`ReconstructionMontages` - a labelled montage per evaluated case (the metric files are MONAI's
+  ``MetricsSaver``'s, named by case id through :func:`case_meta`).
 * :class:`HeldOutReconstruction` - at the end of training, the held-out case's X-rays (a prepared case
   folder) and its reconstruction (NIfTI + labelled PNG), with the inference command to try.
 """
 
 from __future__ import annotations
 
-import csv
 import io
-import json
 import logging
 import math
 import os
@@ -46,6 +45,7 @@ from ignite.engine import Engine, Events
 from scripts.atomic import atomic_write_bytes, to_uint8
 from scripts.checkpoint import write_info
 from scripts.errors import stop
+from scripts.frame import FRAME
 
 __all__ = [
     "LatestCheckpoint",
@@ -55,7 +55,10 @@ __all__ = [
     "ValidationProgress",
     "CleanStop",
     "SliceImageSummary",
-    "ReconstructionReport",
+    "CaseMetricsLog",
+    "ReconstructionMontages",
+    "case_ids",
+    "case_meta",
     "HeldOutReconstruction",
     "is_rank0",
     "resume_command",
@@ -389,7 +392,7 @@ class ValidationProgress:
         from tqdm.auto import tqdm
 
         net = self._network(engine)
-        side = int(getattr(net, "volume_shape", 128))
+        side = int(getattr(net, "volume_shape", FRAME.shape))
         axes = len(getattr(getattr(engine, "inferer", None), "axes", [0]) or [0])
         batch = engine.state.batch
         ids = batch.get("case_id") if isinstance(batch, Mapping) else None
@@ -555,94 +558,96 @@ class SliceImageSummary:
         self._writer.flush()
 
 
-class ReconstructionReport:
-    """Per-case metrics, summary and montages of an evaluation run.
+def case_ids(batch: Any) -> list[str]:
+    """The ``case_id`` of every case of an evaluator's batch: a collated dict (``decollate=False``) or the
+    list of per-case dicts a decollating evaluator leaves in ``engine.state.batch``."""
+    if isinstance(batch, Mapping):
+        ids = batch["case_id"]
+        return [str(i) for i in ids] if isinstance(ids, (list, tuple)) else [str(ids)]
+    return [str(item["case_id"]) for item in batch]
 
-    Expects the evaluator's output ``pred`` as (B, A, X, Y, Z): one reconstruction per slicing axis
-    (A = 3 for axial, coronal, sagittal as the paper; A = 1 works too) and ``label`` (B, 1, X, Y, Z),
-    both in the target scale [0, 1]. Case ids come from the batch's ``case_id`` key.
 
-    Writes ``<output_dir>/metrics.csv`` (one row per case: paper and honest metrics averaged over the
-    axes; ``lpips_paper`` too when ``lpips`` is given, see :func:`scripts.metrics.lpips_model`),
-    ``summary.json`` (means and standard deviations) and ``montages/<case_id>.png`` (labelled: case, planes,
-    ground truth / prediction / error, HU window, metrics).
+def case_meta(batch: Any) -> list[dict[str, str]]:
+    """``batch_transform`` of MONAI's ``MetricsSaver``: each case's id as its ``filename_or_obj``, the column
+    ``filename`` of the per-case files ``<metric>_raw.csv``."""
+    from monai.utils import ImageMetaKey
+
+    return [{ImageMetaKey.FILENAME_OR_OBJ: c} for c in case_ids(batch)]
+
+
+class CaseMetricsLog:
+    """One log line per evaluated case (rank 0): ``<case_id>: psnr_paper 31.2345, ssim_paper ...``.
+
+    Shows what the evaluator's metric handlers computed for the iteration's cases
+    (``engine.state.case_metrics``, published by :class:`scripts.metrics.CTMetricHandler`); attach it after
+    them (a ``SupervisedEvaluator`` registers its metrics before its handlers). At the end, one line with the
+    number of cases and ``output_dir``, where ``MetricsSaver`` wrote the CSVs.
     """
 
-    def __init__(
-        self,
-        output_dir: str,
-        axes: tuple[str, ...] = ("axial", "coronal", "sagittal"),
-        montage: bool = True,
-        lpips: torch.nn.Module | None = None,
-    ) -> None:
-        self.output_dir = Path(output_dir)
-        self.axes = tuple(axes)
-        self.montage = montage
-        self.lpips = lpips  # scripts.metrics.lpips_model(...): adds the paper's per-slice LPIPS column
-        self.rows: list[dict[str, Any]] = []
+    def __init__(self, output_dir: str | None = None) -> None:
+        self.output_dir = output_dir
+        self._cases = 0
 
     def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.STARTED, self._reset)
+        engine.add_event_handler(Events.STARTED, self._started)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._iteration)
-        engine.add_event_handler(Events.COMPLETED, self._complete)
+        engine.add_event_handler(Events.COMPLETED, self._completed)
 
-    def _reset(self, engine: Engine) -> None:
-        self.rows = []
+    def _started(self, engine: Engine) -> None:
+        self._cases = 0
 
     def _iteration(self, engine: Engine) -> None:
-        from scripts.metrics import evaluate_three_axes
+        values = getattr(engine.state, "case_metrics", {})
+        for i, case_id in enumerate(case_ids(engine.state.batch)):
+            self._cases += 1
+            if is_rank0():
+                logger.info("%s: %s", case_id, ", ".join(f"{k} {v[i]:.4f}" for k, v in values.items()))
 
-        out, batch = engine.state.output, engine.state.batch
-        if isinstance(out, list):  # decollated output: one dict per case
-            items = out
-        else:
-            items = [{"pred": out["pred"][i], "label": out["label"][i]} for i in range(out["pred"].shape[0])]
-        ids = batch.get("case_id") if isinstance(batch, Mapping) else None
-        for i, item in enumerate(items):
+    def _completed(self, engine: Engine) -> None:
+        if is_rank0():
+            where = f"; metrics written to {self.output_dir}" if self.output_dir else ""
+            logger.info("evaluated %d case%s%s", self._cases, "" if self._cases == 1 else "s", where)
+
+
+class ReconstructionMontages:
+    """``<output_dir>/montages/<case_id>.png`` for every evaluated case (rank 0).
+
+    Expects the evaluator's output ``pred`` as (B, A, X, Y, Z) (one reconstruction per slicing axis; their
+    mean is shown) and ``label`` (B, 1, X, Y, Z), in the target scale [0, 1], collated or decollated; case
+    ids come from the batch's ``case_id``. Each montage (:func:`scripts.montage.reconstruction_montage`) has
+    a row per plane (axial, coronal, sagittal), columns ground truth, prediction, |error| (0-500 HU), and is
+    labelled with the case, the HU window and the case's ``metrics`` as the evaluator's metric handlers
+    computed them (``engine.state.case_metrics``, see :class:`scripts.metrics.CTMetricHandler`; names the
+    evaluator lacks are left out). Nothing is computed here: attach it after the metrics.
+    """
+
+    def __init__(self, output_dir: str, metrics: Sequence[str] = ("psnr", "ssim", "mae_hu")) -> None:
+        self.output_dir = Path(output_dir)
+        self.metrics = tuple(metrics)
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        if not is_rank0():
+            return
+        out = engine.state.output
+        if isinstance(out, Mapping):
+            out = [{"pred": out["pred"][i], "label": out["label"][i]} for i in range(out["pred"].shape[0])]
+        values = getattr(engine.state, "case_metrics", {})
+        for i, (case_id, item) in enumerate(zip(case_ids(engine.state.batch), out)):
             pred = item["pred"].detach().float().cpu().numpy()  # (A, X, Y, Z)
             label = item["label"].detach().float().cpu().numpy()[0]
-            case_id = str(ids[i]) if ids is not None else f"case{len(self.rows):04d}"
-            preds = {axis: pred[a] for a, axis in enumerate(self.axes[: pred.shape[0]])}
-            metrics = evaluate_three_axes(preds, label, lpips=self.lpips)
-            self.rows.append({"case_id": case_id, **{k: float(v) for k, v in metrics.items()}})
-            logger.info("%s: %s", case_id, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-            if self.montage:
-                self.save_montage(case_id, pred.mean(axis=0), label, metrics)
+            shown = {k: values[k][i] for k in self.metrics if k in values}
+            self.save(case_id, pred.mean(axis=0), label, shown)
 
-    def save_montage(
-        self, case_id: str, pred: np.ndarray, label: np.ndarray, metrics: Mapping[str, float] | None = None
-    ) -> Path:
-        """``montages/<case_id>.png``: a row per plane (axial, coronal, sagittal), columns ground truth,
-        prediction, |error| (0-500 HU), labelled with the case, the HU window and the metrics."""
+    def save(self, case_id: str, pred: np.ndarray, label: np.ndarray, metrics: Mapping[str, float]) -> Path:
+        """Write and return ``montages/<case_id>.png`` of one (X, Y, Z) prediction and its ground truth."""
         from scripts.montage import reconstruction_montage
 
         path = self.output_dir / "montages" / f"{case_id}.png"
-        shown = {k: metrics[k] for k in ("psnr", "ssim", "mae_hu") if metrics and k in metrics}
-        reconstruction_montage(path, {"ground truth": label, "prediction": pred}, case_id, shown)
+        reconstruction_montage(path, {"ground truth": label, "prediction": pred}, case_id, dict(metrics))
         return path
-
-    def _complete(self, engine: Engine) -> None:
-        if not self.rows:
-            logger.warning("evaluation saw no case: nothing written to %s", self.output_dir)
-            return
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        keys = list(self.rows[0])
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=keys)
-        w.writeheader()
-        w.writerows(self.rows)
-        atomic_write_bytes(self.output_dir / "metrics.csv", buf.getvalue().encode())
-        summary: dict[str, Any] = {"cases": len(self.rows), "axes": list(self.axes)}
-        for k in keys[1:]:
-            vals = np.array([r[k] for r in self.rows], dtype=np.float64)
-            finite = vals[np.isfinite(vals)]
-            summary[k] = {
-                "mean": float(finite.mean()) if finite.size else math.nan,
-                "std": float(finite.std()) if finite.size else math.nan,
-            }
-        atomic_write_bytes(self.output_dir / "summary.json", json.dumps(summary, indent=2).encode())
-        engine.state.metrics.update({k: summary[k]["mean"] for k in keys[1:]})
-        logger.info("evaluation of %d cases written to %s", len(self.rows), self.output_dir)
 
 
 class HeldOutReconstruction:

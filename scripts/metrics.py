@@ -40,10 +40,12 @@ slices the network rendered. Official index ``k`` of an axial slice is bundle ax
 320^2 slices resized on their own); this bundle compares every axis with its one target volume.
 
 Ignite / MONAI integration: :class:`CTVolumeMetric` is a ``monai.metrics.CumulativeIterationMetric``
-computing one value per batch item, and :class:`PSNRHandler`, :class:`PSNRPaperHandler`,
-:class:`SSIMHandler`, :class:`SSIMPaperHandler`, :class:`MAEHUHandler`, :class:`LPIPSPaperHandler` wrap it
-in ``monai.handlers.IgniteMetricHandler`` for ``key_val_metric`` / ``additional_metrics`` of a
-``SupervisedEvaluator`` fed with ``y_pred, y`` of shape ``(B, A, X, Y, Z)`` and ``(B, 1, X, Y, Z)``.
+computing one value per batch item (the mean over its slicing axes), and :class:`CTMetricHandler` wraps it in
+``monai.handlers.IgniteMetricHandler`` for ``key_val_metric`` / ``additional_metrics`` of a
+``SupervisedEvaluator`` fed with ``y_pred, y`` of shape ``(B, A, X, Y, Z)`` and ``(B, 1, X, Y, Z)``:
+:class:`PSNRPaperHandler`, :class:`SSIMPaperHandler`, :class:`LPIPSPaperHandler`, :class:`PSNRHandler`,
+:class:`SSIMHandler`, :class:`MAEHUHandler` (``configs/evaluate.json``; validation in ``configs/train.json``
+uses the two PSNRs). MONAI's ``MetricsSaver`` writes their per-case values and summaries.
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from ignite.engine import Events
+from ignite.metrics.metric import reinit__is_reduced
 from monai.handlers import IgniteMetricHandler
 from monai.metrics import CumulativeIterationMetric
 from skimage.metrics import structural_similarity
@@ -242,8 +246,8 @@ def lpips_model(
 ) -> torch.nn.Module | None:
     """The LPIPS model of the paper metric (eval mode, [0, 1] input, on ``device``), or None without VGG weights.
 
-    For configs: ``"$scripts.metrics.lpips_model(@lpips_vgg_weights, @lpips_lin_weights, @device)"`` gives the
-    ``lpips`` argument of :func:`evaluate_three_axes` (None skips ``lpips_paper``).
+    It is the ``lpips`` argument of :func:`evaluate_volume` / :func:`evaluate_three_axes` (None skips
+    ``lpips_paper``); :class:`LPIPSPaperHandler` builds its model with it.
     """
     if not lpips_vgg_weights:
         return None
@@ -474,21 +478,25 @@ class CTVolumeMetric(CumulativeIterationMetric):
 
 
 class CTMetricHandler(IgniteMetricHandler):
-    """Ignite handler of :class:`CTVolumeMetric` for a ``SupervisedEvaluator``'s ``key_val_metric``.
+    """Ignite handler of :class:`CTVolumeMetric` for a ``SupervisedEvaluator``'s ``key_val_metric`` /
+    ``additional_metrics`` (one value per case: the mean over the slicing axes of its reconstructions).
 
-    Example (bundle config)::
+    Besides MONAI's behaviour (the mean over cases in ``engine.state.metrics[name]``, every case's value in
+    ``engine.state.metric_details[name]`` for ``MetricsSaver``), each iteration's values are published in
+    ``engine.state.case_metrics[name]`` (a list, one float per case of the batch), so handlers attached after
+    the metrics (the per-case log, the montages) show them without computing anything.
 
-        "key_metric": {"val_psnr": {"_target_": "scripts.metrics.PSNRHandler",
-                                    "output_transform": "$monai.handlers.from_engine(['pred', 'label'])"}}
-
-    ``save_details`` (default True) stores every item's value in ``engine.state.metric_details[name]``.
+    Args:
+        metric: one of :data:`METRIC_NAMES` or ``"lpips_paper"`` (:class:`CTVolumeMetric`).
+        axis, axes, clip, lpips: as :class:`CTVolumeMetric`.
+        output_transform: ``engine.state.output`` -> ``(y_pred, y)``, e.g.
+            ``"$monai.handlers.from_engine(['pred', 'label'])"`` in a config.
+        save_details: keep every case's value in ``engine.state.metric_details`` (default True).
     """
-
-    metric_name = "psnr"
 
     def __init__(
         self,
-        metric: str | None = None,
+        metric: str,
         axis: str | int = "axial",
         axes: Sequence[str | int] = AXES,
         clip: bool = True,
@@ -497,47 +505,43 @@ class CTMetricHandler(IgniteMetricHandler):
         lpips: torch.nn.Module | None = None,
     ) -> None:
         super().__init__(
-            metric_fn=CTVolumeMetric(metric or self.metric_name, axis=axis, axes=axes, clip=clip, lpips=lpips),
+            metric_fn=CTVolumeMetric(metric, axis=axis, axes=axes, clip=clip, lpips=lpips),
             output_transform=output_transform,
             save_details=save_details,
         )
 
+    def attach(self, engine: Any, name: str) -> None:  # type: ignore[override]
+        super().attach(engine, name)
+        if not hasattr(engine.state, "case_metrics"):
+            engine.state.case_metrics = {}
+        engine.add_event_handler(Events.ITERATION_STARTED, self._new_iteration)
 
-class PSNRHandler(CTMetricHandler):
-    """Honest whole-volume PSNR (peak = data range) as an ignite metric; see :func:`psnr_true`."""
+    def _new_iteration(self, engine: Any) -> None:
+        engine.state.case_metrics[self._name] = []
 
-    metric_name = "psnr"
-
-    def __init__(self, output_transform: Callable = lambda x: x, save_details: bool = True, clip: bool = True) -> None:
-        super().__init__(self.metric_name, clip=clip, output_transform=output_transform, save_details=save_details)
-
-
-class SSIMHandler(PSNRHandler):
-    """Honest 3D SSIM (data_range 1) as an ignite metric; see :func:`ssim_true`."""
-
-    metric_name = "ssim"
-
-
-class MAEHUHandler(PSNRHandler):
-    """Mean absolute error in HU as an ignite metric; see :func:`mae_hu` (lower is better)."""
-
-    metric_name = "mae_hu"
+    @reinit__is_reduced
+    def update(self, output: Sequence[torch.Tensor]) -> None:
+        # ignite calls this once per iteration with a batch, or once per case with decollated lists
+        if len(output) != 2:
+            raise ValueError(f"output must be (y_pred, y), got {len(output)} items")
+        values = self.metric_fn(*output)
+        if self._engine is not None and self._name is not None:
+            self._engine.state.case_metrics.setdefault(self._name, []).extend(float(v) for v in values.flatten())
 
 
-class PSNRPaperHandler(CTMetricHandler):
-    """The paper's PSNR (official code: int32 levels, peak 4095, per col plane of the ``axis`` stack);
-    see :func:`psnr_paper`. ``axis``: slicing axis of one-channel predictions (multi-channel ones follow
-    ``axes``). ``clip`` is accepted for compatibility and ignored (the official code does not clip)."""
+class _NamedMetricHandler(CTMetricHandler):
+    """A :class:`CTMetricHandler` of the metric ``metric_name`` (the subclasses below)."""
 
-    metric_name = "psnr_paper"
+    metric_name = ""
 
     def __init__(
         self,
+        *,
         axis: str | int = "axial",
+        axes: Sequence[str | int] = AXES,
+        clip: bool = True,
         output_transform: Callable = lambda x: x,
         save_details: bool = True,
-        clip: bool = True,
-        axes: Sequence[str | int] = AXES,
     ) -> None:
         super().__init__(
             self.metric_name,
@@ -549,30 +553,55 @@ class PSNRPaperHandler(CTMetricHandler):
         )
 
 
-class SSIMPaperHandler(PSNRPaperHandler):
-    """The paper's 3D SSIM (data_range 2, no clipping) as an ignite metric; see :func:`ssim_paper`."""
+class PSNRPaperHandler(_NamedMetricHandler):
+    """The paper's PSNR (official code: int32 levels, peak 4095, per col plane of each axis's stack; see
+    :func:`psnr_paper`). ``axis``: slicing axis of one-channel predictions (multi-channel ones follow ``axes``)."""
+
+    metric_name = "psnr_paper"
+
+
+class SSIMPaperHandler(_NamedMetricHandler):
+    """The paper's 3D SSIM (data_range 2, no clipping); see :func:`ssim_paper`."""
 
     metric_name = "ssim_paper"
 
 
+class PSNRHandler(_NamedMetricHandler):
+    """Honest whole-volume PSNR (peak = data range); see :func:`psnr_true`."""
+
+    metric_name = "psnr"
+
+
+class SSIMHandler(_NamedMetricHandler):
+    """Honest 3D SSIM (data_range 1); see :func:`ssim_true`."""
+
+    metric_name = "ssim"
+
+
+class MAEHUHandler(_NamedMetricHandler):
+    """Mean absolute error in HU (lower is better); see :func:`mae_hu`."""
+
+    metric_name = "mae_hu"
+
+
 class LPIPSPaperHandler(CTMetricHandler):
-    """The paper's per-slice LPIPS as an ignite metric (lower is better); see :func:`lpips_paper`.
+    """The paper's per-slice LPIPS (lower is better); see :func:`lpips_paper`.
 
     Args:
         lpips_vgg_weights, lpips_lin_weights: local files (``python -m scripts download_weights --name
-            vgg16,lpips_lin``); the model is built once, in eval mode, on ``device``.
+            vgg16,lpips_lin``); the model is built once, here, in eval mode, on ``device``.
         axis, axes: as :class:`PSNRPaperHandler`.
         device: where LPIPS runs (default CPU).
 
-    In a config, disable it when the weights are absent: ``"_disabled_": "$@lpips_vgg_weights is None"``.
+    In a config, disable it when the weights are absent: ``"_disabled_": "$@lpips_vgg_weights is None"``
+    (MONAI's config parser then leaves its key out of the metrics dict).
     """
-
-    metric_name = "lpips_paper"
 
     def __init__(
         self,
         lpips_vgg_weights: str,
         lpips_lin_weights: str | None = None,
+        *,
         axis: str | int = "axial",
         axes: Sequence[str | int] = AXES,
         output_transform: Callable = lambda x: x,
@@ -583,7 +612,7 @@ class LPIPSPaperHandler(CTMetricHandler):
         if model is None:
             raise ValueError("LPIPSPaperHandler needs lpips_vgg_weights (a local VGG16 file); disable it without one")
         super().__init__(
-            self.metric_name,
+            "lpips_paper",
             axis=axis,
             axes=axes,
             output_transform=output_transform,

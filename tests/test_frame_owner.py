@@ -76,18 +76,6 @@ ALLOWED: tuple[tuple[str, float, str, str], ...] = (
     ("scripts/losses.py", 128, "LPIPS_CHANNELS", "LPIPS VGG feature channel widths"),
 )
 
-#: Known restatements in files that are being edited elsewhere; the lead moves them to ``FRAME`` and then
-#: deletes the entry here (a stale entry fails, as in ALLOWED).
-PENDING: tuple[tuple[str, float, str, str], ...] = (
-    (
-        "scripts/handlers.py",
-        128,
-        'getattr(net, "volume_shape", 128)',
-        "PENDING issue #14: should default to FRAME.shape (file owned by another change)",
-    ),
-)
-
-
 def _number(text: str) -> float | None:
     try:
         value = ast.literal_eval(text)
@@ -177,7 +165,7 @@ def findings() -> list[tuple[str, int, str, str]]:
 
 
 def test_no_frame_number_outside_the_frame_module(findings):
-    entries = ALLOWED + PENDING
+    entries = ALLOWED
     bad = [f for f in findings if not any(_matches(e, f[0], f[2], f[3]) for e in entries)]
     assert not bad, (
         "the output frame restated outside scripts/frame.py; read it from scripts.frame.FRAME (or a VolumeFrame "
@@ -187,11 +175,11 @@ def test_no_frame_number_outside_the_frame_module(findings):
 
 
 def test_allowed_entries_are_used_and_explained(findings):
-    for entry in ALLOWED + PENDING:
+    for entry in ALLOWED:
         assert entry[3].strip(), f"ALLOWED entry without a reason: {entry}"
         assert (REPO / entry[0]).is_file(), f"ALLOWED entry for a missing file: {entry}"
-    stale = [e for e in ALLOWED + PENDING if not any(_matches(e, f[0], f[2], f[3]) for f in findings)]
-    assert not stale, "ALLOWED/PENDING entries that match nothing any more (remove them):\n" + "\n".join(
+    stale = [e for e in ALLOWED if not any(_matches(e, f[0], f[2], f[3]) for f in findings)]
+    assert not stale, "ALLOWED entries that match nothing any more (remove them):\n" + "\n".join(
         f"  {e[0]}: {e[1]} in {e[2]!r}" for e in stale
     )
 

@@ -7,7 +7,7 @@ reader; the clean stop against a real KeyboardInterrupt inside an engine run.
 
 from __future__ import annotations
 
-import json
+import math
 
 import numpy as np
 import pytest
@@ -19,11 +19,13 @@ from scripts.checkpoint import read_info
 from scripts.errors import Interrupted
 from scripts.frame import FRAME
 from scripts.handlers import (
+    CaseMetricsLog,
     CheckpointInfo,
     CleanStop,
     LatestCheckpoint,
-    ReconstructionReport,
+    ReconstructionMontages,
     TrainingMonitor,
+    case_meta,
     format_seconds,
 )
 from scripts.montage import PLANES, label_grid, reconstruction_montage
@@ -78,25 +80,58 @@ def test_reconstruction_montage_lays_out_planes_columns_and_labels(tmp_path):
         label_grid([[np.zeros((N, N), np.uint8)]], PLANES, ["a"])
 
 
-def test_reconstruction_report_writes_rows_summary_and_montages(tmp_path):
+@pytest.mark.parametrize("decollated", [False, True], ids=["collated", "decollated"])
+def test_montages_and_case_log_show_the_metrics_the_evaluator_computed(tmp_path, caplog, decollated):
+    """The evaluation handlers after MONAI metric handlers in an engine: a montage per case id labelled with that
+    case's metrics, a log line per case, and MetricsSaver's per-case rows named by case id."""
+    from monai.handlers import MetricsSaver, from_engine
+
+    from scripts import metrics as M
+
     rng = np.random.default_rng(0)
     label = torch.from_numpy(rng.random((2, 1, N, N, N), dtype=np.float32) * 0.8 + 0.1)  # no clipping at 0 or 1
-    pred = label.repeat(1, 3, 1, 1, 1).clone()
-    pred[1] += 0.01  # case b: off by 25 HU everywhere
-    batches = [{"case_id": ["a", "b"], "out": {"pred": pred, "label": label}}]
-    engine = Engine(lambda e, b: b["out"])
-    ReconstructionReport(str(tmp_path)).attach(engine)
-    engine.run(batches, max_epochs=1)
-    rows = (tmp_path / "metrics.csv").read_text().splitlines()
-    assert rows[0].startswith("case_id,") and [r.split(",")[0] for r in rows[1:]] == ["a", "b"]
-    header = rows[0].split(",")
-    b = dict(zip(header, rows[2].split(",")))
-    assert float(b["mae_hu"]) == pytest.approx(25.0, rel=1e-3)
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["cases"] == 2 and summary["mae_hu"]["mean"] == pytest.approx(12.5, rel=1e-3)
-    assert engine.state.metrics["mae_hu"] == pytest.approx(12.5, rel=1e-3)
-    for cid in ("a", "b"):
-        assert Image.open(tmp_path / "montages" / f"{cid}.png").mode == "L"
+    pred = label.repeat(1, 3, 1, 1, 1).clone()  # axial, coronal, sagittal reconstructions
+    pred[1] += torch.tensor([0.01, 0.02, 0.004]).view(3, 1, 1, 1)  # case b: off by 25, 50 and 10 HU
+    if decollated:  # what a decollating SupervisedEvaluator leaves in engine.state
+        batch = [{"case_id": c, "out": {"pred": pred[i], "label": label[i]}} for i, c in enumerate("ab")]
+        engine = Engine(lambda e, b: [item["out"] for item in b])
+    else:
+        batch = {"case_id": ["a", "b"], "out": {"pred": pred, "label": label}}
+        engine = Engine(lambda e, b: b["out"])
+    out = from_engine(["pred", "label"])
+    for name, handler in (("psnr", M.PSNRHandler), ("ssim", M.SSIMHandler), ("mae_hu", M.MAEHUHandler)):
+        handler(output_transform=out).attach(engine, name)
+    CaseMetricsLog(str(tmp_path)).attach(engine)
+    MetricsSaver(str(tmp_path), metric_details="*", batch_transform=case_meta, summary_ops=["mean"]).attach(engine)
+    ReconstructionMontages(str(tmp_path)).attach(engine)
+    with caplog.at_level("INFO", logger="scripts.handlers"):
+        engine.run([batch], max_epochs=1)
+
+    expected = {}
+    for i, cid in enumerate("ab"):
+        p, t = pred[i].numpy(), label[i, 0].numpy()
+        shown = {
+            "psnr": np.mean([M.psnr_true(p[a], t) for a in range(3)]),
+            "ssim": np.mean([M.ssim_true(p[a], t) for a in range(3)]),
+            "mae_hu": np.mean([M.mae_hu(p[a], t) for a in range(3)]),
+        }
+        expected[cid] = shown
+        written = np.asarray(Image.open(tmp_path / "montages" / f"{cid}.png"))
+        volumes = {"ground truth": t, "prediction": p.mean(axis=0)}
+        np.testing.assert_array_equal(written, reconstruction_montage(tmp_path / "x.png", volumes, cid, shown))
+        unlabelled = reconstruction_montage(tmp_path / "x.png", volumes, cid)
+        assert written.shape != unlabelled.shape or not np.array_equal(written, unlabelled), "metrics are shown"
+    assert sorted(p.name for p in (tmp_path / "montages").iterdir()) == ["a.png", "b.png"]
+    assert expected["b"]["mae_hu"] == pytest.approx(85 / 3, rel=1e-3) and expected["a"]["psnr"] == math.inf
+
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith(("a: ", "b: "))]
+    assert lines == [
+        f"{cid}: " + ", ".join(f"{k} {v:.4f}" for k, v in expected[cid].items()) for cid in "ab"
+    ], caplog.text
+    assert f"evaluated 2 cases; metrics written to {tmp_path}" in caplog.text
+    rows = (tmp_path / "mae_hu_raw.csv").read_text().splitlines()
+    assert rows[0] == "filename,class0,mean" and [r.split(",")[0] for r in rows[1:]] == ["a", "b"]
+    assert float(rows[2].split(",")[1]) == pytest.approx(expected["b"]["mae_hu"], abs=1e-4)
 
 
 def test_checkpoint_handlers_write_sidecars(tmp_path):

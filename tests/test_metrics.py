@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 from skimage.metrics import structural_similarity
 
 from scripts import metrics as M
@@ -151,17 +151,22 @@ def test_torch_input_channel_and_evaluate():
         M.evaluate_volume(p, t[:-1])
 
 
-def test_ignite_handler_matches_functions():
+def test_ignite_handlers_match_functions():
+    """Every handler of configs/evaluate.json in a real engine, on (B, 3, X, Y, Z) reconstructions (axial, coronal,
+    sagittal): a case's value is the mean over its axes of the function's values, the epoch's the mean over cases;
+    the cases' values are in metric_details (MetricsSaver's rows) and, per iteration, in case_metrics."""
     rng = np.random.default_rng(4)
     targets = [_target(s) for s in (5, 6, 7)]
-    preds = [np.clip(t + rng.normal(0, 0.02, size=t.shape), 0, 1).astype(np.float32) for t in targets]
-    # two iterations: a batch of 2 and a batch of 1, shape (B, 1, X, Y, Z)
-    batches = [(0, 2), (2, 3)]
+    preds = [
+        np.stack([np.clip(t + rng.normal(0, 0.02 * (a + 1), size=t.shape), 0, 1) for a in range(3)]).astype(np.float32)
+        for t in targets
+    ]
+    batches = [(0, 2), (2, 3)]  # two iterations: a batch of 2 and a batch of 1
 
     def step(engine, idx):
         a, b = batches[idx]
         return {
-            "pred": torch.from_numpy(np.stack(preds[a:b]))[:, None],
+            "pred": torch.from_numpy(np.stack(preds[a:b])),
             "label": torch.from_numpy(np.stack(targets[a:b]))[:, None],
         }
 
@@ -169,22 +174,58 @@ def test_ignite_handler_matches_functions():
     from monai.handlers import from_engine
 
     out = from_engine(["pred", "label"])
-    M.PSNRPaperHandler(output_transform=out).attach(engine, "psnr_paper")
-    M.PSNRPaperHandler(axis="sagittal", output_transform=out).attach(engine, "psnr_paper_sag")
-    M.PSNRHandler(output_transform=out).attach(engine, "psnr")
-    M.SSIMPaperHandler(output_transform=out).attach(engine, "ssim_paper")
-    M.MAEHUHandler(output_transform=out).attach(engine, "mae_hu")
-    engine.run([0, 1], max_epochs=1)
-    expect = {
-        "psnr_paper": np.mean([M.psnr_paper(p, t) for p, t in zip(preds, targets)]),
-        "psnr_paper_sag": np.mean([M.psnr_paper(p, t, "sagittal") for p, t in zip(preds, targets)]),
-        "psnr": np.mean([M.psnr_true(p, t) for p, t in zip(preds, targets)]),
-        "ssim_paper": np.mean([M.ssim_paper(p, t) for p, t in zip(preds, targets)]),
-        "mae_hu": np.mean([M.mae_hu(p, t) for p, t in zip(preds, targets)]),
+    handlers = {
+        "psnr_paper": M.PSNRPaperHandler,
+        "ssim_paper": M.SSIMPaperHandler,
+        "psnr": M.PSNRHandler,
+        "ssim": M.SSIMHandler,
+        "mae_hu": M.MAEHUHandler,
     }
-    for k, v in expect.items():
-        assert engine.state.metrics[k] == pytest.approx(v, rel=1e-9)
-    assert len(engine.state.metric_details["psnr"]) == 3
+    for name, handler in handlers.items():
+        handler(axes=M.AXES, output_transform=out).attach(engine, name)
+    # one-channel predictions: the paper metric's stack is that of ``axis``
+    M.PSNRPaperHandler(axis="sagittal", output_transform=lambda o: (o["pred"][:, 2:], o["label"])).attach(engine, "sag")
+    seen = []
+    engine.add_event_handler(Events.ITERATION_COMPLETED, lambda e: seen.append(dict(e.state.case_metrics)))
+    engine.run([0, 1], max_epochs=1)
+
+    cases = [M.evaluate_three_axes(dict(zip(M.AXES, p)), t) for p, t in zip(preds, targets)]
+    for name in handlers:
+        per_case = [c[name] for c in cases]
+        assert engine.state.metrics[name] == pytest.approx(np.mean(per_case), rel=1e-9), name
+        np.testing.assert_allclose(engine.state.metric_details[name].flatten().numpy(), per_case, rtol=1e-9)
+        assert [len(s[name]) for s in seen] == [2, 1]
+        np.testing.assert_allclose(seen[0][name] + seen[1][name], per_case, rtol=1e-9)
+    sag = [M.psnr_paper(p[2], t, "sagittal") for p, t in zip(preds, targets)]
+    assert engine.state.metrics["sag"] == pytest.approx(np.mean(sag), rel=1e-9)
+    assert engine.state.metrics["psnr_paper"] > engine.state.metrics["psnr"]
+
+
+def test_evaluate_config_metrics_follow_the_lpips_weights(tmp_path):
+    """configs/evaluate.json: psnr_paper is the key metric; lpips_paper is there only with local VGG weights
+    (its LPIPS model built once, in eval mode); every metric averages the evaluation axes."""
+    from monai.bundle import ConfigParser
+
+    from scripts.losses import _vgg16_features
+
+    vgg = tmp_path / "vgg16.pth"
+    torch.save({f"features.{k}": v for k, v in _vgg16_features().state_dict().items()}, vgg)
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    for weights, names in ((None, []), (str(vgg), ["lpips_paper"])):
+        parser = ConfigParser()
+        parser.read_config([str(configs / "train.json"), str(configs / "evaluate.json")])
+        parser["lpips_vgg_weights"] = weights
+        parser["lpips_lin_weights"] = None
+        parser["device"] = "cpu"
+        key = parser.get_parsed_content("validate#key_metric")
+        extra = parser.get_parsed_content("validate#additional_metrics")
+        assert list(key) == ["psnr_paper"] and isinstance(key["psnr_paper"], M.PSNRPaperHandler)
+        assert list(extra) == ["ssim_paper", *names, "psnr", "ssim", "mae_hu"]
+        for handler in [*key.values(), *extra.values()]:
+            assert handler.metric_fn.axes == tuple(parser.get_parsed_content("eval_axes"))
+        if weights:
+            again = parser.get_parsed_content("validate#additional_metrics")["lpips_paper"]
+            assert again is extra["lpips_paper"] and not again.metric_fn.lpips.training
 
 
 def test_metric_three_channel_predictions_average_axes():

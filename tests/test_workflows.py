@@ -194,7 +194,7 @@ def test_training_ends_with_the_held_out_case_ready_to_try(quick, tmp_path):
 
 
 def test_evaluate_needs_no_preset_flag_and_writes_a_row_per_test_case(quick, tmp_path):
-    bundle(
+    res = bundle(
         "evaluating",
         "--config_file",
         EVALUATE,
@@ -209,16 +209,28 @@ def test_evaluate_needs_no_preset_flag_and_writes_a_row_per_test_case(quick, tmp
         "--output_dir",
         str(tmp_path),
     )
-    with open(tmp_path / "metrics.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert [r["case_id"] for r in rows] == SPLIT["test"]
+    # MONAI's MetricsSaver: <metric>_raw.csv (a row per test case, named by case id), <metric>_summary.csv,
+    # metrics.csv (name,mean over the cases)
+    per_case = {}
     for key in ("psnr_paper", "ssim_paper", "psnr", "ssim", "mae_hu"):
-        assert math.isfinite(float(rows[0][key])), key
+        with open(tmp_path / f"{key}_raw.csv") as f:
+            rows = list(csv.DictReader(f))
+        assert [r["filename"] for r in rows] == SPLIT["test"], key
+        per_case[key] = [float(r["mean"]) for r in rows]
+        assert all(math.isfinite(v) for v in per_case[key]), (key, rows)
+        with open(tmp_path / f"{key}_summary.csv") as f:
+            summary = {r["class"]: r for r in csv.DictReader(f)}
+        assert float(summary["mean"]["notnans"]) == len(SPLIT["test"])
+        assert float(summary["mean"]["mean"]) == pytest.approx(np.mean(per_case[key]), abs=1e-4)
     # the paper's PSNR convention uses peak 4095 on the [0, 2500] scale: always higher than the honest one
-    assert float(rows[0]["psnr_paper"]) > float(rows[0]["psnr"])
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["cases"] == len(SPLIT["test"])
-    assert (tmp_path / "montages" / f"{SPLIT['test'][0]}.png").is_file()
+    assert all(p > h for p, h in zip(per_case["psnr_paper"], per_case["psnr"]))
+    means = dict(r.split(",") for r in (tmp_path / "metrics.csv").read_text().splitlines())
+    assert float(means["psnr_paper"]) == pytest.approx(np.mean(per_case["psnr_paper"]), abs=1e-4)
+    assert sorted(p.name for p in (tmp_path / "montages").iterdir()) == sorted(f"{c}.png" for c in SPLIT["test"])
+    log = res.stdout + res.stderr
+    for c in SPLIT["test"]:  # a line per case with its metrics
+        line = rf"{c}: psnr_paper [0-9.]+, ssim_paper [0-9.]+, (lpips_paper [0-9.]+, )?psnr [0-9.]+"
+        assert re.search(line, log), log[-3000:]
 
 
 def test_inference_zoom_and_its_range_check(quick, tmp_path):
