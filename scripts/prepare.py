@@ -12,8 +12,9 @@ The workflow behind ``configs/prepare.json``::
 1. discovery (:mod:`scripts.case_discovery`): the cases of ``RAW``, and the entries skipped with a reason
    (looping links, links back into the dataset, unreadable entries);
 2. sharding (:mod:`scripts.shards`): under torchrun, rank ``r`` takes ``cases[r::world_size]``;
-3. case writing (:mod:`scripts.case_writer`), in this process or in ``num_workers`` worker processes
-   (:mod:`scripts.worker_pool`): each case through the chain ``preprocessing`` into ``OUT/<case_id>/``;
+3. case writing (:mod:`scripts.case_batch`, :mod:`scripts.case_writer`), in this process or in ``num_workers``
+   worker processes (:mod:`scripts.worker_pool`): each case through the chain ``preprocessing`` into
+   ``OUT/<case_id>/``;
 4. on rank 0: ``OUT/failures.json`` (a list of ``{"case_id", "source", "reason", "error"}``, sorted by
    case id: the cases of the last run that are not prepared, and the skipped entries) and
    ``OUT/datalist.json`` (:mod:`scripts.datalist`) of every complete case folder.
@@ -35,11 +36,11 @@ from pathlib import Path
 from typing import Any
 
 from scripts.atomic import write_json_atomic
+from scripts.case_batch import prepare_cases
 from scripts.case_discovery import scan_dataset
-from scripts.case_writer import TMP_PREFIX, complete_cases, is_case_complete, prepare_case
+from scripts.case_writer import TMP_PREFIX, complete_cases
 from scripts.datalist import SPLIT_NAMES, build_datalist, check_split, read_split_file
 from scripts.shards import RANK_FILE, Shards
-from scripts.worker_pool import WorkerPool
 
 __all__ = ["PrepareError", "PrepareWorkflow"]
 
@@ -48,32 +49,6 @@ logger = logging.getLogger(__name__)
 
 class PrepareError(ValueError):
     """A problem with the whole preparation run (not one case), with what to do about it."""
-
-
-# ------------------------------------------------------------------------------------ worker side
-_WORKER: dict[str, Any] = {}
-
-
-def _init_worker(preprocessing: Callable, output_dir: str, ct_key: str, view_keys: tuple, threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(max(1, int(threads)))
-    try:
-        import itk
-
-        itk.MultiThreaderBase.SetGlobalDefaultNumberOfThreads(max(1, int(threads)))
-    except Exception:  # noqa: BLE001 - thread limits are an optimisation
-        pass
-    _WORKER.update(preprocessing=preprocessing, output_dir=output_dir, ct_key=ct_key, view_keys=view_keys)
-
-
-def _worker_case(case_id: str, source: str) -> dict[str, Any]:
-    w = _WORKER
-    return prepare_case(case_id, source, w["output_dir"], w["preprocessing"], w["ct_key"], w["view_keys"])
-
-
-def _failed(case_id: str, source: str, reason: str, error: str) -> dict[str, Any]:
-    return {"case_id": case_id, "source": source, "status": "failed", "seconds": 0.0, "reason": reason, "error": error}
 
 
 def _count(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -163,7 +138,20 @@ class PrepareWorkflow:
             self.output,
             self.num_workers,
         )
-        results = self.shards.gather(self._prepare_all(mine), self.output)
+        results = self.shards.gather(
+            prepare_cases(
+                mine,
+                self.output,
+                self.preprocessing,
+                self.shards,
+                num_workers=self.num_workers,
+                ct_key=self.ct_key,
+                view_keys=self.view_keys,
+                progress=self.progress,
+                log=logger,
+            ),
+            self.output,
+        )
         if self.shards.rank == 0:
             self._write_lists(results)
         self.summary = _count(results)
@@ -187,46 +175,6 @@ class PrepareWorkflow:
             )
         return self.summary
 
-    # ---------------------------------------------------------------- steps
-    def _prepare_all(self, cases: list[tuple[str, str]]) -> list[dict[str, Any]]:
-        """This rank's results: finished cases skipped, the others prepared (Ctrl-C: one line, no partial case)."""
-        self.output.mkdir(parents=True, exist_ok=True)
-        done = [
-            {"case_id": c, "source": s, "status": "skipped", "seconds": 0.0}
-            for c, s in cases
-            if is_case_complete(self.output / c)
-        ]
-        todo = [(c, s) for c, s in cases if not is_case_complete(self.output / c)]
-        pool = None
-        try:
-            with CaseProgress(len(cases), self.shards, self.progress) as progress:
-                for r in done:
-                    progress.add(r)
-                if self.num_workers == 0 or len(todo) <= 1:
-                    for cid, src in todo:
-                        done.append(
-                            progress.add(
-                                prepare_case(cid, src, self.output, self.preprocessing, self.ct_key, self.view_keys)
-                            )
-                        )
-                else:
-                    threads = max(1, (os.cpu_count() or 1) // (self.num_workers * max(1, self.shards.local_world_size)))
-                    args = (self.preprocessing, str(self.output), self.ct_key, self.view_keys, threads)
-                    with WorkerPool(_worker_case, self.num_workers, _init_worker, args) as pool:
-                        for (cid, src), ok, value in pool.run(todo):
-                            done.append(progress.add(value if ok else _failed(cid, src, value, "WorkerDied")))
-        except KeyboardInterrupt:
-            pids = {os.getpid(), *(pool.pids if pool is not None else ())}
-            for e in os.scandir(self.output):
-                if e.name.startswith(TMP_PREFIX) and e.name.rsplit("-", 1)[-1] in {str(p) for p in pids}:
-                    shutil.rmtree(e.path, ignore_errors=True)
-            n = sum(r["status"] == "prepared" for r in done)
-            raise SystemExit(
-                f"prepare: interrupted; {n} case(s) finished in this run are kept, the ones in progress "
-                f"were removed; run the same command again to continue"
-            ) from None
-        return sorted(done, key=lambda r: r["case_id"])
-
     def _write_lists(self, results: list[dict[str, Any]]) -> None:
         """Rank 0: failures.json (this run's failed cases and the skipped entries) and datalist.json."""
         failed = [
@@ -242,55 +190,6 @@ class PrepareWorkflow:
             self.output / "datalist.json",
             *(len(datalist[k]) for k in SPLIT_NAMES),
         )
-
-
-class CaseProgress:
-    """A tqdm bar over this rank's cases, with one log line per case (through the bar, so lines and bar do
-    not mix; under torchrun each line names its rank, whatever logging configuration is in force)."""
-
-    def __init__(self, total: int, shards: Shards, enabled: bool = True) -> None:
-        self.total, self.shards, self.enabled = total, shards, enabled
-        self.failed = 0
-
-    def __enter__(self) -> CaseProgress:
-        from tqdm import tqdm
-        from tqdm.contrib.logging import logging_redirect_tqdm
-
-        rank = self.shards.rank if self.shards.distributed else None
-        self._bar = tqdm(
-            total=self.total,
-            desc="prepare" if rank is None else f"prepare rank {rank}",
-            unit="case",
-            disable=None if self.enabled else True,
-            position=rank,
-        )
-        # the logger that owns the console handler (the root logger under configs/logging.conf): redirecting
-        # a propagating logger would print every line twice
-        self._redirect = logging_redirect_tqdm(loggers=[logging.getLogger() if logger.propagate else logger])
-        self._redirect.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._redirect.__exit__(*exc)
-        self._bar.close()
-
-    def add(self, r: dict[str, Any]) -> dict[str, Any]:
-        """Log one case's result and advance the bar; returns ``r``."""
-        case = f"[rank {self.shards.rank}] {r['case_id']}" if self.shards.distributed else r["case_id"]
-        if r["status"] == "failed":
-            self.failed += 1
-            logger.warning("%s: FAILED (%s): %s", case, r.get("error"), r.get("reason"))
-            if "traceback" in r:
-                logger.warning("%s: %s", case, "".join(r["traceback"]).rstrip())
-        elif r["status"] == "skipped":
-            logger.info("%s: already prepared, skipped", case)
-        else:
-            logger.info("%s: prepared in %.1f s", case, r["seconds"])
-        for note in r.get("notes", ()):
-            logger.warning("%s: %s", case, note)
-        self._bar.update(1)
-        self._bar.set_postfix(failed=self.failed)
-        return r
 
 
 def _setup_logging() -> None:
