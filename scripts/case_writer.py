@@ -280,7 +280,7 @@ def prepare_case(
     except Exception as e:  # noqa: BLE001 - one case must never stop the batch
         shutil.rmtree(tmp, ignore_errors=True)
         cause = _root_cause(e)
-        from scripts.ct_io import CTLoadError
+        from scripts.ct_errors import CTLoadError
 
         result.update(status="failed", reason=str(cause) or repr(cause), error=type(cause).__name__)
         if not isinstance(cause, CTLoadError):

@@ -242,7 +242,8 @@ def drr_cli(
     """
     import nibabel as nib
 
-    from scripts.ct_io import affine_to_lps_grid, load_ct, lps_to_ras
+    from scripts.ct_io import load_ct
+    from scripts.lps import affine_to_lps_grid, lps_to_ras
 
     if backend not in BACKENDS:
         raise ValueError(f"--backend must be one of {list(BACKENDS)}, got {backend!r}")

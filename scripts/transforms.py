@@ -28,10 +28,12 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 
-from scripts.ct_io import AIR_HU, ChestCTCheck, load_ct, lps_affine, lps_to_ras, to_lps_axis_aligned
+from scripts.chest_ct_check import ChestCTCheck
+from scripts.ct_io import AIR_HU, load_ct
 from scripts.drr import BACKENDS, detector_affine_lps, render_drr, volume_centre_mm
 from scripts.frame import FRAME, VolumeFrame
 from scripts.geometry import ProjectionGeometry
+from scripts.lps import lps_affine, lps_to_ras, to_lps_axis_aligned
 from scripts.radiograph import VIEW_SHAPE, postprocess_radiograph
 
 __all__ = [
@@ -98,12 +100,12 @@ class LoadCT(Transform):
 
     Args:
         check: chest-CT plausibility limits checked from the header before the pixels are read:
-            ``True`` (default) for :class:`~scripts.ct_io.ChestCTCheck`'s defaults, a ``ChestCTCheck``,
+            ``True`` (default) for :class:`~scripts.chest_ct_check.ChestCTCheck`'s defaults, a ``ChestCTCheck``,
             or ``False`` for none.
 
     Output: ``MetaTensor`` ``(1, X, Y, Z)`` float32 HU, axes toward Left, Posterior, Superior,
     ``affine`` in RAS (MONAI convention), meta ``spacing`` (mm), ``filename_or_obj``, ``case_id``.
-    Padding at or below -2000 HU becomes -1024. Raises :class:`scripts.ct_io.CTLoadError` with the fix.
+    Padding at or below -2000 HU becomes -1024. Raises :class:`scripts.ct_errors.CTLoadError` with the fix.
     """
 
     def __init__(self, check: ChestCTCheck | bool = True) -> None:

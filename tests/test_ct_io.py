@@ -14,7 +14,10 @@ import pydicom
 import pytest
 import torch
 
-from scripts.ct_io import CTLoadError, affine_to_lps_grid, find_dicom_series, load_ct, lps_to_ras
+from scripts.ct_errors import CTLoadError
+from scripts.ct_io import load_ct
+from scripts.dicom_series import find_dicom_series
+from scripts.lps import affine_to_lps_grid, lps_to_ras
 from scripts.transforms import CTTarget, CTTargetd, LoadCT, LoadCTd, NormalizeCT, NormalizeCTd
 
 _LOADED: dict[str, object] = {}

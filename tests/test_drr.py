@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from scripts.ct_io import affine_to_lps_grid, load_ct
+from scripts.ct_io import load_ct
 from scripts.drr import drr_cli, ray_cast_drr, volume_centre_mm
 from scripts.geometry import ProjectionGeometry
+from scripts.lps import affine_to_lps_grid
 from scripts.transforms import DRR, DRRd
 
 NORMALS = {"pa": "0 1 0", "lateral": "1 0 0"}

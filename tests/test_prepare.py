@@ -178,7 +178,7 @@ def test_discover_cases(tmp_path):
 
 def test_discovery_skips_bad_links_with_a_reason(tmp_path):
     from scripts.case_discovery import scan_dataset
-    from scripts.ct_io import find_dicom_series
+    from scripts.dicom_series import find_dicom_series
 
     raw = tmp_path / "raw"
     (raw / "case_a").mkdir(parents=True)

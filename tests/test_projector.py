@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from scripts.ct_io import affine_to_lps_grid
 from scripts.drr import hu_to_attenuation, ray_cast_drr, volume_centre_mm
 from scripts.frame import FRAME
 from scripts.geometry import ProjectionGeometry
+from scripts.lps import affine_to_lps_grid
 from scripts.projector import Projector, project, project_hu, rigid_motion
 from scripts.transforms import DRR, CTTarget, LoadCT, NormalizeCT
 

@@ -12,8 +12,10 @@ import torch.nn.functional as F
 from monai.data import MetaTensor
 from scipy.ndimage import map_coordinates
 
-from scripts.ct_io import ChestCTCheck, CTLoadError, lps_affine, lps_to_ras
+from scripts.chest_ct_check import ChestCTCheck
+from scripts.ct_errors import CTLoadError
 from scripts.frame import FRAME
+from scripts.lps import lps_affine, lps_to_ras
 from scripts.transforms import CTTarget, HUToInt16d, NormalizeCT, area_downsample, point_downsample
 from scripts.worker_pool import WorkerPool
 

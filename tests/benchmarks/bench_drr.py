@@ -47,9 +47,9 @@ def main() -> None:
     itk.MultiThreaderBase.SetGlobalDefaultNumberOfThreads(args.threads)
     t_import = time.perf_counter() - t0
 
-    from scripts.ct_io import affine_to_lps_grid
     from scripts.drr import hu_to_attenuation, ray_cast_drr, volume_centre_mm
     from scripts.geometry import ProjectionGeometry
+    from scripts.lps import affine_to_lps_grid
     from scripts.transforms import DRR, CTTarget, LoadCT, NormalizeCT
 
     g = ProjectionGeometry.from_preset("perx2ct")
