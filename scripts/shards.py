@@ -15,9 +15,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from scripts.atomic import write_json_atomic
 
-__all__ = ["Shards", "RANK_FILE"]
+__all__ = ["Shards", "RANK_FILE", "is_rank0"]
 
 #: Name pattern of the per-rank result files (removed by rank 0, and at the start of a run).
 RANK_FILE = re.compile(r"results\.rank\d+\.json")
@@ -85,3 +87,11 @@ class Shards:
             out.extend(json.loads(f.read_text()))
             f.unlink()
         return out
+
+
+def is_rank0() -> bool:
+    """True in a single process and on rank 0 of an initialised process group."""
+    return (
+        not (torch.distributed.is_available() and torch.distributed.is_initialized())
+        or torch.distributed.get_rank() == 0
+    )

@@ -1,0 +1,50 @@
+"""Ignite handlers of the bundle's workflows (declared in the configs next to MONAI's own), one module per concern:
+``checkpoints``, ``console``, ``clean_stop``, ``images``, ``evaluation``, ``held_out``. Configs name them as
+``scripts.handlers.<Name>``.
+
+Checkpoints:
+
+* :class:`LatestCheckpoint` - ``latest.pt`` (network, optimiser, trainer state, ...) written atomically at
+  every epoch end (and by :class:`CleanStop`), with its sidecar (:func:`scripts.checkpoint.write_info`).
+* :class:`CheckpointInfo` - the sidecar of the files MONAI's ``CheckpointSaver`` writes (``model.pt``).
+
+What the console shows:
+
+* :class:`TrainingProgress` - Ignite's progress bar with the running loss and the epoch's ETA.
+* :class:`TrainingMonitor` - the start-up block (device, preset and why, cases, epochs, iterations,
+  pretrained weights present or not) and, after the first iterations, the estimated time per epoch and run.
+* :class:`ValidationProgress` - validation cases and slices as they are reconstructed.
+* :class:`CleanStop` - Ctrl-C / SIGTERM: save the point reached, one line with the resume command, exit 130.
+
+Outputs:
+
+* :class:`SliceImageSummary` - TensorBoard images of the last training batch.
+* :class:`CaseMetricsLog` - one log line per evaluated case with the metrics the evaluator computed.
+* :class:`ReconstructionMontages` - a labelled montage per evaluated case (the metric files are MONAI's
+  ``MetricsSaver``'s, named by case id through :func:`case_meta`).
+* :class:`HeldOutReconstruction` - at the end of training, the held-out case's X-rays (a prepared case
+  folder) and its reconstruction (NIfTI + labelled PNG), with the inference command to try.
+"""
+
+from scripts.handlers.checkpoints import CheckpointInfo, LatestCheckpoint
+from scripts.handlers.clean_stop import CleanStop
+from scripts.handlers.console import TrainingMonitor, TrainingProgress, ValidationProgress, format_seconds
+from scripts.handlers.evaluation import CaseMetricsLog, ReconstructionMontages, case_ids, case_meta
+from scripts.handlers.held_out import HeldOutReconstruction
+from scripts.handlers.images import SliceImageSummary
+
+__all__ = [
+    "LatestCheckpoint",
+    "CheckpointInfo",
+    "TrainingProgress",
+    "TrainingMonitor",
+    "ValidationProgress",
+    "format_seconds",
+    "CleanStop",
+    "SliceImageSummary",
+    "CaseMetricsLog",
+    "ReconstructionMontages",
+    "case_ids",
+    "case_meta",
+    "HeldOutReconstruction",
+]
