@@ -109,6 +109,9 @@ def vary_intensity(
 class RandRigidViewsd(Randomizable, MapTransform):
     """Per sample: rigid motion of the patient, both views re-rendered, target moved, intensities varied.
 
+    Size: MONAI's ``Randomizable`` keeps the draw (``randomize``) and its use (``__call__``) in one object; the
+    motion, the re-rendering and the intensity changes all read the same draw.
+
     Args:
         keys: ``(image_key, label_key)`` (default ``("image", "label")``): the views ``(V, H, W)`` in [0, 1]
             are replaced, the target ``(1, N, N, N)`` in the frame's target scale is moved.

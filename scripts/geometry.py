@@ -124,6 +124,9 @@ GEOMETRY_PRESETS: dict[str, dict[str, Any]] = {
 class ProjectionGeometry:
     """Cone-beam geometry of a two-view chest X-ray, in LPS millimetres.
 
+    Size: the one owner of the projection geometry (the DRRs, the projector and the sampler all read it); its
+    methods are the geometry's questions (source, detector pixel <-> world, projection, presets), a few lines each.
+
     Args:
         sad_mm: source-to-axis (isocentre) distance in mm.
         sid_mm: source-to-image (detector plane) distance in mm; must exceed ``sad_mm``.

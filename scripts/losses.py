@@ -228,6 +228,9 @@ class LPIPSVGG(nn.Module):
 class PerX2CTLoss(nn.Module):
     """``l1_weight * L1 + lpips_weight * LPIPS [+ ssim_weight * (1 - SSIM)]`` on rendered slices.
 
+    Size: the official loss with its named options (weights, SSIM stand-in, LPIPS input range and dropout, the
+    fallback without LPIPS weights and its warning) as one component a config declares with its weights visible.
+
     Defaults = the official loss (see the module docstring): ``l1_weight`` 1, ``lpips_weight`` 1, no SSIM,
     LPIPS on [0, 1] input with dropout in training mode.
 

@@ -62,6 +62,9 @@ def _count(results: list[dict[str, Any]]) -> dict[str, Any]:
 class PrepareWorkflow:
     """The runner of ``configs/prepare.json``: ``initialize()``, ``run()``, ``finalize()``.
 
+    Size: MONAI's workflow contract over the steps of :mod:`scripts.case_discovery`, :mod:`scripts.shards`,
+    :mod:`scripts.case_batch` and :mod:`scripts.datalist`; each method is one step.
+
     Args:
         dataset_dir: folder of raw CTs (see :mod:`scripts.case_discovery`).
         output_dir: folder of prepared cases (created).

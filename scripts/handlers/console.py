@@ -46,6 +46,8 @@ class TrainingProgress:
 class TrainingMonitor:
     """The start-up block and the time estimates of a training run (rank 0, through the logger).
 
+    Size: the start-up block, the estimates and the validation timing share one run's timing state.
+
     At start: device, model preset and why (``preset_reason``), training / validation cases, epochs,
     iterations per epoch and whether the ImageNet encoder weights and the LPIPS weights are present
     (read from the network's encoder and the loss). After ``warmup + measure`` iterations: the seconds per

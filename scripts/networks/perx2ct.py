@@ -118,6 +118,9 @@ class PositionalEncoding(nn.Module):
 class PerX2CT(nn.Module):
     """The PerX2CT network (see the module docstring).
 
+    Size: the network's path (encode, render, reconstruct) and the official-layout options, which change that
+    path; its parts are their own modules (sampler, encoder, decoder, positional encoding).
+
     Args:
         sampler: the perspective-sampling layer (built from the DRRs' geometry), handed in by the config.
         encoder: the shared 2D encoder (:class:`ResNetEncoder`).

@@ -77,6 +77,10 @@ def _radiograph_error(e: BaseException) -> str | None:
 class PerX2CTInfer(BasicInferTask):
     """Reconstruction infer task built from a bundle folder.
 
+    Size: MONAI Label's ``BasicInferTask`` contract (info, pre-transforms, inferer, post-transforms, writer, the
+    call and its refusals) is one object; reading and pairing studies live in ``lib/study.py`` and
+    ``lib/dicom_study.py``.
+
     Args:
         bundle_root: the bundle (``configs/inference.json``, ``configs/metadata.json``, ``scripts/``).
         ckpt_path: the state dict to load; default: the config's ``ckpt_path`` (``models/model.pt``).
