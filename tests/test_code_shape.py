@@ -26,7 +26,7 @@ def test_the_check_finds_a_long_class_without_a_reason():
     body = "\n".join(f"    x{i} = {i}" for i in range(130))
     assert long_classes_without_reason(f'class Big:\n    """Doc."""\n{body}\n') == [("Big", 132)]
     assert long_classes_without_reason(f'class Big:\n    """Doc.\n\n    Size: one table.\n    """\n{body}\n') == []
-    assert long_classes_without_reason(f'class Small:\n    """Doc."""\n    x = 1\n') == []
+    assert long_classes_without_reason('class Small:\n    """Doc."""\n    x = 1\n') == []
 
 
 def test_long_classes_say_why():
