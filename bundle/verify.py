@@ -113,6 +113,23 @@ def _bundle_import_path(root: Path):
             sys.modules.update(saved)
 
 
+def _verify_net_in_out(root: Path, **kwargs: Any) -> None:
+    """MONAI's ``verify_net_in_out`` on ``network_def`` of ``root``'s ``configs/inference.json`` and
+    ``configs/metadata.json`` (``kwargs``: its device and config overrides), a failure as one CheckError line.
+    Call it inside ``_bundle_import_path(root)``."""
+    from monai.bundle import verify_net_in_out
+
+    try:
+        verify_net_in_out(
+            net_id="network_def",
+            meta_file=str(root / "configs" / "metadata.json"),
+            config_file=str(root / "configs" / "inference.json"),
+            **kwargs,
+        )
+    except Exception as e:  # noqa: BLE001
+        raise CheckError(f"verify_net_in_out: {type(e).__name__}: {e}") from None
+
+
 def _metadata(root: Path) -> dict:
     path = root / "configs" / "metadata.json"
     try:
@@ -266,23 +283,12 @@ def _preset_name(parser) -> str:
 def check_net_in_out(
     root: Path, model_preset: str | None = "small", device: str = "cpu", ckpt_file: str | None = None, **_: Any
 ) -> tuple[str, str]:
-    from monai.bundle import verify_net_in_out
-
     # no checkpoint: "" so that a models/model.pt (and its sidecar) in the bundle does not decide the network
     overrides = {"bundle_root": str(root), "ckpt_path": str(Path(ckpt_file).resolve()) if ckpt_file else ""}
     if model_preset:
         overrides["model_preset"] = model_preset
     with _bundle_import_path(root):
-        try:
-            verify_net_in_out(
-                net_id="network_def",
-                meta_file=str(root / "configs" / "metadata.json"),
-                config_file=str(root / "configs" / "inference.json"),
-                device=device,
-                **overrides,
-            )
-        except Exception as e:  # noqa: BLE001
-            raise CheckError(f"verify_net_in_out: {type(e).__name__}: {e}") from None
+        _verify_net_in_out(root, device=device, **overrides)
         preset = _preset_name(_net_parser(root, model_preset, ckpt_file))
     # the full output shape is checked by ckpt_export's eager run (one forward pass less here)
     return "PASS", f"preset {preset}: channels and dtype of network_data_format verified"

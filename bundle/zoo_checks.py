@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bundle import BUNDLE_NAME, REPO_ROOT
-from bundle.verify import CheckError, CheckResult, _bundle_import_path, _schema_path, report
+from bundle.verify import CheckError, CheckResult, _bundle_import_path, _schema_path, _verify_net_in_out, report
 
 __all__ = ["ZooContext", "STEPS", "run_zoo_checks", "zoo_check", "zoo_requirements"]
 
@@ -236,19 +236,9 @@ def _staged_parser(root: Path):
 
 
 def step_verify_data_shape(ctx: ZooContext) -> tuple[str, str]:
-    from monai.bundle import verify_net_in_out
-
     root = _require_staged(ctx)
     with _bundle_import_path(root):
-        try:
-            verify_net_in_out(
-                net_id="network_def",
-                meta_file=str(root / "configs" / "metadata.json"),
-                config_file=str(root / "configs" / "inference.json"),
-                bundle_root=str(root),
-            )
-        except Exception as e:  # noqa: BLE001
-            raise CheckError(f"verify_net_in_out: {type(e).__name__}: {e}") from None
+        _verify_net_in_out(root, bundle_root=str(root))
     return "PASS", "network_def matches network_data_format (channels, dtype)"
 
 

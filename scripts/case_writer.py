@@ -107,6 +107,18 @@ def _spacing(affine) -> list[float]:
     return [float(s) for s in np.linalg.norm(a, axis=0)]
 
 
+def _volume_entry(file: str, arr: np.ndarray, affine: np.ndarray, intensity: str) -> dict[str, Any]:
+    """``case.json``'s entry of a volume saved to ``file`` (``arr`` in LPS order, ``affine`` its RAS affine)."""
+    return {
+        "file": file,
+        "shape": [int(s) for s in arr.shape],
+        "spacing_mm": _spacing(affine),
+        "affine_ras": _jsonable(affine),
+        "array_axes": "LPS",
+        "intensity": intensity,
+    }
+
+
 def _root_cause(e: BaseException) -> BaseException:
     """MONAI wraps transform errors in ``RuntimeError('applying transform ...')``: the cause is the reason."""
     while isinstance(e, RuntimeError) and e.__cause__ is not None and str(e).startswith("applying transform"):
@@ -196,22 +208,8 @@ def save_case(
     if geometry is not None:
         info["geometry"] = _jsonable(geometry)
         info["isocentre_mm"] = _jsonable(geometry.get("isocentre_mm"))
-    info["ct"] = {
-        "file": "ct.nii.gz",
-        "shape": [int(s) for s in arr.shape],
-        "spacing_mm": _spacing(affine),
-        "affine_ras": _jsonable(affine),
-        "array_axes": "LPS",
-        "intensity": str(getattr(ct, "meta", {}).get("intensity", "")),
-    }
-    info["ct_1mm"] = {
-        "file": "ct_1mm.nii.gz",
-        "shape": [int(s) for s in hu.shape],
-        "spacing_mm": _spacing(hu_affine),
-        "affine_ras": _jsonable(hu_affine),
-        "array_axes": "LPS",
-        "intensity": "HU (int16)",
-    }
+    info["ct"] = _volume_entry("ct.nii.gz", arr, affine, str(getattr(ct, "meta", {}).get("intensity", "")))
+    info["ct_1mm"] = _volume_entry("ct_1mm.nii.gz", hu, hu_affine, "HU (int16)")
     info["views"] = {k: f"{k}.png" for k in view_keys}
     write_json_atomic(folder / "case.json", _jsonable(info))
 

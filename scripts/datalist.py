@@ -126,22 +126,12 @@ def assign_split(
         wanted = read_split_file(split_file)
         have = set(ids)
         named = {i for lst in wanted.values() for i in lst}
-        unknown = sorted(named - have)
-        if unknown:
-            logger.warning(
-                "split_file %s names %d case(s) that are not prepared, left out: %s",
-                split_file,
-                len(unknown),
-                ", ".join(unknown),
-            )
-        unnamed = sorted(have - named)
-        if unnamed:
-            logger.warning(
-                "split_file %s does not name %d prepared case(s), put in no list: %s",
-                split_file,
-                len(unnamed),
-                ", ".join(unnamed),
-            )
+        for odd, message in (
+            (named - have, "split_file %s names %d case(s) that are not prepared, left out: %s"),
+            (have - named, "split_file %s does not name %d prepared case(s), put in no list: %s"),
+        ):
+            if odd:
+                logger.warning(message, split_file, len(odd), ", ".join(sorted(odd)))
         if ids and not (named & have):
             raise SplitError(
                 f"split_file {split_file} names none of the {len(ids)} prepared cases "

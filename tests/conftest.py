@@ -12,6 +12,8 @@
 * ``bundle_config``: a factory of the bundle's own configs (``ConfigParser``, ``bundle_root`` = the checkout).
 * ``small_network`` / ``small_checkpoint``: factories of the ``small`` preset network as ``configs/inference.json``
   builds it (seeded), and of its state dict with a sidecar.
+* ``dicom_bytes``: a factory of minimal valid DICOM files (radiographs, or CT slices) as bytes.
+* ``scripts_command``: runs ``python -m scripts <command> ...`` from the checkout, as a user does.
 
 A missing prerequisite skips the test with the fix in the message, except under CI (``CI=true``),
 where it fails: CI must run every test for real.
@@ -20,10 +22,14 @@ where it fails: CI must run every test for real.
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -166,5 +172,58 @@ def small_checkpoint(small_network):
         torch.save(small_network(seed).state_dict(), path)
         write_info(path, model_preset="small", geometry_preset="perx2ct", source="test")
         return path
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def scripts_command():
+    """Factory: ``scripts_command("drr", "--ct", ..., timeout=300, env=None)`` -> the finished
+    ``python -m scripts drr --ct ...`` run from the checkout (output captured as text; ``env`` replaces the
+    environment when given)."""
+
+    def run(*args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "scripts", *args],
+            cwd=REPO,
+            capture_output=True,
+            encoding="utf-8",
+            errors="replace",
+            timeout=timeout,
+            env=env,
+        )
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def dicom_bytes():
+    """Factory: ``dicom_bytes(pixels, modality="DX", bits=16, photometric="MONOCHROME2", **attributes)`` -> a
+    minimal valid DICOM Part 10 file (explicit VR little endian, new UIDs, Digital X-Ray For Presentation storage,
+    CT Image storage for ``modality="CT"``): ``pixels`` (rows x columns; frames x rows x columns with
+    ``NumberOfFrames=...``) as one sample of unsigned ``bits``-bit grey levels, and the other attributes given
+    (``ViewPosition="PA"``, ``ImagerPixelSpacing=[0.25, 0.25]``, ...)."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, generate_uid
+
+    def make(pixels: np.ndarray, modality: str = "DX", bits: int = 16, photometric: str = "MONOCHROME2", **attributes):
+        sop_class = CTImageStorage if modality == "CT" else DigitalXRayImageStorageForPresentation
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = sop_class
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
+        ds.Modality, ds.PatientID = modality, "PERX2CT-TEST"
+        ds.Rows, ds.Columns = int(pixels.shape[-2]), int(pixels.shape[-1])
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits, bits - 1, 0
+        for name, value in attributes.items():
+            setattr(ds, name, value)
+        ds.PixelData = np.ascontiguousarray(pixels, dtype=np.dtype(f"uint{bits}")).tobytes()
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        return buf.getvalue()
 
     return make

@@ -3,17 +3,11 @@ writes the full traceback to the log file, and leaves real bugs with their trace
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
 from scripts import errors
 from scripts.checkpoint import CheckpointError, require_checkpoint, resolve_network, write_info
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def wrapped(exc: BaseException) -> BaseException:
@@ -94,25 +88,16 @@ def test_preset_contradiction_names_both(tmp_path):
         resolve_network(ckpt, "paper")
 
 
-def test_entry_point_python_m_scripts_prints_one_line(tmp_path):
+def test_entry_point_python_m_scripts_prints_one_line(tmp_path, scripts_command):
     """`python -m scripts drr` with a missing CT: one error line, exit status 1."""
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "scripts",
-            "drr",
-            "--ct",
-            str(tmp_path / "none"),
-            "--view",
-            "pa",
-            "--output",
-            str(tmp_path / "x.nii.gz"),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        encoding="utf-8",
-        errors="replace",
+    res = scripts_command(
+        "drr",
+        "--ct",
+        str(tmp_path / "none"),
+        "--view",
+        "pa",
+        "--output",
+        str(tmp_path / "x.nii.gz"),
         timeout=300,
         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
     )

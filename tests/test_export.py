@@ -29,10 +29,8 @@ def _bundle(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=REPO, capture_output=True, encoding="utf-8", errors="replace", timeout=600)
 
 
-def test_ckpt_export_matches_the_eager_network(tmp_path, small_network):
-    net = small_network().eval()
-    ckpt, ts_file = tmp_path / "model.pt", tmp_path / "model.ts"
-    torch.save(net.state_dict(), ckpt)
+def _ckpt_export(ckpt: Path, ts_file: Path, *args: str) -> torch.jit.ScriptModule:
+    """Run the documented ``ckpt_export`` command on ``ckpt``; the TorchScript module it writes to ``ts_file``."""
     res = _bundle(
         "ckpt_export",
         "network_def",
@@ -44,11 +42,17 @@ def test_ckpt_export_matches_the_eager_network(tmp_path, small_network):
         META,
         "--config_file",
         CONFIG,
-        "--model_preset",
-        "small",
+        *args,
     )
     assert res.returncode == 0, res.stderr[-3000:]
-    scripted = torch.jit.load(str(ts_file)).eval()
+    return torch.jit.load(str(ts_file))
+
+
+def test_ckpt_export_matches_the_eager_network(tmp_path, small_network):
+    net = small_network().eval()
+    ckpt, ts_file = tmp_path / "model.pt", tmp_path / "model.ts"
+    torch.save(net.state_dict(), ckpt)
+    scripted = _ckpt_export(ckpt, ts_file, "--model_preset", "small").eval()
     assert sum(p.numel() for p in scripted.parameters()) == sum(p.numel() for p in net.parameters())
     image = torch.rand(1, 2, 128, 128, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -84,20 +88,7 @@ def test_ckpt_export_of_the_default_paper_preset(tmp_path):
     assert parser.get_parsed_content("network_info")["model_preset"] == "paper"
     net = parser.get_parsed_content("network_def")
     torch.save(net.state_dict(), ckpt)
-    res = _bundle(
-        "ckpt_export",
-        "network_def",
-        "--filepath",
-        str(ts_file),
-        "--ckpt_file",
-        str(ckpt),
-        "--meta_file",
-        META,
-        "--config_file",
-        CONFIG,
-    )
-    assert res.returncode == 0, res.stderr[-3000:]
-    scripted = torch.jit.load(str(ts_file))
+    scripted = _ckpt_export(ckpt, ts_file)
     state = scripted.state_dict()
     assert sum(p.numel() for p in scripted.parameters()) == sum(p.numel() for p in net.parameters())
     assert all(torch.equal(state[k], v) for k, v in net.state_dict().items())

@@ -12,7 +12,7 @@ cannot be told apart, a PNG, a CT.
 
 from __future__ import annotations
 
-import io
+import functools
 import json
 import os
 import re
@@ -73,43 +73,25 @@ def study(tmp_path_factory, example_raw_dir) -> dict:
 
 
 # ------------------------------------------------------------------------------------------- DICOM
-def _dicom(pixels: np.ndarray, view_position: str | None, series_uid: str, series_number: int, study_uid: str,
-           modality: str = "DX", instance: int = 1) -> bytes:  # fmt: skip
+def _dicom(dicom_bytes, pixels: np.ndarray, view_position: str | None, series_uid: str, series_number: int,
+           study_uid: str, modality: str = "DX", instance: int = 1) -> bytes:  # fmt: skip
     """One DICOM Part 10 file: an 8-bit grey image with ``ImagerPixelSpacing`` covering the 500 mm detector."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import CTImageStorage, DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, generate_uid
-
-    sop_class = CTImageStorage if modality == "CT" else DigitalXRayImageStorageForPresentation
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
-    ds.SeriesNumber, ds.InstanceNumber = series_number, instance
-    ds.Modality, ds.PatientID = modality, "PERX2CT-TEST"
-    if view_position is not None:
-        ds.ViewPosition = view_position
     spacing = DETECTOR_MM / pixels.shape[0]
+    attributes = {"StudyInstanceUID": study_uid, "SeriesInstanceUID": series_uid}
+    attributes.update(SeriesNumber=series_number, InstanceNumber=instance)
+    if view_position is not None:
+        attributes["ViewPosition"] = view_position
     if modality == "CT":
-        ds.PixelSpacing = [spacing, spacing]
-        ds.ImagePositionPatient, ds.ImageOrientationPatient = [0, 0, float(instance)], [1, 0, 0, 0, 1, 0]
+        attributes.update(PixelSpacing=[spacing, spacing], ImageOrientationPatient=[1, 0, 0, 0, 1, 0])
+        attributes["ImagePositionPatient"] = [0, 0, float(instance)]
     else:
-        ds.ImagerPixelSpacing = [spacing, spacing]
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    ds.PixelData = np.ascontiguousarray(pixels, dtype=np.uint8).tobytes()
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
+        attributes["ImagerPixelSpacing"] = [spacing, spacing]
+    return dicom_bytes(pixels, modality, bits=8, **attributes)
 
 
-def _ct_slice(rng, series_uid: str, study_uid: str, instance: int) -> bytes:
+def _ct_slice(dcm, rng, series_uid: str, study_uid: str, instance: int) -> bytes:
     pixels = rng.integers(0, 255, (64, 64)).astype(np.uint8)
-    return _dicom(pixels, None, series_uid, 1, study_uid, modality="CT", instance=instance)
+    return dcm(pixels, None, series_uid, 1, study_uid, modality="CT", instance=instance)
 
 
 def _zip(path: Path, files: list[tuple[str, bytes]]) -> Path:
@@ -121,32 +103,33 @@ def _zip(path: Path, files: list[tuple[str, bytes]]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def dicom(study) -> dict:
+def dicom(study, dicom_bytes) -> dict:
     """The study's two DRRs as DICOM DX studies in several layouts, and the inputs the server must refuse."""
     from pydicom.uid import generate_uid
 
+    dcm = functools.partial(_dicom, dicom_bytes)
     px, out = study["pixels"], study["root"] / "dicom"
     out.mkdir()
     uid = generate_uid()
     s_pa, s_lat = generate_uid(), generate_uid()
-    pa = _dicom(px["pa"], "PA", s_pa, 1, uid)
-    lat = _dicom(px["lateral"], "LL", s_lat, 2, uid)
+    pa = dcm(px["pa"], "PA", s_pa, 1, uid)
+    lat = dcm(px["lateral"], "LL", s_lat, 2, uid)
     one = generate_uid()
     ct_series = generate_uid()
     rng = np.random.default_rng(0)
     return {
         # two series of one image each; the lateral's series comes first in the second archive
         "pa_first": _zip(out / "pa_first.zip", [("IMG0001.dcm", pa), ("IMG0002.dcm", lat)]),
-        "lateral_first": _zip(out / "lateral_first.zip", [("A/1.dcm", _dicom(px["lateral"], "LL", s_lat, 1, uid)),
-                                                          ("B/2.dcm", _dicom(px["pa"], "PA", s_pa, 2, uid))]),
+        "lateral_first": _zip(out / "lateral_first.zip", [("A/1.dcm", dcm(px["lateral"], "LL", s_lat, 1, uid)),
+                                                          ("B/2.dcm", dcm(px["pa"], "PA", s_pa, 2, uid))]),
         # one series of two images, lateral first; the PA has no ViewPosition (rule 3: the other view)
-        "one_series": _zip(out / "one_series.zip", [("1.dcm", _dicom(px["lateral"], "LATERAL", one, 1, uid)),
-                                                    ("2.dcm", _dicom(px["pa"], None, one, 1, uid, instance=2))]),
+        "one_series": _zip(out / "one_series.zip", [("1.dcm", dcm(px["lateral"], "LATERAL", one, 1, uid)),
+                                                    ("2.dcm", dcm(px["pa"], None, one, 1, uid, instance=2))]),
         "one_view": _zip(out / "one_view.zip", [("IMG0001.dcm", pa)]),
-        "two_pa": _zip(out / "two_pa.zip", [("1.dcm", pa), ("2.dcm", _dicom(px["lateral"], "AP", s_lat, 2, uid))]),
-        "no_view": _zip(out / "no_view.zip", [("1.dcm", _dicom(px["pa"], None, s_pa, 1, uid)),
-                                              ("2.dcm", _dicom(px["lateral"], "", s_lat, 2, uid))]),
-        "ct": _zip(out / "ct.zip", [(f"CT{i}.dcm", _ct_slice(rng, ct_series, uid, i)) for i in range(1, 4)]),
+        "two_pa": _zip(out / "two_pa.zip", [("1.dcm", pa), ("2.dcm", dcm(px["lateral"], "AP", s_lat, 2, uid))]),
+        "no_view": _zip(out / "no_view.zip", [("1.dcm", dcm(px["pa"], None, s_pa, 1, uid)),
+                                              ("2.dcm", dcm(px["lateral"], "", s_lat, 2, uid))]),
+        "ct": _zip(out / "ct.zip", [(f"CT{i}.dcm", _ct_slice(dcm, rng, ct_series, uid, i)) for i in range(1, 4)]),
     }  # fmt: skip
 
 

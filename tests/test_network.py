@@ -28,6 +28,37 @@ def tiny(**kw) -> PerX2CT:
     return build_perx2ct("small", sampler(), query_grid=8, volume_shape=32, volume_size_mm=320.0, **kw)
 
 
+def torchvision_bottleneck_resnet(layers, widths, num_classes: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A random state dict in torchvision's ``ResNet(Bottleneck, layers)`` layout, written out: the stem (7x7
+    ``conv1``, ``bn1``), ``layer<i>.<j>`` blocks (1x1 ``conv1``, 3x3 ``conv2``, 1x1 ``conv3`` to 4 x width, each
+    with its batch norm; the first block of a layer with a ``downsample`` 1x1 conv and norm), then ``fc``; no
+    biases but the batch norms' and fc's."""
+    g = torch.Generator().manual_seed(seed)
+    sd: dict[str, torch.Tensor] = {}
+
+    def conv_bn(conv: str, norm: str, c_out: int, c_in: int, k: int) -> None:
+        sd[f"{conv}.weight"] = torch.randn(c_out, c_in, k, k, generator=g) * 0.1
+        sd[f"{norm}.weight"] = torch.rand(c_out, generator=g) + 0.5
+        sd[f"{norm}.bias"] = torch.randn(c_out, generator=g)
+        sd[f"{norm}.running_mean"] = torch.randn(c_out, generator=g) * 0.1
+        sd[f"{norm}.running_var"] = torch.rand(c_out, generator=g) + 0.5
+        sd[f"{norm}.num_batches_tracked"] = torch.tensor(0)
+
+    conv_bn("conv1", "bn1", widths[0], 3, 7)
+    c_in = widths[0]
+    for i, (blocks, width) in enumerate(zip(layers, widths), start=1):
+        for j in range(blocks):
+            p = f"layer{i}.{j}"
+            conv_bn(f"{p}.conv1", f"{p}.bn1", width, c_in, 1)
+            conv_bn(f"{p}.conv2", f"{p}.bn2", width, width, 3)
+            conv_bn(f"{p}.conv3", f"{p}.bn3", 4 * width, width, 1)
+            if j == 0:
+                conv_bn(f"{p}.downsample.0", f"{p}.downsample.1", 4 * width, c_in, 1)
+            c_in = 4 * width
+    sd["fc.weight"], sd["fc.bias"] = torch.randn(num_classes, c_in, generator=g), torch.randn(num_classes, generator=g)
+    return sd
+
+
 def n_params(net):
     return sum(p.numel() for p in net.parameters())
 
@@ -265,8 +296,6 @@ def test_full_volume_of_the_small_preset():
 def test_global_branch_is_256_per_view_and_loads_a_full_resnet_state_dict(tmp_path):
     """The global branch stops at layer3's last block's 1x1 conv (256 channels for ResNet-101); a complete
     torchvision-layout ResNet state dict (layer3 whole, layer4, fc) loads into it."""
-    from monai.networks.nets import ResNet
-
     with torch.device("meta"):
         paper_global = build_perx2ct("paper_global", sampler())
     assert paper_global.global_dim == 256 and paper_global.point_channels == 1599
@@ -274,19 +303,7 @@ def test_global_branch_is_256_per_view_and_loads_a_full_resnet_state_dict(tmp_pa
     assert [n for n, _ in last.named_children()] == ["conv1", "bn1", "act"] and last.conv1.out_channels == 256
 
     enc = {"block": "bottleneck", "layers": (1, 1, 2), "widths": (8, 16, 32), "global_features": True}
-    full = ResNet(
-        block="bottleneck",
-        layers=[1, 1, 2, 1],
-        block_inplanes=[8, 16, 32, 64],
-        spatial_dims=2,
-        n_input_channels=3,
-        conv1_t_size=7,
-        conv1_t_stride=2,
-        shortcut_type="B",
-        bias_downsample=False,
-        num_classes=1000,
-    )
-    donor = full.state_dict()
+    donor = torchvision_bottleneck_resnet(layers=(1, 1, 2, 1), widths=(8, 16, 32, 64), num_classes=1000)
     assert {"fc.weight", "layer4.0.conv3.weight", "layer3.1.conv3.weight"} <= set(donor)
     file = tmp_path / "resnet.pth"
     torch.save(donor, file)

@@ -23,8 +23,6 @@ minutes).
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +31,6 @@ import torch
 from official_weights import ModelCheckpoint, official_state_dict, state_digest
 
 DATA = Path(__file__).resolve().parent / "data" / "official"
-REPO = Path(__file__).resolve().parents[1]
 FULL = os.environ.get("PERX2CT_ORACLE_FULL", "").lower() in ("1", "true", "yes")
 TOL_SLICE = 1e-4
 
@@ -64,7 +61,7 @@ def official_sd():
 
 
 @pytest.fixture(scope="module")
-def imported(official_sd, tmp_path_factory):
+def imported(official_sd, tmp_path_factory, scripts_command):
     """variant -> (bundle checkpoint path, official file path), converted once per module."""
     cache = {}
 
@@ -76,25 +73,7 @@ def imported(official_sd, tmp_path_factory):
         if variant == "perx2ct":  # a Lightning checkpoint, through the documented command
             callbacks = {ModelCheckpoint: {"best_model_score": torch.tensor(0.1), "best_model_path": "last.ckpt"}}
             torch.save({"state_dict": official_sd(variant), "epoch": 3, "callbacks": callbacks}, src)
-            res = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "scripts",
-                    "import_official",
-                    "--ckpt",
-                    str(src),
-                    "--variant",
-                    variant,
-                    "--output",
-                    str(out),
-                ],
-                cwd=REPO,
-                capture_output=True,
-                encoding="utf-8",
-                errors="replace",
-                timeout=600,
-            )
+            res = scripts_command("import_official", "--ckpt", str(src), "--variant", variant, "--output", str(out))
             assert res.returncode == 0, res.stderr[-3000:]
         else:  # a bare state dict, through the function
             from scripts.import_official import import_official
@@ -176,7 +155,7 @@ def test_import_writes_a_legacy_checkpoint_that_also_loads_into_the_normal_prese
     assert torch.equal(state["decoder.conv_out.weight"], official_sd(variant)["decoder.conv_out.weight"][1:2])
 
 
-def test_import_refuses_the_wrong_variant_and_files_that_are_not_checkpoints(official_sd, tmp_path):
+def test_import_refuses_the_wrong_variant_and_files_that_are_not_checkpoints(official_sd, tmp_path, scripts_command):
     from scripts.import_official import OfficialCheckpointError, convert_state_dict, import_official
 
     with pytest.raises(OfficialCheckpointError, match="global variant's keys .* use --variant perx2ct_global"):
@@ -197,25 +176,8 @@ def test_import_refuses_the_wrong_variant_and_files_that_are_not_checkpoints(off
         import_official(tmp_path / "missing.ckpt", "perx2ct", tmp_path / "out.pt")
     assert not (tmp_path / "out.pt").exists() and not (tmp_path / "out.json").exists()
     # the command prints one line, no traceback
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "scripts",
-            "import_official",
-            "--ckpt",
-            str(junk),
-            "--variant",
-            "perx2ct",
-            "--output",
-            str(tmp_path / "out.pt"),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        encoding="utf-8",
-        errors="replace",
-        timeout=300,
-    )
+    args = ("--ckpt", str(junk), "--variant", "perx2ct", "--output", str(tmp_path / "out.pt"))
+    res = scripts_command("import_official", *args, timeout=300)
     assert res.returncode == 1 and "is not a readable PyTorch checkpoint" in res.stderr
     assert "Traceback" not in res.stderr
 

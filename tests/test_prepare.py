@@ -100,7 +100,17 @@ def make_raw(root: Path, series: Path) -> Path:
     return raw
 
 
-def run_prepare(raw: Path, out: Path, *args: str, torchrun: int = 0, popen: bool = False, log: Path | None = None):
+def run_prepare(
+    raw: Path,
+    out: Path,
+    *args: str,
+    torchrun: int = 0,
+    popen: bool = False,
+    log: Path | None = None,
+    new_session: bool = False,
+):
+    """``python -m monai.bundle run`` on ``raw``; with ``popen``, started in the background (output to ``log``,
+    in a process group of its own with ``new_session``), otherwise run to its end."""
     cmd = [sys.executable]
     if torchrun:
         cmd += ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(torchrun)]
@@ -119,7 +129,9 @@ def run_prepare(raw: Path, out: Path, *args: str, torchrun: int = 0, popen: bool
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if popen:
         fh = open(log, "w")  # noqa: SIM115 - closed by the caller through the process
-        return subprocess.Popen(cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        return subprocess.Popen(
+            cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT, start_new_session=new_session, env=env
+        )
     return subprocess.run(
         cmd, cwd=REPO, capture_output=True, encoding="utf-8", errors="replace", timeout=TIMEOUT_S, env=env
     )
@@ -586,29 +598,7 @@ def three_cases(tmp_path_factory) -> Path:
 
 def _start_busy(raw: Path, out: Path, log: Path) -> tuple[subprocess.Popen, set[int]]:
     """A 2-worker prepare in its own process group, returned once a worker is writing a case."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "monai.bundle",
-        "run",
-        "--config_file",
-        CONFIG,
-        "--dataset_dir",
-        str(raw),
-        "--output_dir",
-        str(out),
-        "--num_workers",
-        "2",
-    ]
-    fh = open(log, "w")  # noqa: SIM115 - closed with the process
-    p = subprocess.Popen(
-        cmd,
-        cwd=REPO,
-        stdout=fh,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    p = run_prepare(raw, out, "--num_workers", "2", popen=True, log=log, new_session=True)
     t0 = time.time()
     while not (out.is_dir() and any(e.name.startswith(".tmp-") for e in out.iterdir())):
         assert p.poll() is None, log.read_text()

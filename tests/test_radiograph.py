@@ -7,37 +7,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from scripts.geometry import ProjectionGeometry
 from scripts.radiograph import LoadRadiographsd, RadiographError, load_radiograph
-
-DX_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
-
-
-def write_dicom(path, pixels: np.ndarray, photometric="MONOCHROME2", spacing=None, modality="DX", frames=1):
-    """A minimal valid single- or multi-frame 16-bit DICOM file."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = DX_SOP_CLASS
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = DX_SOP_CLASS, meta.MediaStorageSOPInstanceUID
-    ds.Modality = modality
-    ds.PatientID = "TEST"
-    ds.Rows, ds.Columns = int(pixels.shape[-2]), int(pixels.shape[-1])
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    if frames > 1:
-        ds.NumberOfFrames = frames
-    if spacing is not None:
-        ds.ImagerPixelSpacing = [float(spacing[0]), float(spacing[1])]
-    ds.PixelData = np.ascontiguousarray(pixels, dtype=np.uint16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
 
 
 def _rng_image(seed, shape, high, dtype):
@@ -85,42 +57,42 @@ def test_nifti_round_trip_orientation(tmp_path):
     np.testing.assert_allclose(y[0].numpy(), img, atol=1e-6)
 
 
-def test_dicom_monochrome1_inverted(tmp_path):
+def test_dicom_monochrome1_inverted(tmp_path, dicom_bytes):
     px = np.full((64, 64), 3000, np.uint16)
     px[:, :32] = 100  # low values are bright in MONOCHROME1 (bone)
-    write_dicom(tmp_path / "m1.dcm", px, photometric="MONOCHROME1")
+    (tmp_path / "m1.dcm").write_bytes(dicom_bytes(px, photometric="MONOCHROME1"))
     x = load_radiograph(tmp_path / "m1.dcm", "pa")[0].numpy()
     assert x[:, :60].mean() > 0.99 and x[:, 68:].mean() < 0.01
-    write_dicom(tmp_path / "m2.dcm", px, photometric="MONOCHROME2")
+    (tmp_path / "m2.dcm").write_bytes(dicom_bytes(px, photometric="MONOCHROME2"))
     y = load_radiograph(tmp_path / "m2.dcm", "pa")[0].numpy()
     assert y[:, :60].mean() < 0.01 and y[:, 68:].mean() > 0.99
 
 
-def test_dicom_imager_pixel_spacing_honoured(tmp_path):
+def test_dicom_imager_pixel_spacing_honoured(tmp_path, dicom_bytes):
     px = np.full((1000, 1000), 4000, np.uint16)  # 250 mm x 250 mm at 0.25 mm
     px[0, 0] = 0
-    write_dicom(tmp_path / "dx.dcm", px, spacing=(0.25, 0.25))
+    (tmp_path / "dx.dcm").write_bytes(dicom_bytes(px, ImagerPixelSpacing=[0.25, 0.25]))
     x = load_radiograph(tmp_path / "dx.dcm", "pa", geometry=ProjectionGeometry())[0].numpy()  # 500 mm detector
     assert x.shape == (128, 128)
     assert x[34:94, 34:94].min() > 0.95  # the central half is the image
     assert x[:30].max() == 0 and x[98:].max() == 0 and x[:, :30].max() == 0 and x[:, 98:].max() == 0
     assert abs((x[64] > 0.5).sum() - 64) <= 1 and abs((x[:, 64] > 0.5).sum() - 64) <= 1
     # without spacing the whole image is the whole detector
-    write_dicom(tmp_path / "nospacing.dcm", px)
+    (tmp_path / "nospacing.dcm").write_bytes(dicom_bytes(px))
     z = load_radiograph(tmp_path / "nospacing.dcm", "pa")[0].numpy()
     assert z[2:, 2:].min() > 0.95
 
 
-def test_3d_inputs_rejected(tmp_path):
+def test_3d_inputs_rejected(tmp_path, dicom_bytes):
     nib.save(nib.Nifti1Image(np.random.rand(10, 40, 64).astype(np.float32), np.eye(4)), tmp_path / "ct.nii.gz")
     with pytest.raises(
         RadiographError, match=r"is 3D \(shape \(10, 40, 64\)\), a radiograph must be a single 2D image"
     ):
         load_radiograph(tmp_path / "ct.nii.gz", "pa")
-    write_dicom(tmp_path / "mf.dcm", np.random.randint(0, 4000, (3, 64, 64)), frames=3)
+    (tmp_path / "mf.dcm").write_bytes(dicom_bytes(np.random.randint(0, 4000, (3, 64, 64)), NumberOfFrames=3))
     with pytest.raises(RadiographError, match=r"mf.dcm is 3D \(shape \(3, 64, 64\)\)"):
         load_radiograph(tmp_path / "mf.dcm", "lateral")
-    write_dicom(tmp_path / "ct.dcm", np.random.randint(0, 4000, (64, 64)), modality="CT")
+    (tmp_path / "ct.dcm").write_bytes(dicom_bytes(np.random.randint(0, 4000, (64, 64)), modality="CT"))
     with pytest.raises(RadiographError, match="CT slice"):
         load_radiograph(tmp_path / "ct.dcm", "pa")
 
