@@ -36,4 +36,6 @@ def test_long_classes_say_why():
         for p in files
         for name, lines in long_classes_without_reason(p.read_text(encoding="utf-8"))
     ]
-    assert not found, f"classes over {MAX_LINES} lines without a 'Size:' reason in their docstring:\n" + "\n".join(found)
+    assert not found, f"classes over {MAX_LINES} lines without a 'Size:' reason in their docstring:\n" + "\n".join(
+        found
+    )

@@ -76,6 +76,7 @@ ALLOWED: tuple[tuple[str, float, str, str], ...] = (
     ("scripts/losses.py", 128, "LPIPS_CHANNELS", "LPIPS VGG feature channel widths"),
 )
 
+
 def _number(text: str) -> float | None:
     try:
         value = ast.literal_eval(text)
