@@ -46,4 +46,4 @@ from scripts import errors as _errors
 
 _errors.install()
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -8,7 +8,7 @@ beside it, ``models/model.json`` says which network those weights belong to::
       "model_preset": "paper",            # a key of scripts.networks.MODEL_PRESETS
       "model_overrides": {},              # fields replacing the preset's (build_perx2ct(**overrides))
       "geometry_preset": "perx2ct",       # a key of scripts.geometry.GEOMETRY_PRESETS
-      "bundle_version": "0.2.0",
+      "bundle_version": "0.3.0",
       "source": "training",               # or "import_official", ...
       ...                                 # free extra keys (e.g. the run, the imported file's hash)
     }
