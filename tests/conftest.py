@@ -9,6 +9,9 @@
   the series of ``../shared/data`` where that folder exists (it never does in a user's clone).
 * ``shared_data_dir``: ``../shared/data`` itself, for tests about those particular series only.
 * ``plastimatch``: path of Debian's ``plastimatch``, the DRR oracle.
+* ``quick_run``: one run of the documented quick training (``configs/quick.json``) shared by the workflow and
+  Model Zoo tests (read-only for them): ``{"out", "raw", "stdout", "stderr"}``; :func:`bundle_run` and
+  :func:`quick_train_args` run such commands.
 * ``bundle_config``: a factory of the bundle's own configs (``ConfigParser``, ``bundle_root`` = the checkout).
 * ``small_network`` / ``small_checkpoint``: factories of the ``small`` preset network as ``configs/inference.json``
   builds it (seeded), and of its state dict with a sidecar.
@@ -34,6 +37,8 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+#: The documented quick training (README): quick.json over train.json.
+QUICK_TRAIN = "['configs/train.json','configs/quick.json']"
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -227,3 +232,61 @@ def dicom_bytes():
         return buf.getvalue()
 
     return make
+
+
+def bundle_run(*args: str, timeout: int = 1800, torchrun: int = 0, ok: bool = True) -> subprocess.CompletedProcess:
+    if torchrun:
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nnodes=1",
+            f"--nproc_per_node={torchrun}",
+            "-m",
+            "monai.bundle",
+            "run",
+            *args,
+        ]
+    else:
+        cmd = [sys.executable, "-m", "monai.bundle", "run", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1" if torchrun else os.environ.get("OMP_NUM_THREADS", "2")}
+    env.pop("PERX2CT_DEBUG", None)
+    res = subprocess.run(
+        cmd, cwd=REPO, capture_output=True, encoding="utf-8", errors="replace", timeout=timeout, env=env
+    )
+    if ok and res.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} exited {res.returncode}\n--- stdout\n{res.stdout[-4000:]}\n--- stderr\n{res.stderr[-6000:]}"
+        )
+    return res
+
+
+def quick_train_args(out: Path, raw: Path, *extra: str) -> list[str]:
+    return [
+        "training",
+        "--config_file",
+        QUICK_TRAIN,
+        "--dataset_dir",
+        str(raw),
+        "--split_file",
+        str(REPO / "configs" / "example_split.json"),
+        "--ckpt_dir",
+        str(out / "models"),
+        "--output_dir",
+        str(out / "runs"),
+        "--cache_dir",
+        str(out.parent / "cache"),
+        "--held_out_dir",
+        str(out / "held_out"),
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory, example_raw_dir) -> dict:
+    """The quick training on the example data, run once per session in a temporary folder."""
+    out = tmp_path_factory.mktemp("quick") / "run"
+    out.mkdir()
+    res = bundle_run(*quick_train_args(out, example_raw_dir))
+    return {"out": out, "raw": example_raw_dir, "stdout": res.stdout, "stderr": res.stderr}

@@ -24,61 +24,12 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from conftest import bundle_run, quick_train_args
 
 REPO = Path(__file__).resolve().parents[1]
-TRAIN = "['configs/train.json','configs/quick.json']"
 EVALUATE = "['configs/train.json','configs/evaluate.json','configs/quick.json']"
 SPLIT = json.loads((REPO / "configs" / "example_split.json").read_text())
 HELD_OUT = SPLIT["test"][0]
-
-
-def bundle(*args: str, timeout: int = 1800, torchrun: int = 0, ok: bool = True) -> subprocess.CompletedProcess:
-    if torchrun:
-        cmd = [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nnodes=1",
-            f"--nproc_per_node={torchrun}",
-            "-m",
-            "monai.bundle",
-            "run",
-            *args,
-        ]
-    else:
-        cmd = [sys.executable, "-m", "monai.bundle", "run", *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1" if torchrun else os.environ.get("OMP_NUM_THREADS", "2")}
-    env.pop("PERX2CT_DEBUG", None)
-    res = subprocess.run(
-        cmd, cwd=REPO, capture_output=True, encoding="utf-8", errors="replace", timeout=timeout, env=env
-    )
-    if ok and res.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(cmd)} exited {res.returncode}\n--- stdout\n{res.stdout[-4000:]}\n--- stderr\n{res.stderr[-6000:]}"
-        )
-    return res
-
-
-def train_args(out: Path, raw: Path, *extra: str) -> list[str]:
-    return [
-        "training",
-        "--config_file",
-        TRAIN,
-        "--dataset_dir",
-        str(raw),
-        "--split_file",
-        str(REPO / "configs" / "example_split.json"),
-        "--ckpt_dir",
-        str(out / "models"),
-        "--output_dir",
-        str(out / "runs"),
-        "--cache_dir",
-        str(out.parent / "cache"),
-        "--held_out_dir",
-        str(out / "held_out"),
-        *extra,
-    ]
 
 
 def assert_one_error_line(res: subprocess.CompletedProcess, *fragments: str) -> str:
@@ -94,11 +45,8 @@ def assert_one_error_line(res: subprocess.CompletedProcess, *fragments: str) -> 
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory, example_raw_dir):
-    out = tmp_path_factory.mktemp("quick") / "run"
-    out.mkdir()
-    res = bundle(*train_args(out, example_raw_dir))
-    return {"out": out, "raw": example_raw_dir, "stdout": res.stdout, "stderr": res.stderr}
+def quick(quick_run):
+    return quick_run
 
 
 def test_training_writes_checkpoints_that_know_their_network(quick):
@@ -180,7 +128,7 @@ def test_training_ends_with_the_held_out_case_ready_to_try(quick, tmp_path):
     cmd = shlex.split(line.split("try inference:", 1)[1])
     assert cmd[:5] == ["python", "-m", "monai.bundle", "run", "--config_file"] and "--model_preset" not in cmd
     cmd[cmd.index("--output_dir") + 1] = str(tmp_path)
-    bundle(*cmd[4:])
+    bundle_run(*cmd[4:])
     out = nib.load(tmp_path / f"{HELD_OUT}.nii.gz")  # named by case id, not after pa.png
     ref = nib.load(written)
     assert out.shape == (128, 128, 128)
@@ -194,7 +142,7 @@ def test_training_ends_with_the_held_out_case_ready_to_try(quick, tmp_path):
 
 
 def test_evaluate_needs_no_preset_flag_and_writes_a_row_per_test_case(quick, tmp_path):
-    res = bundle(
+    res = bundle_run(
         "evaluating",
         "--config_file",
         EVALUATE,
@@ -245,7 +193,7 @@ def test_inference_zoom_and_its_range_check(quick, tmp_path):
         "--output_dir",
         str(tmp_path),
     ]
-    bundle(*common, "--zoom", "{'axis': 'coronal', 'index': 64, 'box': [32, 40, 32]}")
+    bundle_run(*common, "--zoom", "{'axis': 'coronal', 'index': 64, 'box': [32, 40, 32]}")
     zoom = nib.load(tmp_path / f"{HELD_OUT}_zoom.nii.gz")
     assert zoom.shape == (128, 128, 1)
     iso = np.asarray(json.loads((case / "case.json").read_text())["isocentre_mm"])
@@ -253,12 +201,12 @@ def test_inference_zoom_and_its_range_check(quick, tmp_path):
     np.testing.assert_allclose(
         zoom.affine @ [63.5, 63.5, 0, 1], [40 - iso[0], -1.25 - iso[1], -20 + iso[2], 1], atol=1e-4
     )
-    res = bundle(*common, "--zoom", "{'axis': 'coronal', 'index': 64, 'box': [100, 40, 32]}", ok=False)
+    res = bundle_run(*common, "--zoom", "{'axis': 'coronal', 'index': 64, 'box': [100, 40, 32]}", ok=False)
     assert_one_error_line(res, "row0 100", "use 0..96")
 
 
 def test_inference_errors_are_one_line(quick, tmp_path):
-    res = bundle(
+    res = bundle_run(
         "--config_file",
         "configs/inference.json",
         "--pa",
@@ -270,7 +218,7 @@ def test_inference_errors_are_one_line(quick, tmp_path):
     assert_one_error_line(res, "missing lateral (--lateral) image")
     case = quick["out"] / "held_out" / HELD_OUT
     best = quick["out"] / "models" / "model.pt"
-    res = bundle(
+    res = bundle_run(
         "--config_file",
         "configs/inference.json",
         "--pa",
@@ -287,21 +235,25 @@ def test_inference_errors_are_one_line(quick, tmp_path):
     for name, data in (("empty.pt", b""), ("truncated.pt", best.read_bytes()[: best.stat().st_size // 2])):
         bad = tmp_path / name
         bad.write_bytes(data)
-        res = bundle("--config_file", "configs/inference.json", "--pa", str(case), "--ckpt_path", str(bad), ok=False)
+        res = bundle_run(
+            "--config_file", "configs/inference.json", "--pa", str(case), "--ckpt_path", str(bad), ok=False
+        )
         assert_one_error_line(res, str(bad), "empty" if not data else "corrupt or truncated")
 
 
 def test_resume_continues_epochs_and_refuses_another_runs_checkpoint(quick, tmp_path):
     out = tmp_path / "resume"
     out.mkdir()
-    bundle(*train_args(out, quick["raw"], "--epochs", "1", "--held_out_reconstruction", "false"))
+    bundle_run(*quick_train_args(out, quick["raw"], "--epochs", "1", "--held_out_reconstruction", "false"))
     first = torch.load(out / "models" / "latest.pt", map_location="cpu", weights_only=False)
     assert first["trainer"]["iteration"] // first["trainer"]["epoch_length"] == 1
-    res = bundle(
-        *train_args(out, quick["raw"], "--epochs", "2", "--resume", "true", "--model_preset", "paper"), ok=False
+    res = bundle_run(
+        *quick_train_args(out, quick["raw"], "--epochs", "2", "--resume", "true", "--model_preset", "paper"), ok=False
     )
     assert_one_error_line(res, "cannot resume", "'small'", "'paper'")
-    bundle(*train_args(out, quick["raw"], "--epochs", "2", "--resume", "true", "--held_out_reconstruction", "false"))
+    bundle_run(
+        *quick_train_args(out, quick["raw"], "--epochs", "2", "--resume", "true", "--held_out_reconstruction", "false")
+    )
     second = torch.load(out / "models" / "latest.pt", map_location="cpu", weights_only=False)
     assert second["trainer"]["iteration"] == 8 and second["trainer"]["max_epochs"] == 2
     steps = {int(s["step"]) for s in second["optimizer"]["state"].values()}
@@ -311,7 +263,7 @@ def test_resume_continues_epochs_and_refuses_another_runs_checkpoint(quick, tmp_
 def test_ctrl_c_saves_the_point_reached_and_resume_completes(quick, tmp_path):
     out = tmp_path / "sigint"
     out.mkdir()
-    args = train_args(out, quick["raw"], "--epochs", "1", "--held_out_reconstruction", "false")
+    args = quick_train_args(out, quick["raw"], "--epochs", "1", "--held_out_reconstruction", "false")
     log = out / "log.txt"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("PERX2CT_DEBUG", None)
@@ -355,9 +307,9 @@ def test_torchrun_two_processes_on_cpu(quick, tmp_path):
     out = tmp_path / "ddp"
     out.mkdir()
     cfg = "['configs/train.json','configs/multi_gpu_train.json','configs/quick.json']"
-    args = train_args(out, quick["raw"], "--held_out_reconstruction", "false")
+    args = quick_train_args(out, quick["raw"], "--held_out_reconstruction", "false")
     args[args.index("--config_file") + 1] = cfg
-    bundle(*args, torchrun=2)
+    bundle_run(*args, torchrun=2)
     assert (out / "models" / "model.pt").is_file() and (out / "models" / "latest.pt").is_file()
     # TensorBoard files are named events.out.tfevents.<time>.<host>.<pid>.<n>: all must come from one process (rank 0)
     events = list((out / "runs").glob("events.out.tfevents.*"))

@@ -20,7 +20,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "bundle" / "schemas" / "meta_schema_20240725.json"
-TRAIN = "['configs/train.json','configs/quick.json']"
 
 
 def _run(cmd: list[str], cwd: Path = REPO, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -39,18 +38,11 @@ def _pypi_reachable() -> bool:
 
 
 @pytest.fixture(scope="module")
-def quick_ckpt(tmp_path_factory, example_raw_dir) -> dict:
-    """``models/model.pt`` (+ sidecar) of the documented quick training, written into a temporary run folder."""
-    out = tmp_path_factory.mktemp("zoo_quick")
-    cmd = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", TRAIN,
-           "--dataset_dir", str(example_raw_dir), "--split_file", str(REPO / "configs" / "example_split.json"),
-           "--ckpt_dir", str(out / "models"), "--output_dir", str(out / "runs"),
-           "--cache_dir", str(out / "cache")]  # fmt: skip
-    res = _run(cmd)
-    assert res.returncode == 0, f"quick training failed\n{res.stdout[-3000:]}\n{res.stderr[-5000:]}"
-    ckpt = out / "models" / "model.pt"
-    assert ckpt.is_file(), sorted(p.name for p in (out / "models").iterdir())
-    return {"ckpt": ckpt, "raw": example_raw_dir, "cache": out / "cache"}
+def quick_ckpt(quick_run) -> dict:
+    """``models/model.pt`` (+ sidecar) of the documented quick training (the session's ``quick_run``)."""
+    ckpt = quick_run["out"] / "models" / "model.pt"
+    assert ckpt.is_file(), sorted(p.name for p in (quick_run["out"] / "models").iterdir())
+    return {"ckpt": ckpt, "raw": quick_run["raw"], "cache": quick_run["out"].parent / "cache"}
 
 
 def test_zoo_check_on_the_packaged_bundle_with_a_trained_checkpoint(quick_ckpt):
