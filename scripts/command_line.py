@@ -40,12 +40,12 @@ def command_line(extra: Mapping[str, str] | None = None) -> str:
     else:
         head = [argv[0]]
     args = argv[1:]
-    for flag, value in (extra or {}).items():
-        if flag in args:
-            i = args.index(flag)
+    for option, value in (extra or {}).items():
+        if option in args:
+            i = args.index(option)
             args[i + 1 : i + 2] = [value]
         else:
-            args += [flag, value]
+            args += [option, value]
     exe = sys.executable or "python"
     rel = os.path.relpath(exe) if os.path.isabs(exe) else exe
     exe = rel if not rel.startswith("..") else exe
