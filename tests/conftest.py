@@ -13,6 +13,8 @@
   Model Zoo tests (read-only for them): ``{"out", "raw", "stdout", "stderr"}``; :func:`bundle_run` and
   :func:`quick_train_args` run such commands.
 * ``bundle_config``: a factory of the bundle's own configs (``ConfigParser``, ``bundle_root`` = the checkout).
+* ``case_chain``: a factory of train.json's declared case transforms (``train#preprocessing`` /
+  ``validate#preprocessing``) for prepared or raw datasets.
 * ``small_network`` / ``small_checkpoint``: factories of the ``small`` preset network as ``configs/inference.json``
   builds it (seeded), and of its state dict with a sidecar.
 * ``dicom_bytes``: a factory of minimal valid DICOM files (radiographs, or CT slices) as bytes.
@@ -152,6 +154,17 @@ def bundle_config():
         for key, value in values.items():
             parser[key] = value
         return parser
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def case_chain(bundle_config):
+    """Factory: ``case_chain("train" | "validate", "prepared" | "raw")`` -> train.json's ``<split>#preprocessing``
+    (a ``Compose``) as the config declares it for a dataset of that mode."""
+
+    def make(split: str, mode: str):
+        return bundle_config("train.json", datalist={"mode": mode}).get_parsed_content(f"{split}#preprocessing")
 
     return make
 

@@ -50,10 +50,9 @@ def _case(tmp_path, name: str, fine: bool) -> dict:
 
 
 @pytest.fixture(scope="module")
-def prepared_chain(bundle_config):
+def prepared_chain(case_chain):
     """train.json's transform chain of a prepared case on the training path (``train#preprocessing``)."""
-    parser = bundle_config("train.json")
-    return Compose(parser.get_parsed_content("case_loading#prepared") + parser.get_parsed_content("case_outputs"))
+    return case_chain("train", "prepared")
 
 
 @pytest.fixture(scope="module")
@@ -250,24 +249,21 @@ def test_full_slice_ground_truth_equals_the_ct_target_transform(tmp_path):
         np.testing.assert_allclose(ds[axis * N + index]["label"][0].numpy(), want, atol=2.5e-4)  # int16 HU: 0.5 HU
 
 
-def test_a_prepared_case_and_its_raw_ct_give_the_same_items(tmp_path, bundle_config, example_lungdx):
-    """train.json's two loading chains agree: a real CT through ``case_loading#raw`` (prepare's chain, run in
-    memory) and the case folder prepare wrote from it through ``case_loading#prepared`` reach the network as
-    bit-identical ``image`` (the 8-bit PNG levels) and ``label`` (the float32 target); validation drops the 1 mm
-    cube in both modes."""
+def test_a_prepared_case_and_its_raw_ct_give_the_same_items(tmp_path, bundle_config, case_chain, example_lungdx):
+    """train.json's two loading chains agree: a real CT through ``validate#preprocessing`` of a raw dataset
+    (prepare's chain, run in memory) and the case folder prepare wrote from it through ``validate#preprocessing`` of a
+    prepared dataset reach the network as bit-identical ``image`` (the 8-bit PNG levels) and ``label`` (the float32
+    target); validation drops the 1 mm cube in both modes."""
     from scripts.case_writer import prepare_case
 
-    parser = bundle_config("train.json")
-    raw_loading = parser.get_parsed_content("case_loading#raw")
-    outputs = parser.get_parsed_content("case_outputs")
-    drop = parser.get_parsed_content("drop_fine_cube")
+    raw_loading = bundle_config("train.json").get_parsed_content("case_loading#raw")
     result = prepare_case("A0001", str(example_lungdx), tmp_path, Compose(raw_loading))
     assert result["status"] == "prepared", result
     case = tmp_path / "A0001"
     prepared_item = {k: str(case / f"{k}.{ext}") for k, ext in (("ct", "nii.gz"), ("pa", "png"), ("lateral", "png"))}
 
-    raw = Compose([*raw_loading, drop, *outputs])({"case_id": "A0001", "ct": str(example_lungdx)})
-    prepared = Compose([*parser.get_parsed_content("case_loading#prepared"), drop, *outputs])(
+    raw = case_chain("validate", "raw")({"case_id": "A0001", "ct": str(example_lungdx)})
+    prepared = case_chain("validate", "prepared")(
         {"case_id": "A0001", **prepared_item, "ct_1mm": str(case / "ct_1mm.nii.gz")}
     )
     assert sorted(raw) == sorted(prepared) == ["case_id", "image", "label"]

@@ -141,13 +141,12 @@ def test_postprocess_is_shared_by_drr_and_radiographs():
     np.testing.assert_allclose(levels, np.round(levels), atol=1e-4)  # 8-bit levels after the resize
 
 
-def test_prepared_png_is_the_same_tensor_in_training_and_inference(tmp_path, bundle_config):
+def test_prepared_png_is_the_same_tensor_in_training_and_inference(tmp_path, bundle_config, case_chain):
     """A prepared case's PNGs give bit-identical network input on the training path (train.json's
-    ``case_loading#prepared`` + ``case_outputs``, the whole chain with the case's CT) and on the inference path
+    ``train#preprocessing`` for a prepared dataset, the whole chain with the case's CT) and on the inference path
     (configs/inference.json's preprocessing), even when the resized DRR's maximum is below 1 (inference must not
     re-normalise a network-ready 8-bit image)."""
     import nibabel as nib
-    from monai.transforms import Compose
 
     from scripts.atomic import save_grey_png
     from scripts.radiograph import postprocess_radiograph
@@ -165,9 +164,7 @@ def test_prepared_png_is_the_same_tensor_in_training_and_inference(tmp_path, bun
     infer = bundle_config("inference.json").get_parsed_content("preprocessing")(dict(item))["image"]
 
     nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)), tmp_path / "ct.nii.gz")
-    parser = bundle_config("train.json")
-    chain = Compose(parser.get_parsed_content("case_loading#prepared") + parser.get_parsed_content("case_outputs"))
-    train = chain({**item, "ct": str(tmp_path / "ct.nii.gz")})["image"]
+    train = case_chain("train", "prepared")({**item, "ct": str(tmp_path / "ct.nii.gz")})["image"]
     assert infer.shape == train.shape == (2, 128, 128)
     torch.testing.assert_close(torch.as_tensor(infer), torch.as_tensor(train), rtol=0, atol=0)
     torch.testing.assert_close(torch.as_tensor(train)[0], views["pa"], rtol=0, atol=0)

@@ -33,7 +33,6 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from monai.transforms import Compose  # noqa: E402
 
 from scripts.data import load_datalist  # noqa: E402
 from scripts.geometry import ProjectionGeometry  # noqa: E402
@@ -60,14 +59,15 @@ def raw_items(args) -> list[dict]:
 
 
 def prepared_cases(args) -> list[dict]:
-    """Every case through train.json's raw-mode training chain (prepare's chain, then the common case outputs)."""
+    """Every case through train.json's training chain of a raw dataset (``train#preprocessing``)."""
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
     parser.read_config(str(REPO / "configs" / "train.json"))
     parser["bundle_root"] = str(REPO)
     parser["geometry_preset"] = args.geometry
-    transform = Compose(parser.get_parsed_content("case_loading#raw") + parser.get_parsed_content("case_outputs"))
+    parser["datalist"] = {"mode": "raw"}
+    transform = parser.get_parsed_content("train#preprocessing")
     return cache_cases(raw_items(args), transform, args.cache_dir, mode="raw")
 
 
