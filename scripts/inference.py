@@ -253,7 +253,7 @@ class SaveReconstructiond(MapTransform):
             title = [
                 f"case {case_id}",
                 f"{z['axis']} slice {z['index']:g}",
-                f"box rows {row0:g}-{row0 + size:g}, " f"cols {col0:g}-{col0 + size:g}",
+                f"box rows {row0:g}-{row0 + size:g}, cols {col0:g}-{col0 + size:g}",
                 f"grey: {hu[0]:g} to {hu[1]:g} HU",
             ]
             save_grey_png(label_grid([[to_uint8(vol[:, :, 0])]], [""], ["prediction (zoom)"], title), path)
