@@ -243,7 +243,7 @@ def load_init_checkpoint(
     (``python -m scripts import_official``) or a previous run's ``models/model.pt``.
 
     The file is a plain state dict (or a dict with one of ``model``, ``network``, ``state_dict``); its sidecar
-    (:func:`scripts.checkpoint.read_info`) must name the run's ``model_preset``, or its legacy form (an imported
+    (:func:`read_info`) must name the run's ``model_preset``, or its legacy form (an imported
     ``paper_official`` checkpoint may start a ``paper`` run). Two ways to fine-tune imported weights:
 
     * legacy mode: ``--model_preset paper_official --geometry_preset perx2ct_official`` (the conventions the
@@ -256,8 +256,6 @@ def load_init_checkpoint(
     """
     if not ckpt_path:
         return None
-    from scripts.checkpoint import read_info
-
     if not os.path.isfile(ckpt_path):
         raise FileNotFoundError(f"--init_ckpt {ckpt_path}: no such file")
     info = read_info(ckpt_path)
