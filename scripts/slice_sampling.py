@@ -51,7 +51,15 @@ from scripts.atomic import write_json_atomic
 from scripts.frame import FRAME, VolumeFrame
 from scripts.slicing import AXES, axis_code, slice_positions
 
-__all__ = ["CachedCase", "cache_cases", "SliceDataset", "SliceSampler", "SliceBatch", "official_zoom_box"]
+__all__ = [
+    "CachedCase",
+    "cache_cases",
+    "SliceDataset",
+    "SliceSampler",
+    "SliceBatch",
+    "official_zoom_box",
+    "official_zoom_range",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -302,6 +310,16 @@ class SliceDataset(Dataset):
 
 
 # ------------------------------------------------------------------------------------------ sampler
+def official_zoom_range(
+    volume_shape: int, zoom_min: float | None = None, zoom_max: float | None = None, margin: float | None = None
+) -> tuple[float, float, float]:
+    """``(zoom_min, zoom_max, margin)`` in voxels, each ``None`` replaced by the official value on an ``n``-voxel
+    grid: ``n / 4`` (32 on the 128 grid), ``n`` (128) and ``zoom_min / 4`` (8)."""
+    n = float(volume_shape)
+    lo = n / 4 if zoom_min is None else float(zoom_min)
+    return lo, n if zoom_max is None else float(zoom_max), lo / 4 if margin is None else float(margin)
+
+
 def official_zoom_box(
     u: torch.Tensor,
     volume_shape: int = FRAME.shape,
@@ -313,8 +331,7 @@ def official_zoom_box(
 ) -> torch.Tensor:
     """Zoom boxes drawn as the official ``get_p0_zoom_size`` from uniform numbers ``u`` (M, 4) in [0, 1).
 
-    Defaults as :class:`SliceSampler` (the official values on the 128 grid): ``zoom_min = n / 4`` (32),
-    ``zoom_max = n`` (128), ``margin = zoom_min / 4`` (8), ``n = volume_shape``.
+    Defaults: the official values (:func:`official_zoom_range`), as :class:`SliceSampler`.
 
     ``u[:, 0] < zoom_prob`` zooms (official: full slice when ``random() < use_zoom_ratio`` = 0.5, so the
     two are the same for 0.5); size ``zoom_min + u1 (zoom_max - zoom_min)``; corner ``p0 = -margin + u (n +
@@ -322,9 +339,7 @@ def official_zoom_box(
     Returns (M, 3) float32.
     """
     n, g = float(volume_shape), float(query_grid)
-    zoom_min = n / 4 if zoom_min is None else float(zoom_min)
-    zoom_max = n if zoom_max is None else float(zoom_max)
-    margin = zoom_min / 4 if margin is None else float(margin)
+    zoom_min, zoom_max, margin = official_zoom_range(volume_shape, zoom_min, zoom_max, margin)
     zoomed = u[:, 0] < zoom_prob
     size = zoom_min + u[:, 1] * (zoom_max - zoom_min)
     p0 = -margin + u[:, 2:4] * (n + 2 * margin - size)[:, None]
@@ -375,9 +390,7 @@ class SliceSampler(DistributedSampler):
         n = float(getattr(dataset, "volume_shape", FRAME.shape))
         self.zoom_prob = float(zoom_prob)
         self.query_grid = int(query_grid)
-        self.zoom_min = n / 4 if zoom_min is None else float(zoom_min)
-        self.zoom_max = n if zoom_max is None else float(zoom_max)
-        self.zoom_margin = self.zoom_min / 4 if zoom_margin is None else float(zoom_margin)
+        self.zoom_min, self.zoom_max, self.zoom_margin = official_zoom_range(n, zoom_min, zoom_max, zoom_margin)
         if not 0 < self.zoom_min <= self.zoom_max:
             raise ValueError(f"need 0 < zoom_min <= zoom_max, got {self.zoom_min}, {self.zoom_max}")
         self.volume_shape = int(n)
