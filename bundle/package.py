@@ -8,7 +8,7 @@ folder ``perx2ct/`` - the layout ``monai.bundle.download(name="perx2ct", url=...
     perx2ct/scripts/**/*.py      the bundle's Python package
     perx2ct/docs/*               model card, data licence, ...
     perx2ct/models/model.pt      ``--ckpt_file`` or the repository's ``models/model.pt`` when present
-    perx2ct/models/model.json    that checkpoint's sidecar (``scripts.checkpoint``: which network it is)
+    perx2ct/models/model.json    that checkpoint's sidecar (``scripts.networks.checkpoint``: which network it is)
     perx2ct/LICENSE, perx2ct/large_files.yml
 
 Never packed: caches (``__pycache__``, ``*.pyc``, dot files), data, run outputs, tests and the
@@ -80,7 +80,7 @@ def bundle_files(root: Path, ckpt_file: str | None = None) -> dict[str, Path]:
         raise FileNotFoundError(f"--ckpt_file {ckpt_file} not found")
     if ckpt.is_file():
         files["models/model.pt"] = ckpt
-        sidecar = ckpt.with_suffix(".json")  # scripts.checkpoint.info_path
+        sidecar = ckpt.with_suffix(".json")  # scripts.networks.checkpoint.info_path
         if sidecar.is_file():
             files["models/model.json"] = sidecar
     return files

@@ -260,7 +260,7 @@ def check_inference_config(root: Path, **_: Any) -> tuple[str, str]:
 
 def _net_parser(root: Path, model_preset: str | None, ckpt_file: str | None = None):
     """The inference config; with ``ckpt_file`` its ``ckpt_path``, so the network follows that checkpoint's
-    sidecar (``scripts.checkpoint.read_info``) with no preset flag."""
+    sidecar (``scripts.networks.checkpoint.read_info``) with no preset flag."""
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()

@@ -27,7 +27,7 @@ offline, with MONAI's own APIs (the zoo's code is neither downloaded nor copied)
    under Python 3.10 (when an interpreter is found) and use none of 3.11's new features.
 
 Like the zoo CI, steps 6-8 pass no override but ``bundle_root``: the configs must build the network
-the checkpoint holds by themselves (``models/model.json``, :mod:`scripts.checkpoint`).
+the checkpoint holds by themselves (``models/model.json``, :mod:`scripts.networks.checkpoint`).
 Not covered: the zoo's ``model_info.json`` version-reuse check (needs the zoo's index), its ``pytype``
 and ``pre-commit`` runs (the format gate is ``python -m bundle lint``), GPU-only TensorRT export.
 

@@ -11,10 +11,10 @@ import fire
 
 def _commands() -> dict:
     # imported when the command line runs, not when the package is imported
-    from scripts.drr import drr_cli
-    from scripts.example_data import download_example_cli
-    from scripts.import_official import import_official_cli
-    from scripts.pretrained import download_weights_cli
+    from scripts.assets.example_data import download_example_cli
+    from scripts.assets.pretrained import download_weights_cli
+    from scripts.networks.import_official import import_official_cli
+    from scripts.projection.drr import drr_cli
 
     return {
         "download_example": download_example_cli,
@@ -25,6 +25,9 @@ def _commands() -> dict:
 
 
 def main() -> None:
+    from scripts import errors
+
+    errors.install()  # one line per expected error: installed by this entry point, never on import
     fire.Fire(_commands(), name="python -m scripts")
 
 

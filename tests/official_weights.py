@@ -2,7 +2,7 @@
 
 This bundle's own implementation of the "Weight rule" of the official-code oracle (tests/data/official/README.md):
 the oracle's expected outputs were made by the official code with weights that follow this rule, so weights
-generated here, imported with ``scripts.import_official`` and run through the bundle's network must reproduce them.
+generated here, imported with ``scripts.networks.import_official`` and run through the bundle's network must reproduce them.
 
 Rule, per entry of a keys TSV (``key<TAB>shape<TAB>dtype``, shape a JSON list):
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from scripts.augment import RandRigidViewsd, move_volume
 from scripts.frame import FRAME
-from scripts.projector import project_hu, rigid_motion
-from scripts.radiograph import postprocess_radiograph
+from scripts.projection.torch_renderer import project_hu, rigid_motion
+from scripts.transforms.radiograph import postprocess_radiograph
+from scripts.transforms.rigid_views import RandRigidViewsd, move_volume
 
 
 def _phantom_hu(n: int, seed: int = 0) -> torch.Tensor:
@@ -127,8 +127,8 @@ def test_random_parts(item):
 def test_slice_dataset_wrapper(tmp_path):
     """RandRigidViewsDataset on the slice loader: its views are the moved case's views, and its ground-truth
     slice is the slice of the moved volume (the same slice of a cache holding the moved target)."""
-    from scripts.augment import RandRigidViewsDataset
-    from scripts.slice_sampling import SliceDataset
+    from scripts.data.slice_sampling import SliceDataset
+    from scripts.transforms.rigid_views import RandRigidViewsDataset
 
     target = FRAME.hu_to_target(_phantom_hu(FRAME.shape))
 
@@ -168,8 +168,8 @@ def test_batched_rendering_equals_per_sample(tmp_path):
     per-sample path gives for the same draws; samples the draw skipped (prob) keep their prepared views."""
     from torch.utils.data import default_collate
 
-    from scripts.augment import RandRigidViewsBatch, RandRigidViewsDataset
-    from scripts.slice_sampling import SliceDataset
+    from scripts.data.slice_sampling import SliceDataset
+    from scripts.transforms.rigid_views import RandRigidViewsBatch, RandRigidViewsDataset
 
     target = FRAME.hu_to_target(_phantom_hu(64, seed=2)[None])
     target = torch.nn.functional.interpolate(target, size=(FRAME.shape,) * 3, mode="trilinear")[0]

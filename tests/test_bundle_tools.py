@@ -136,7 +136,7 @@ def test_package_loads_back_with_monai_bundle(tmp_path, small_ckpt):
         download(name="perx2ct", url={archive.resolve().as_uri()!r}, bundle_dir={str(bundle_dir)!r})
         sys.path.insert(0, {str(bundle_dir / "perx2ct")!r})  # the bundle's own `scripts` package
         # no preset flag and no bundle_root, from another working directory: the network is the one the packaged
-        # models/model.json names (small), found through the bundle's own package (scripts.bundle_paths)
+        # models/model.json names (small), found through the bundle's own package (scripts.utils.bundle_paths)
         net = load(name="perx2ct", bundle_dir={str(bundle_dir)!r}, source="github", workflow_type="inference",
                    device="cpu")
         import scripts

@@ -14,11 +14,12 @@ import pydicom
 import pytest
 import torch
 
-from scripts.ct_errors import CTLoadError
-from scripts.ct_io import load_ct
-from scripts.dicom_series import find_dicom_series
-from scripts.lps import affine_to_lps_grid, lps_to_ras
-from scripts.transforms import CTTarget, CTTargetd, LoadCT, LoadCTd, NormalizeCT, NormalizeCTd
+from scripts.ct.dicom_series import find_dicom_series
+from scripts.ct.loader import load_ct
+from scripts.ct.lps import affine_to_lps_grid, lps_to_ras
+from scripts.errors import CTLoadError
+from scripts.transforms.ct import LoadCT, LoadCTd, NormalizeCT, NormalizeCTd
+from scripts.transforms.target import CTTarget, CTTargetd
 
 _LOADED: dict[str, object] = {}
 

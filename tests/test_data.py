@@ -12,9 +12,9 @@ import torch
 from monai.transforms import Compose
 from PIL import Image
 
-from scripts.data import DatasetError, bundle_component, validation_cases
+from scripts.data.datasets import DatasetError, bundle_component, validation_cases
+from scripts.data.slice_sampling import SliceDataset, SliceSampler, cache_cases, official_zoom_box
 from scripts.frame import FRAME, LPS_TO_RAS, VolumeFrame
-from scripts.slice_sampling import SliceDataset, SliceSampler, cache_cases, official_zoom_box
 
 N = FRAME.shape  # 128
 FINE = 64  # a coarse "1 mm" cube (5 mm voxels) keeps the test small; the code reads any cube over 320 mm
@@ -192,7 +192,7 @@ def test_sampler_shards_an_epoch_over_ranks():
 def test_batches_of_independent_samples(cases):
     from monai.data import DataLoader
 
-    from scripts.slice_sampling import SliceBatch
+    from scripts.data.slice_sampling import SliceBatch
 
     ds = SliceDataset(cases["cached"])
     loader = DataLoader(ds, sampler=SliceSampler(ds, seed=0), batch_size=6, num_workers=0)
@@ -213,7 +213,7 @@ def test_validation_never_silently_uses_training_cases(caplog):
 
 
 def test_prepare_chain_comes_from_the_bundle_root_with_the_callers_geometry(repo_root, tmp_path, monkeypatch):
-    from scripts.geometry import ProjectionGeometry
+    from scripts.projection.geometry import ProjectionGeometry
 
     monkeypatch.chdir(tmp_path)  # not the bundle root: the path must not depend on the working directory
     geometry = ProjectionGeometry.from_preset("x2ctgan")
@@ -224,10 +224,10 @@ def test_prepare_chain_comes_from_the_bundle_root_with_the_callers_geometry(repo
 
 def test_full_slice_ground_truth_equals_the_ct_target_transform(tmp_path):
     """Two implementations, one answer: full-slice samples of the 1 mm cube (this module) equal the slices of
-    ``scripts.transforms.CTTarget``'s point-sampled 128^3 target made from the same cube (raw-mode items)."""
+    ``scripts.transforms.target.CTTarget``'s point-sampled 128^3 target made from the same cube (raw-mode items)."""
     from monai.data import MetaTensor
 
-    from scripts.transforms import CTTarget
+    from scripts.transforms.target import CTTarget
 
     n = 160  # 2 mm voxels over the 320 mm cube keep the test small
     frame = VolumeFrame(shape=n, size_mm=FRAME.size_mm)
@@ -254,7 +254,7 @@ def test_a_prepared_case_and_its_raw_ct_give_the_same_items(tmp_path, bundle_con
     (prepare's chain, run in memory) and the case folder prepare wrote from it through ``validate#preprocessing`` of a
     prepared dataset reach the network as bit-identical ``image`` (the 8-bit PNG levels) and ``label`` (the float32
     target); validation drops the 1 mm cube in both modes."""
-    from scripts.case_writer import prepare_case
+    from scripts.prepare.case_writer import prepare_case
 
     raw_loading = bundle_config("train.json").get_parsed_content("case_loading#raw")
     result = prepare_case("A0001", str(example_lungdx), tmp_path, Compose(raw_loading))

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from scripts.ct_io import load_ct
-from scripts.drr import drr_cli, ray_cast_drr, volume_centre_mm
-from scripts.geometry import ProjectionGeometry
-from scripts.lps import affine_to_lps_grid
-from scripts.transforms import DRR, DRRd
+from scripts.ct.loader import load_ct
+from scripts.ct.lps import affine_to_lps_grid
+from scripts.projection.drr import drr_cli
+from scripts.projection.geometry import ProjectionGeometry
+from scripts.projection.itk_renderer import ray_cast_drr, volume_centre_mm
+from scripts.transforms.drr import DRR, DRRd
 
 NORMALS = {"pa": "0 1 0", "lateral": "1 0 0"}
 
@@ -225,8 +226,8 @@ def test_drr_cli(tmp_path):
     np.testing.assert_allclose(np.asarray(img_t.dataobj), np.asarray(img.dataobj), rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="--backend must be one of"):
         drr_cli(str(ct), output=str(tmp_path / "x.nii.gz"), backend="plastimatch")
-    if importlib.util.find_spec("scripts.example_data") is None:
-        pytest.skip("scripts/example_data.py not present yet: python -m scripts cannot start")
+    if importlib.util.find_spec("scripts.assets.example_data") is None:
+        pytest.skip("scripts/assets/example_data.py not present yet: python -m scripts cannot start")
     out2 = tmp_path / "pa2.nii.gz"
     repo = Path(__file__).resolve().parents[1]
     res = subprocess.run(

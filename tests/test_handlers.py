@@ -15,8 +15,8 @@ import torch
 from ignite.engine import Engine, Events
 from PIL import Image
 
-from scripts.checkpoint import read_info
 from scripts.errors import Interrupted
+from scripts.evaluation.montage import PLANES, label_grid, reconstruction_montage
 from scripts.frame import FRAME
 from scripts.handlers import (
     CaseMetricsLog,
@@ -28,7 +28,7 @@ from scripts.handlers import (
     case_meta,
     format_seconds,
 )
-from scripts.montage import PLANES, label_grid, reconstruction_montage
+from scripts.networks.checkpoint import read_info
 
 N = 8  # a small LPS cube is enough for orientation
 
@@ -65,7 +65,7 @@ def test_reconstruction_montage_lays_out_planes_columns_and_labels(tmp_path):
     # the plane tiles sit below the text band, right of the label column; error column = |0.5 / N| scaled to 500 HU
     h = image.shape[0] - 3 * N
     tiles = image[h:, 64 : 64 + 3 * N]  # the label column is 64 pixels wide
-    from scripts.atomic import to_uint8
+    from scripts.utils.atomic import to_uint8
 
     expected = [[to_uint8(p / N) for p in FRAME.display_planes(v)] for v in (gt, pred)]
     for r in range(3):
@@ -86,7 +86,7 @@ def test_montages_and_case_log_show_the_metrics_the_evaluator_computed(tmp_path,
     case's metrics, a log line per case, and MetricsSaver's per-case rows named by case id."""
     from monai.handlers import MetricsSaver, from_engine
 
-    from scripts import metrics as M
+    from scripts.evaluation import metrics as M
 
     rng = np.random.default_rng(0)
     label = torch.from_numpy(rng.random((2, 1, N, N, N), dtype=np.float32) * 0.8 + 0.1)  # no clipping at 0 or 1

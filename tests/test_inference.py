@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from scripts.inference import SaveReconstructiond, reconstruction_affine, zoom_affine
-from scripts.inferers import ZoomInferer
+from scripts.inference.inferers import ZoomInferer
+from scripts.inference.items import SaveReconstructiond, reconstruction_affine, zoom_affine
 
 
 def test_reconstruction_affine_centres_the_cube_on_the_isocentre():
@@ -48,7 +48,7 @@ def test_zoom_inferer_renders_the_region_and_is_written_in_place(tmp_path):
 
 
 def test_zoom_outside_the_grid_is_refused_with_the_valid_range():
-    from scripts.inference import check_zoom
+    from scripts.inference.items import check_zoom
 
     assert check_zoom(None) is None
     assert check_zoom({"axis": "axial", "index": 127, "box": [96, 0, 32]}) == {
@@ -73,7 +73,7 @@ def test_zoom_outside_the_grid_is_refused_with_the_valid_range():
 
 
 def test_outputs_are_named_by_case_id(tmp_path):
-    from scripts.inference import inference_items
+    from scripts.inference.items import inference_items
 
     for case in ("c1", "c2"):
         (tmp_path / case).mkdir()

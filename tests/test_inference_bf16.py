@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from scripts.inferers import ReconstructionInferer, autocast_dtype
+from scripts.inference.inferers import ReconstructionInferer, autocast_dtype
 
 
 class _Net(torch.nn.Module):

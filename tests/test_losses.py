@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from scripts.losses import LPIPSVGG, PerX2CTLoss, _vgg16_features
+from scripts.training.losses import LPIPSVGG, PerX2CTLoss, _vgg16_features
 
 LIN_FILE = Path(__file__).parent / "data" / "lpips" / "lpips_vgg_v0.1.pth"
 
@@ -119,7 +119,7 @@ def test_lpips_dropout_active_in_training_only(vgg, lins):
 
 def test_paper_loss_is_l1_plus_mean_lpips(vgg, lins, caplog):
     path, sd = vgg
-    with caplog.at_level(logging.INFO, logger="scripts.losses"):
+    with caplog.at_level(logging.INFO, logger="scripts.training.losses"):
         loss = PerX2CTLoss(lpips_vgg_weights=str(path), lpips_lin_weights=str(LIN_FILE))
     assert loss.is_paper_loss and loss.recipe["paper_loss"] and loss.recipe["deviations"] == []
     assert "NOT THE PAPER" not in caplog.text and "the paper's loss" in caplog.text
@@ -141,7 +141,7 @@ def test_paper_loss_is_l1_plus_mean_lpips(vgg, lins, caplog):
 
 
 def test_without_weights_trains_and_says_it_is_not_the_paper_loss(caplog):
-    with caplog.at_level(logging.WARNING, logger="scripts.losses"):
+    with caplog.at_level(logging.WARNING, logger="scripts.training.losses"):
         loss = PerX2CTLoss()
     assert not loss.is_paper_loss
     assert "NOT THE PAPER'S LOSS" in caplog.text and "download_weights" in caplog.text
@@ -164,7 +164,7 @@ def test_without_weights_trains_and_says_it_is_not_the_paper_loss(caplog):
 
 def test_deviations_are_recorded(vgg, caplog):
     path, _ = vgg
-    with caplog.at_level(logging.WARNING, logger="scripts.losses"):
+    with caplog.at_level(logging.WARNING, logger="scripts.training.losses"):
         uncal = PerX2CTLoss(lpips_vgg_weights=str(path))  # no lin weights: 1/C per channel
     assert not uncal.lpips.calibrated and not uncal.is_paper_loss
     assert "1/C" in caplog.text and "NOT THE PAPER'S LOSS" in caplog.text

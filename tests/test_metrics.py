@@ -13,7 +13,7 @@ import torch
 from ignite.engine import Engine, Events
 from skimage.metrics import structural_similarity
 
-from scripts import metrics as M
+from scripts.evaluation import metrics as M
 
 SHAPE = (16, 12, 10)
 OFFICIAL = Path(__file__).parent / "data" / "official"
@@ -206,7 +206,7 @@ def test_evaluate_config_metrics_follow_the_lpips_weights(tmp_path):
     (its LPIPS model built once, in eval mode); every metric averages the evaluation axes."""
     from monai.bundle import ConfigParser
 
-    from scripts.losses import _vgg16_features
+    from scripts.training.losses import _vgg16_features
 
     vgg = tmp_path / "vgg16.pth"
     torch.save({f"features.{k}": v for k, v in _vgg16_features().state_dict().items()}, vgg)
@@ -245,7 +245,7 @@ def test_metric_three_channel_predictions_average_axes():
 
 def test_lpips_paper_per_slice_of_the_stack(tmp_path):
     """LPIPS per slice of the official stack, eval mode (no dropout), equal to the model on those slices."""
-    from scripts.losses import LPIPSVGG, _vgg16_features
+    from scripts.training.losses import LPIPSVGG, _vgg16_features
 
     torch.manual_seed(0)
     path = tmp_path / "vgg16.pth"

@@ -51,7 +51,8 @@ def study(tmp_path_factory, example_raw_dir) -> dict:
     from PIL import Image
 
     from bundle.monailabel_app.lib.study import make_study, read_study
-    from scripts.transforms import DRRd, LoadCTd, NormalizeCTd
+    from scripts.transforms.ct import LoadCTd, NormalizeCTd
+    from scripts.transforms.drr import DRRd
 
     ct_dir = example_raw_dir / STUDY_ID
     d = Compose([LoadCTd(keys="ct"), NormalizeCTd(keys="ct"), DRRd(keys="ct")])({"ct": str(ct_dir)})
@@ -260,7 +261,7 @@ def reference_hu(study, small_network) -> np.ndarray:
     """The study's reconstruction made here, without the server: the same seeded ``small`` weights as the
     served checkpoint, the PNGs read by the bundle's radiograph loader, the network's axial slices, HU."""
     from scripts.frame import FRAME
-    from scripts.radiograph import LoadRadiographsd
+    from scripts.transforms.radiograph import LoadRadiographsd
 
     image = LoadRadiographsd()({"pa": str(study["png"]["pa"]), "lateral": str(study["png"]["lateral"])})["image"]
     with torch.no_grad():
@@ -269,7 +270,7 @@ def reference_hu(study, small_network) -> np.ndarray:
 
 
 def _check_volume(img, vol, iso_lps, reference_hu):
-    from scripts.inference import reconstruction_affine
+    from scripts.inference.items import reconstruction_affine
 
     assert vol.shape == (128, 128, 128)
     # the served volume is the bundle's reconstruction of these X-rays with these weights (HU, written as float32)

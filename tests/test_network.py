@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from scripts.geometry import ProjectionGeometry
 from scripts.networks import MODEL_PRESETS, PerspectiveSampler, PerX2CT, build_perx2ct
+from scripts.projection.geometry import ProjectionGeometry
 from scripts.slicing import axis_code
 
 

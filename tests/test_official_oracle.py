@@ -5,10 +5,10 @@ Chain under test: weights from this project's own generator of the oracle's weig
 its SHA-256 must equal the oracle's), written as an official Lightning checkpoint (local variant; its ``callbacks``
 keyed by a class object, as Lightning 1.0.8 writes them) or a bare state dict (global variant), converted by
 ``python -m scripts import_official`` (the CLI as documented, local variant) or
-:func:`scripts.import_official.import_official`, rebuilt from the written sidecar (legacy model preset + official
+:func:`scripts.networks.import_official.import_official`, rebuilt from the written sidecar (legacy model preset + official
 camera), fed the official dataloader's X-rays mapped into this bundle's image convention
 (``pa = fliplr(pa_official)``, ``lateral = rot90(lateral_official, -1)``) and run through
-``scripts.inferers.ZoomInferer`` / ``ReconstructionInferer``. Outputs are laid out in the official frame before the
+``scripts.inference.inferers.ZoomInferer`` / ``ReconstructionInferer``. Outputs are laid out in the official frame before the
 comparison (official (i0, i1, i2) = bundle (127 - k, j, i)).
 
 Tolerances (never loosened): every expected slice of both variants, zoomed ones included, within 1e-4 max abs
@@ -76,7 +76,7 @@ def imported(official_sd, tmp_path_factory, scripts_command):
             res = scripts_command("import_official", "--ckpt", str(src), "--variant", variant, "--output", str(out))
             assert res.returncode == 0, res.stderr[-3000:]
         else:  # a bare state dict, through the function
-            from scripts.import_official import import_official
+            from scripts.networks.import_official import import_official
 
             torch.save(official_sd(variant), src)
             import_official(src, variant, out)
@@ -88,9 +88,9 @@ def imported(official_sd, tmp_path_factory, scripts_command):
 
 def _network(ckpt: Path):
     """The bundle's network as its sidecar describes it, with the imported weights (strict)."""
-    from scripts.checkpoint import read_info
-    from scripts.geometry import ProjectionGeometry
     from scripts.networks import PerspectiveSampler, build_perx2ct
+    from scripts.networks.checkpoint import read_info
+    from scripts.projection.geometry import ProjectionGeometry
 
     info = read_info(ckpt)
     sampler = PerspectiveSampler(ProjectionGeometry.from_preset(info["geometry_preset"]))
@@ -130,9 +130,9 @@ def test_own_generator_reproduces_the_oracle_weights(official_sd, variant):
 def test_import_writes_a_legacy_checkpoint_that_also_loads_into_the_normal_preset(imported, official_sd, variant):
     import hashlib
 
-    from scripts.checkpoint import read_info
-    from scripts.geometry import ProjectionGeometry
     from scripts.networks import LEGACY_PRESETS, PerspectiveSampler, build_perx2ct
+    from scripts.networks.checkpoint import read_info
+    from scripts.projection.geometry import ProjectionGeometry
 
     ckpt, src = imported(variant)
     info = read_info(ckpt)
@@ -156,7 +156,7 @@ def test_import_writes_a_legacy_checkpoint_that_also_loads_into_the_normal_prese
 
 
 def test_import_refuses_the_wrong_variant_and_files_that_are_not_checkpoints(official_sd, tmp_path, scripts_command):
-    from scripts.import_official import OfficialCheckpointError, convert_state_dict, import_official
+    from scripts.networks.import_official import OfficialCheckpointError, convert_state_dict, import_official
 
     with pytest.raises(OfficialCheckpointError, match="global variant's keys .* use --variant perx2ct_global"):
         convert_state_dict(official_sd("perx2ct_global"), "perx2ct")
@@ -186,7 +186,7 @@ def test_import_refuses_the_wrong_variant_and_files_that_are_not_checkpoints(off
 def test_every_expected_slice_including_zoom(imported, bundle_inputs, variant):
     """Each slice of ``expected_<variant>.npz`` (the project's axis/index/box of the official query points) rendered
     by the bundle's ZoomInferer equals the official decoder's channel 1 within 1e-4."""
-    from scripts.inferers import ZoomInferer
+    from scripts.inference.inferers import ZoomInferer
 
     net = _network(imported(variant)[0])
     exp = _load(f"expected_{variant}.npz")
@@ -211,7 +211,7 @@ def test_every_expected_slice_including_zoom(imported, bundle_inputs, variant):
 def test_full_volume(imported, bundle_inputs):
     """The official 3-axis reconstruction (float16): axial in full (ReconstructionInferer), coronal and sagittal
     every 16th slice (all with PERX2CT_ORACLE_FULL=1)."""
-    from scripts.inferers import ReconstructionInferer
+    from scripts.inference.inferers import ReconstructionInferer
 
     net = _network(imported("perx2ct")[0])
     exp = _load("expected_perx2ct_volume.npz")

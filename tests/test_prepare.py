@@ -1,4 +1,4 @@
-"""Tests of the prepare workflow (configs/prepare.json, scripts/prepare.py) with the real transforms.
+"""Tests of the prepare workflow (configs/prepare.json, scripts/prepare/workflow.py) with the real transforms.
 
 Most cases are tiny synthetic NIfTI CTs (64^3 voxels at 5 mm, about 4 s each through the chain);
 the bad DICOM inputs are made from the shared LungDx-A0002-8mm series (30 slices), which is also
@@ -23,9 +23,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from scripts.case_discovery import DiscoveryError, discover_cases
-from scripts.case_writer import CASE_FILES, complete_cases, is_case_complete
-from scripts.datalist import SplitError, assign_split, read_split_file, split_counts
+from scripts.data.case_discovery import DiscoveryError, discover_cases
+from scripts.data.datalist import SplitError, assign_split, read_split_file, split_counts
+from scripts.prepare.case_writer import CASE_FILES, complete_cases, is_case_complete
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = "configs/prepare.json"
@@ -189,8 +189,8 @@ def test_discover_cases(tmp_path):
 
 
 def test_discovery_skips_bad_links_with_a_reason(tmp_path):
-    from scripts.case_discovery import scan_dataset
-    from scripts.dicom_series import find_dicom_series
+    from scripts.ct.dicom_series import find_dicom_series
+    from scripts.data.case_discovery import scan_dataset
 
     raw = tmp_path / "raw"
     (raw / "case_a").mkdir(parents=True)
@@ -218,7 +218,7 @@ def test_discovery_skips_bad_links_with_a_reason(tmp_path):
 
 
 def test_training_on_an_interrupted_prepare_says_so(tmp_path):
-    from scripts.data import DatasetError, load_datalist
+    from scripts.data.datasets import DatasetError, load_datalist
 
     out = tmp_path / "prepared"
     (out / "case_a").mkdir(parents=True)
@@ -534,7 +534,7 @@ def test_ct_1mm_is_the_cube_the_target_was_sampled_from(messy):
     from monai.data import MetaTensor
 
     from scripts.frame import FRAME
-    from scripts.transforms import point_downsample
+    from scripts.transforms.target import point_downsample
 
     _, out, _, _ = messy
     case = out / "pixel_2mm"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts import pretrained as P
+from scripts.assets import pretrained as P
 
 ROOT = Path(__file__).resolve().parents[1]
 LIN_FILE = ROOT / "tests" / "data" / "lpips" / "lpips_vgg_v0.1.pth"

@@ -7,12 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from scripts.drr import hu_to_attenuation, ray_cast_drr, volume_centre_mm
+from scripts.ct.lps import affine_to_lps_grid
 from scripts.frame import FRAME
-from scripts.geometry import ProjectionGeometry
-from scripts.lps import affine_to_lps_grid
-from scripts.projector import Projector, project, project_hu, rigid_motion
-from scripts.transforms import DRR, CTTarget, LoadCT, NormalizeCT
+from scripts.projection.attenuation import hu_to_attenuation
+from scripts.projection.geometry import ProjectionGeometry
+from scripts.projection.itk_renderer import ray_cast_drr, volume_centre_mm
+from scripts.projection.torch_renderer import Projector, project, project_hu, rigid_motion
+from scripts.transforms.ct import LoadCT, NormalizeCT
+from scripts.transforms.drr import DRR
+from scripts.transforms.target import CTTarget
 
 
 def _stats(ours: np.ndarray, ref: np.ndarray) -> tuple[float, float]:

@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from scripts.geometry import ProjectionGeometry
-from scripts.radiograph import LoadRadiographsd, RadiographError, load_radiograph
+from scripts.projection.geometry import ProjectionGeometry
+from scripts.transforms.radiograph import LoadRadiographsd, RadiographError, load_radiograph
 
 
 def _rng_image(seed, shape, high, dtype):
@@ -129,8 +129,8 @@ def test_pair_transform(tmp_path):
 
 def test_postprocess_is_shared_by_drr_and_radiographs():
     """The DRR transform's post-processing is the radiograph one (one function, not two pipelines)."""
-    from scripts.radiograph import postprocess_radiograph
-    from scripts.transforms import DRR
+    from scripts.transforms.drr import DRR
+    from scripts.transforms.radiograph import postprocess_radiograph
 
     raw = np.random.default_rng(7).gamma(2.0, 3.0, size=(320, 320)).astype(np.float32)
     a = DRR(output_shape=(128, 128)).postprocess(raw)
@@ -148,8 +148,8 @@ def test_prepared_png_is_the_same_tensor_in_training_and_inference(tmp_path, bun
     re-normalise a network-ready 8-bit image)."""
     import nibabel as nib
 
-    from scripts.atomic import save_grey_png
-    from scripts.radiograph import postprocess_radiograph
+    from scripts.transforms.radiograph import postprocess_radiograph
+    from scripts.utils.atomic import save_grey_png
 
     rng = np.random.default_rng(3)
     views = {}

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from scripts.geometry import ProjectionGeometry
 from scripts.networks import PerspectiveSampler
+from scripts.projection.geometry import ProjectionGeometry
 
 VIEWS = ("pa", "lateral")
 
@@ -84,7 +84,7 @@ def test_gradients_reach_the_features_and_repr_names_the_geometry():
 @pytest.mark.parametrize("view", VIEWS)
 def test_sampling_a_real_drr_at_a_bead_returns_its_peak(view):
     """The ITK DRR of a bead, used as a feature map, read at the bead's 3D position gives the DRR's peak."""
-    from scripts.drr import ray_cast_drr
+    from scripts.projection.itk_renderer import ray_cast_drr
 
     g = ProjectionGeometry.from_preset("perx2ct")
     spacing = 2.0

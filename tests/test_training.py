@@ -8,10 +8,10 @@ import logging
 import pytest
 import torch
 
-from scripts.checkpoint import load_init_checkpoint
-from scripts.inferers import SliceInferer
-from scripts.model_selection import SliceLossMetric, metric_cmp, split_metrics
-from scripts.slice_sampling import SliceBatch
+from scripts.data.slice_sampling import SliceBatch
+from scripts.inference.inferers import SliceInferer
+from scripts.networks.checkpoint import load_init_checkpoint
+from scripts.training.model_selection import SliceLossMetric, metric_cmp, split_metrics
 
 
 def _batch(n=3, h=8):
@@ -49,7 +49,7 @@ def test_slice_inferer_flattens_slices():
 
 
 def test_flag_reads_command_line_switches():
-    from scripts.command_line import flag
+    from scripts.utils.command_line import flag
 
     assert flag("true") and flag("True") and flag(True) and flag(1) and flag("yes")
     assert not flag("false") and not flag(False) and not flag(0) and not flag("no")
@@ -91,7 +91,7 @@ def small_net(small_network):
 
 
 def test_init_ckpt_loads_weights_and_checks_the_network(small_net, tmp_path, caplog):
-    from scripts.checkpoint import write_info
+    from scripts.networks.checkpoint import write_info
 
     src = {k: torch.randn_like(v) if v.is_floating_point() else v for k, v in small_net.state_dict().items()}
     path = tmp_path / "model.pt"
@@ -114,8 +114,8 @@ def test_init_ckpt_loads_weights_and_checks_the_network(small_net, tmp_path, cap
 
 
 def test_imported_official_weights_may_start_a_bundle_convention_run(small_net, tmp_path, caplog, monkeypatch):
-    import scripts.checkpoint as checkpoint
-    from scripts.checkpoint import write_info
+    import scripts.networks.checkpoint as checkpoint
+    from scripts.networks.checkpoint import write_info
 
     monkeypatch.setattr(checkpoint, "_legacy_presets", lambda: {"small": "small_official"})
     path = tmp_path / "official.pt"
@@ -133,10 +133,10 @@ def test_a_small_model_learns_from_independent_slice_samples(tmp_path):
     from monai.data import DataLoader
     from monai.engines import SupervisedTrainer
 
+    from scripts.data.slice_sampling import SliceDataset, SliceSampler
     from scripts.frame import FRAME
-    from scripts.geometry import ProjectionGeometry
     from scripts.networks import PerspectiveSampler, build_perx2ct
-    from scripts.slice_sampling import SliceDataset, SliceSampler
+    from scripts.projection.geometry import ProjectionGeometry
 
     torch.manual_seed(0)
     n = FRAME.shape // 4  # a 32^3 grid keeps the test cheap; the pieces are the training path's

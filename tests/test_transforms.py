@@ -12,12 +12,13 @@ import torch.nn.functional as F
 from monai.data import MetaTensor
 from scipy.ndimage import map_coordinates
 
-from scripts.chest_ct_check import ChestCTCheck
-from scripts.ct_errors import CTLoadError
+from scripts.ct.chest_check import ChestCTCheck
+from scripts.ct.lps import lps_affine, lps_to_ras
+from scripts.errors import CTLoadError
 from scripts.frame import FRAME
-from scripts.lps import lps_affine, lps_to_ras
-from scripts.transforms import CTTarget, HUToInt16d, NormalizeCT, area_downsample, point_downsample
-from scripts.worker_pool import WorkerPool
+from scripts.transforms.ct import HUToInt16d, NormalizeCT
+from scripts.transforms.target import CTTarget, area_downsample, point_downsample
+from scripts.utils.worker_pool import WorkerPool
 
 
 def _volume(shape, spacing, origin, seed=0, meta=None) -> MetaTensor:

@@ -5,7 +5,7 @@
 Checkpoints:
 
 * :class:`LatestCheckpoint` - ``latest.pt`` (network, optimiser, trainer state, ...) written atomically at
-  every epoch end (and by :class:`CleanStop`), with its sidecar (:func:`scripts.checkpoint.write_info`).
+  every epoch end (and by :class:`CleanStop`), with its sidecar (:func:`scripts.networks.checkpoint.write_info`).
 * :class:`CheckpointInfo` - the sidecar of the files MONAI's ``CheckpointSaver`` writes (``model.pt``).
 
 What the console shows:

@@ -1,6 +1,6 @@
 """Checkpoint handlers: ``latest.pt`` written atomically with its sidecar, and the sidecar of MONAI's
 ``CheckpointSaver`` files (``model.pt``), so every checkpoint says which network it holds
-(:mod:`scripts.checkpoint`)."""
+(:mod:`scripts.networks.checkpoint`)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from typing import Any
 import torch
 from ignite.engine import Engine, Events
 
-from scripts.atomic import atomic_write_bytes
-from scripts.checkpoint import write_info
-from scripts.shards import is_rank0
+from scripts.networks.checkpoint import write_info
+from scripts.utils.atomic import atomic_write_bytes
+from scripts.utils.shards import is_rank0
 
 __all__ = ["LatestCheckpoint", "CheckpointInfo"]
 
@@ -27,7 +27,7 @@ class LatestCheckpoint:
 
     The file is written to a temporary name and renamed, so an interrupted run never leaves a broken
     ``latest.pt``; its sidecar ``latest.json`` records ``info`` (``model_preset``, ``geometry_preset``,
-    ``model_overrides``, ``run``, ...; see :mod:`scripts.checkpoint`). Only rank 0 writes. Resume with
+    ``model_overrides``, ``run``, ...; see :mod:`scripts.networks.checkpoint`). Only rank 0 writes. Resume with
     MONAI's ``CheckpointLoader`` on the same file.
     """
 
@@ -76,7 +76,7 @@ def _write_sidecar(path: Path, info: Mapping[str, Any], **extra: Any) -> None:
 
 
 class CheckpointInfo:
-    """Write the sidecar (:func:`scripts.checkpoint.write_info`) of checkpoints another handler saves.
+    """Write the sidecar (:func:`scripts.networks.checkpoint.write_info`) of checkpoints another handler saves.
 
     Attach after MONAI's ``CheckpointSaver`` on the same engine: at each epoch end, every file of
     ``filenames`` in ``save_dir`` that changed since the last look gets ``<name>.json`` with ``info``.

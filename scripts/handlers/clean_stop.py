@@ -8,10 +8,10 @@ from typing import Any
 
 from ignite.engine import Engine, Events
 
-from scripts.command_line import command_line, resume_command
 from scripts.errors import stop
 from scripts.handlers.checkpoints import LatestCheckpoint
-from scripts.shards import is_rank0
+from scripts.utils.command_line import command_line, resume_command
+from scripts.utils.shards import is_rank0
 
 __all__ = ["CleanStop"]
 

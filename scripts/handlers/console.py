@@ -14,7 +14,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from scripts.frame import FRAME
-from scripts.shards import is_rank0
+from scripts.utils.shards import is_rank0
 
 __all__ = ["TrainingProgress", "TrainingMonitor", "ValidationProgress", "format_seconds"]
 

@@ -16,7 +16,7 @@ import torch
 from ignite.engine import Engine, Events
 
 from scripts.handlers.console import format_seconds
-from scripts.shards import is_rank0
+from scripts.utils.shards import is_rank0
 
 __all__ = ["HeldOutReconstruction"]
 
@@ -61,7 +61,7 @@ class HeldOutReconstruction:
         case = self.cases[0]
         if "pa" in case and "lateral" in case:
             return Path(case["pa"]).parent
-        from scripts.case_writer import prepare_case
+        from scripts.prepare.case_writer import prepare_case
 
         if self.raw_preprocessing is None:
             raise ValueError(
@@ -76,8 +76,8 @@ class HeldOutReconstruction:
     def __call__(self, engine: Engine) -> None:
         if not (self.enabled and self.cases and is_rank0()):
             return
-        from scripts.inference import SaveReconstructiond, inference_items
-        from scripts.radiograph import LoadRadiographsd
+        from scripts.inference.items import SaveReconstructiond, inference_items
+        from scripts.transforms.radiograph import LoadRadiographsd
 
         t0 = time.perf_counter()
         folder = self.case_folder()

@@ -8,8 +8,8 @@ from collections.abc import Mapping
 import numpy as np
 from ignite.engine import Engine, Events
 
-from scripts.atomic import to_uint8
-from scripts.shards import is_rank0
+from scripts.utils.atomic import to_uint8
+from scripts.utils.shards import is_rank0
 
 __all__ = ["SliceImageSummary"]
 

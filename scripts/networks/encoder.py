@@ -25,7 +25,7 @@ __all__ = ["ResNetEncoder", "IMAGENET_MEAN", "IMAGENET_STD", "ENCODER_WEIGHTS_CO
 
 logger = logging.getLogger(__name__)
 
-#: The command that fetches the ImageNet ResNet-101 weights (``scripts/pretrained.py``).
+#: The command that fetches the ImageNet ResNet-101 weights (``scripts/assets/pretrained.py``).
 ENCODER_WEIGHTS_COMMAND = "python -m scripts download_weights --name resnet101 --output_dir models/pretrained"
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -9,7 +9,7 @@ sampling and decoder. Each view goes through the shared encoder in its own call 
 of one view's images in training, as the official code).
 
 Conventions of the official code, as data (the ``*_official`` presets of :mod:`scripts.networks.presets`,
-for the authors' published weights; see ``scripts/import_official.py``):
+for the authors' published weights; see ``scripts/networks/import_official.py``):
 
 * ``positional_encoding["axes"]``: the official world axes, ``p = (-z, y, x) / 320 mm``;
 * ``slice_layout="official"``: the 32 x 32 grid is decoded in the official slice layout (axial: the
@@ -28,7 +28,7 @@ axis codes; the trainer's path), :meth:`PerX2CT.reconstruct` / ``forward(image)`
 Frames and shapes:
 
 * ``image``: (B, 2, 128, 128) float in [0, 1]: channel 0 PA, channel 1 lateral, as the DRRs
-  (rows head to feet; see :mod:`scripts.geometry` for the left-right convention).
+  (rows head to feet; see :mod:`scripts.projection.geometry` for the left-right convention).
 * volume: (B, 1, 128, 128, 128), array axes (x, y, z) = LPS, voxel (i, j, k) centred at
   ``((i, j, k) - 63.5) * 2.5`` mm from the isocentre; values in the target scale
   ((HU + 1024) / 2500): the decoder ends in a linear conv (no sigmoid, no clamp), so values may stray

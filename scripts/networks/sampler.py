@@ -1,7 +1,7 @@
 """The perspective-sampling layer: image features of each X-ray at the pixel where a 3D point projects.
 
 :class:`PerspectiveSampler` owns no weights. It is built from the same
-:class:`~scripts.geometry.ProjectionGeometry` that made the DRRs, so it reads each view exactly where
+:class:`~scripts.projection.geometry.ProjectionGeometry` that made the DRRs, so it reads each view exactly where
 that X-ray imaged a point (cone-beam, source at SAD, detector at SID), not under the parallel-beam
 or mis-scaled camera of the original code.
 
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from scripts.geometry import ProjectionGeometry
+from scripts.projection.geometry import ProjectionGeometry
 
 __all__ = ["PerspectiveSampler"]
 
@@ -34,7 +34,7 @@ class PerspectiveSampler(nn.Module):
             relative to it (the sampler uses ``geometry.centred()``).
         views: the views, in the order of the feature maps handed to :meth:`forward`.
         align_corners: ``grid_sample``'s convention: False (default) puts the normalised coordinates +-1 on
-            the detector's outer edges, as :meth:`~scripts.geometry.ProjectionGeometry.project_normalized`;
+            the detector's outer edges, as :meth:`~scripts.projection.geometry.ProjectionGeometry.project_normalized`;
             True on the centres of the outer pixels of each feature map (the official code's sampling).
         visibility_mask: zero the features of points behind the source or beyond the detector plane
             (default True; False as the official code, whose camera masks nothing).
@@ -57,7 +57,9 @@ class PerspectiveSampler(nn.Module):
     ) -> None:
         super().__init__()
         if not isinstance(geometry, ProjectionGeometry):
-            raise TypeError(f"geometry must be a scripts.geometry.ProjectionGeometry, got {type(geometry).__name__}")
+            raise TypeError(
+                f"geometry must be a scripts.projection.geometry.ProjectionGeometry, got {type(geometry).__name__}"
+            )
         self.geometry = geometry.centred()
         self.views = tuple(views)
         if not self.views:

@@ -28,9 +28,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from scripts.frame import FRAME  # noqa: E402
-from scripts.geometry import ProjectionGeometry  # noqa: E402
-from scripts.inferers import ReconstructionInferer  # noqa: E402
+from scripts.inference.inferers import ReconstructionInferer  # noqa: E402
 from scripts.networks import PerspectiveSampler, build_perx2ct  # noqa: E402
+from scripts.projection.geometry import ProjectionGeometry  # noqa: E402
 
 
 def load_case(folder: Path) -> tuple[torch.Tensor, np.ndarray | None]:
@@ -67,7 +67,7 @@ def main() -> None:
     device = torch.device(args.device)
     ckpt_preset = None
     if args.ckpt:
-        from scripts.checkpoint import read_info
+        from scripts.networks.checkpoint import read_info
 
         ckpt_preset = (read_info(args.ckpt) or {}).get("model_preset")
     case = Path(args.case)

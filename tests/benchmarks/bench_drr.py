@@ -47,10 +47,13 @@ def main() -> None:
     itk.MultiThreaderBase.SetGlobalDefaultNumberOfThreads(args.threads)
     t_import = time.perf_counter() - t0
 
-    from scripts.drr import hu_to_attenuation, ray_cast_drr, volume_centre_mm
-    from scripts.geometry import ProjectionGeometry
-    from scripts.lps import affine_to_lps_grid
-    from scripts.transforms import DRR, CTTarget, LoadCT, NormalizeCT
+    from scripts.ct.lps import affine_to_lps_grid
+    from scripts.projection.attenuation import hu_to_attenuation
+    from scripts.projection.geometry import ProjectionGeometry
+    from scripts.projection.itk_renderer import ray_cast_drr, volume_centre_mm
+    from scripts.transforms.ct import LoadCT, NormalizeCT
+    from scripts.transforms.drr import DRR
+    from scripts.transforms.target import CTTarget
 
     g = ProjectionGeometry.from_preset("perx2ct")
     timings: dict[str, float] = {}

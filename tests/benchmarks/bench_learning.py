@@ -7,14 +7,14 @@ Run from the repository root::
 Cases: the two example CTs (``python -m scripts download_example``, fetched into ``data/raw`` when missing) and
 the two series of ``../shared/data`` when that folder exists. Each case goes once through the bundle's
 preparation chain (``configs/prepare.json``: 1 mm cube, DRRs, 128^3 target) into the slice cache
-(``scripts.slice_sampling``). Then, for every case in turn, a fresh network (``--preset``, seeded) trains on the
+(``scripts.data.slice_sampling``). Then, for every case in turn, a fresh network (``--preset``, seeded) trains on the
 *other* cases for a fixed number of iterations with the training recipe of ``configs/train.json`` (batches of
 ``--batch_size`` independent slice samples from ``SliceSampler``, ground truth point-sampled from the 1 mm cube,
 the bundle's loss, Adam (0.5, 0.9)) and reconstructs the held-out case from its two DRRs.
 
 Prints, per held-out case and on average, honest metrics of the reconstruction and of the *mean-volume baseline*
 (the voxel-wise mean of the training cases' 128^3 targets, i.e. what a model that ignores the X-rays could at best
-output): PSNR (peak = the 2500 HU range), 3D SSIM (data range 1), mean absolute error in HU (``scripts.metrics``);
+output): PSNR (peak = the 2500 HU range), 3D SSIM (data range 1), mean absolute error in HU (``scripts.evaluation.metrics``);
 plus the seconds spent, and the share of each training step spent waiting for data.
 """
 
@@ -34,17 +34,17 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 
-from scripts.data import load_datalist  # noqa: E402
-from scripts.geometry import ProjectionGeometry  # noqa: E402
-from scripts.inferers import SliceInferer  # noqa: E402
-from scripts.metrics import mae_hu, psnr_true, ssim_true  # noqa: E402
+from scripts.data.datasets import load_datalist  # noqa: E402
+from scripts.data.slice_sampling import SliceBatch, SliceDataset, SliceSampler, cache_cases  # noqa: E402
+from scripts.evaluation.metrics import mae_hu, psnr_true, ssim_true  # noqa: E402
+from scripts.inference.inferers import SliceInferer  # noqa: E402
 from scripts.networks import PerspectiveSampler, build_perx2ct  # noqa: E402
-from scripts.slice_sampling import SliceBatch, SliceDataset, SliceSampler, cache_cases  # noqa: E402
+from scripts.projection.geometry import ProjectionGeometry  # noqa: E402
 
 
 def raw_items(args) -> list[dict]:
     """Datalist items of every available real CT (raw mode)."""
-    from scripts.example_data import download_example
+    from scripts.assets.example_data import download_example
 
     download_example(output_dir=str(REPO / "data" / "raw"))
     folders = [REPO / "data" / "raw"]
@@ -77,7 +77,7 @@ def build(args) -> torch.nn.Module:
 
 
 def make_loss():
-    from scripts.losses import PerX2CTLoss
+    from scripts.training.losses import PerX2CTLoss
 
     return PerX2CTLoss()
 

@@ -25,8 +25,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from scripts.geometry import ProjectionGeometry  # noqa: E402
 from scripts.networks import PerspectiveSampler, build_perx2ct  # noqa: E402
+from scripts.projection.geometry import ProjectionGeometry  # noqa: E402
 
 
 def volume_flops(preset: str) -> int:

@@ -10,7 +10,7 @@ series (LungDx-A0001 with ``PixelSpacing`` rewritten to 2 mm: a 1024 mm field of
 at 10.9 GB when the whole field of view was resampled to 1 mm before the 320 mm crop).
 
 Each case runs in a fresh Python process (``python -c``: the chain of ``configs/prepare.json`` on
-``{"ct": path}``, then ``scripts.case_writer.save_case`` into a temporary folder); its peak resident set size
+``{"ct": path}``, then ``scripts.prepare.case_writer.save_case`` into a temporary folder); its peak resident set size
 is the process's ``ru_maxrss`` from ``os.wait4`` (imports of torch/MONAI/ITK included). Prints one line per
 case: slices, pixel spacing, seconds, peak GB.
 """
@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 CHILD = """
 import sys, tempfile
 from monai.bundle import ConfigParser
-from scripts.case_writer import run_chain, save_case
+from scripts.prepare.case_writer import run_chain, save_case
 import torch, itk
 torch.set_num_threads({threads}); itk.MultiThreaderBase.SetGlobalDefaultNumberOfThreads({threads})
 p = ConfigParser(); p.read_config("configs/prepare.json")
@@ -69,7 +69,7 @@ def measure(path: Path, threads: int) -> tuple[float, float]:
 
 
 def main() -> None:
-    from scripts.example_data import default_cache_dir, download_example
+    from scripts.assets.example_data import default_cache_dir, download_example
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--example_dir", default=str(default_cache_dir() / "example"), help="example series folder")

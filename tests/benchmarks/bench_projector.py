@@ -15,7 +15,7 @@ process per view: start, read MHA, convert, trace, write), each timed on 2 DRRs 
 
 Training: iterations/s of one slice-training step (forward, L1 loss, backward, Adam) of ``--preset`` with a
 batch of ``--train_batch`` samples, with fixed views, and with each sample's views re-rendered by
-:class:`scripts.augment.RandRigidViewsd` draws from the 128^3 cube in one projector call per batch on the
+:class:`scripts.transforms.rigid_views.RandRigidViewsd` draws from the 128^3 cube in one projector call per batch on the
 training device, as ``RandRigidViewsBatch`` does (render 128^2 on CPU, 320^2 on CUDA), plus the cost of the
 views alone as a share of the step.
 """
@@ -36,10 +36,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from scripts.drr import hu_to_attenuation, ray_cast_drr  # noqa: E402
 from scripts.frame import FRAME  # noqa: E402
-from scripts.geometry import ProjectionGeometry  # noqa: E402
-from scripts.projector import project, project_hu  # noqa: E402
+from scripts.projection.attenuation import hu_to_attenuation
+from scripts.projection.drr import ray_cast_drr  # noqa: E402
+from scripts.projection.geometry import ProjectionGeometry  # noqa: E402
+from scripts.projection.torch_renderer import project, project_hu  # noqa: E402
 
 VIEWS = ("pa", "lateral")
 
@@ -75,10 +76,10 @@ def cubes(ct: str | None) -> dict[int, np.ndarray]:
     if ct is None:
         fine = phantom_hu(320)
     else:
-        from scripts.transforms import LoadCT, NormalizeCT
+        from scripts.transforms.ct import LoadCT, NormalizeCT
 
         fine = NormalizeCT()(LoadCT()(ct)).numpy()[0]
-    from scripts.transforms import area_downsample
+    from scripts.transforms.target import area_downsample
 
     coarse = area_downsample(torch.from_numpy(fine)[None], (FRAME.shape,) * 3).numpy()[0]
     return {320: fine, FRAME.shape: coarse}
@@ -152,8 +153,8 @@ def bench_drrs(args, vols: dict[int, np.ndarray]) -> None:
 
 
 def bench_training(args, vols: dict[int, np.ndarray]) -> None:
-    from scripts.augment import RandRigidViewsd
     from scripts.networks import PerspectiveSampler, build_perx2ct
+    from scripts.transforms.rigid_views import RandRigidViewsd
 
     print(f"\ntraining step, preset {args.preset}, batch {args.train_batch} slice samples (iterations/s)")
     print(f"{'device':<8}{'views':<34}{'it/s':>8}{'s/it':>8}{'views s/it':>12}")

@@ -4,7 +4,7 @@ Everything model-specific comes from the bundle's ``configs/inference.json`` (re
 ``monai.bundle.ConfigParser``): ``preprocessing`` (``LoadRadiographsd`` ... -> ``image`` (2, 128, 128)),
 ``network_def``, ``inferer`` (``ReconstructionInferer`` -> ``pred`` (1, 128, 128, 128)) and the writer
 ``SaveReconstructiond`` from ``postprocessing`` (which places the volume with
-``scripts.inference.reconstruction_affine``). Nothing is written twice here.
+``scripts.inference.items.reconstruction_affine``). Nothing is written twice here.
 
 Why not MONAI Label's ``BundleInferTask``: it appends ``Restored``, which resamples the prediction onto
 the *input's* grid - for 2D radiographs in and a 3D CT out that is meaningless - and it replaces the
@@ -62,8 +62,8 @@ def _bundle_on_path(bundle_root: str):
 
 
 def _radiograph_error(e: BaseException) -> str | None:
-    """The message of a ``scripts.radiograph.RadiographError`` in ``e``'s cause chain, else None."""
-    from scripts.radiograph import RadiographError
+    """The message of a ``scripts.transforms.radiograph.RadiographError`` in ``e``'s cause chain, else None."""
+    from scripts.transforms.radiograph import RadiographError
 
     seen = set()
     while e is not None and id(e) not in seen:
@@ -85,7 +85,7 @@ class PerX2CTInfer(BasicInferTask):
         bundle_root: the bundle (``configs/inference.json``, ``configs/metadata.json``, ``scripts/``).
         ckpt_path: the state dict to load; default: the config's ``ckpt_path`` (``models/model.pt``).
         model_preset: the network preset; default: the checkpoint's sidecar ``model.json``
-            (:func:`scripts.checkpoint.read_info`), else the config's. Given explicitly, it must match it.
+            (:func:`scripts.networks.checkpoint.read_info`), else the config's. Given explicitly, it must match it.
         config_file: the inference config, relative to ``bundle_root`` or absolute.
     """
 
@@ -119,7 +119,7 @@ class PerX2CTInfer(BasicInferTask):
                     f"network_def with the same model_preset), or put it at models/model.pt (see large_files.yml)"
                 )
             self.parser["ckpt_path"] = str(Path(ckpt).resolve())  # the config builds the network its sidecar names
-            from scripts.checkpoint import read_info
+            from scripts.networks.checkpoint import read_info
 
             info = read_info(ckpt) or {}
             network = self.parser.get_parsed_content("network_def", instantiate=True)
@@ -211,7 +211,7 @@ class PerX2CTInfer(BasicInferTask):
             shutil.rmtree(folder, ignore_errors=True)
 
     def _find_writer(self):
-        from scripts.inference import SaveReconstructiond
+        from scripts.inference.items import SaveReconstructiond
 
         post = self.parser.get_parsed_content("postprocessing", instantiate=True)
         transforms = list(post.transforms) if isinstance(post, Compose) else list(post or [])
@@ -236,7 +236,7 @@ class PerX2CTInfer(BasicInferTask):
             return self.parser.get_parsed_content("inferer", instantiate=True)
 
     def post_transforms(self, data=None) -> Sequence[Callable]:
-        from scripts.inference import SaveReconstructiond
+        from scripts.inference.items import SaveReconstructiond
 
         return [t for t in self._parsed_list("postprocessing") if not isinstance(t, SaveReconstructiond)]
 

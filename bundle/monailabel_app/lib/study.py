@@ -39,7 +39,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from scripts.atomic import save_nifti_atomic
+from scripts.utils.atomic import save_nifti_atomic
 
 from .dicom_study import StudyError, pair_views, scan_dicom
 
@@ -64,10 +64,10 @@ def _read_8bit(path: Path) -> np.ndarray | None:
 def read_radiograph(path: str | os.PathLike, view: str, detector_shape: tuple[int, int] | None = None) -> np.ndarray:
     """One radiograph as a (W, H) frame: raw ``uint8`` for 8-bit grey images, else the network input.
 
-    ``detector_shape`` defaults to the network input's (``scripts.radiograph.VIEW_SHAPE``, 128 x 128).
+    ``detector_shape`` defaults to the network input's (``scripts.transforms.radiograph.VIEW_SHAPE``, 128 x 128).
 
     Anything that is not an 8-bit grey image (16-bit PNG, colour, NIfTI, DICOM DX/CR with its pixel
-    spacing) goes through the bundle's own ``scripts.radiograph.load_radiograph`` (crop/pad to the
+    spacing) goes through the bundle's own ``scripts.transforms.radiograph.load_radiograph`` (crop/pad to the
     detector, normalise, resize to ``detector_shape``, quantise) and is stored as float32 in [0, 1];
     reading it back through the same loader changes nothing.
     """
@@ -77,7 +77,10 @@ def read_radiograph(path: str | os.PathLike, view: str, detector_shape: tuple[in
     raw = _read_8bit(path)
     if raw is not None:
         return raw
-    from scripts.radiograph import VIEW_SHAPE, load_radiograph  # the bundle's reader (run from the bundle root)
+    from scripts.transforms.radiograph import (  # the bundle's reader (run from the bundle root)
+        VIEW_SHAPE,
+        load_radiograph,
+    )
 
     img = load_radiograph(path, view, detector_shape=VIEW_SHAPE if detector_shape is None else detector_shape)
     return np.ascontiguousarray(img[0].numpy().astype(np.float32).T)
@@ -106,7 +109,7 @@ def make_study(pa: str, lateral: str, output: str, pixel_spacing_mm: float = 1.0
 
 
 def _as_network_input(frame: np.ndarray) -> np.ndarray:
-    from scripts.radiograph import LoadRadiograph
+    from scripts.transforms.radiograph import LoadRadiograph
 
     return np.ascontiguousarray(LoadRadiograph()(frame.T.astype(np.float64) / 255.0)[0].numpy().astype(np.float32).T)
 

@@ -1,0 +1,314 @@
+"""Cone-beam projection geometry shared by the DRR generator and the network's sampler.
+
+One :class:`ProjectionGeometry` describes how a chest CT is X-rayed: where each view's source
+sits, where its flat detector lies, and how a 3D point maps to a detector pixel. The DRR
+transform (:mod:`scripts.projection.drr`) casts rays with it and the network's
+:class:`~scripts.networks.sampler.PerspectiveSampler` samples image features with it, so the
+network reads each X-ray exactly where that X-ray imaged a point.
+
+Frame and units
+---------------
+* World coordinates are DICOM patient coordinates (LPS) in millimetres: +x toward the patient's
+  left, +y toward posterior, +z toward superior (head).
+* ``isocentre_mm`` is the point the beams are centred on. Prepared cases put it at the centre of
+  the CT cube; the network uses a geometry with the isocentre at the origin and query points in
+  mm relative to the volume centre (see :meth:`ProjectionGeometry.centred`).
+* A view is given by ``normal`` (unit vector from the isocentre toward the source, as
+  plastimatch's ``-n``), and the detector's ``col`` and ``row`` directions. The source sits at
+  ``isocentre + sad * normal``; the detector plane at ``isocentre - (sid - sad) * normal``.
+* Detector pixel coordinates are continuous ``(x, y)`` = (column, row) with pixel *centres at
+  integers* (pixel ``(0, 0)`` spans ``[-0.5, 0.5]``); row 0 is the top of the displayed image.
+* Normalised coordinates (:meth:`project_normalized`) follow
+  ``torch.nn.functional.grid_sample(..., align_corners=False)``: -1 and +1 are the outer edges of
+  the detector, whatever its resolution. Feature maps of any size that cover the whole detector
+  are sampled with the same numbers.
+
+Display convention (pinned by tests)
+------------------------------------
+Both views display like chest radiographs, head up (row direction = -z).
+
+* ``pa`` (detector normal (0, 1, 0), source posterior): viewed from the front, as a radiologist
+  reads a PA film: the patient's right is on the image's left (column direction = +x, toward
+  the patient's left). X2CT-GAN's PA images were flipped left-right relative to this.
+* ``lateral`` (normal (1, 0, 0), source at the patient's left): viewed from the source side,
+  anterior on the image's left, spine on the right (column direction = +y, toward posterior).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["View", "ProjectionGeometry", "GEOMETRY_PRESETS", "VIEW_PRESETS"]
+
+_Vec = tuple[float, float, float]
+
+
+def _unit(v: Sequence[float], what: str) -> _Vec:
+    a = np.asarray(v, dtype=np.float64).reshape(-1)
+    if a.shape != (3,) or not np.all(np.isfinite(a)):
+        raise ValueError(f"{what} must be three finite numbers, got {v!r}")
+    n = float(np.linalg.norm(a))
+    if n == 0:
+        raise ValueError(f"{what} must not be the zero vector")
+    return tuple(float(x) for x in a / n)  # type: ignore[return-value]
+
+
+@dataclasses.dataclass(frozen=True)
+class View:
+    """One X-ray view: the beam direction and the orientation of its detector (LPS unit vectors).
+
+    Args:
+        name: the view's key, e.g. ``"pa"``.
+        normal: from the isocentre toward the source (plastimatch ``-n``).
+        col: direction of increasing detector column (image x, left to right as displayed).
+        row: direction of increasing detector row (image y, top to bottom as displayed).
+    """
+
+    name: str
+    normal: _Vec
+    col: _Vec
+    row: _Vec
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "normal", _unit(self.normal, f"view {self.name!r} normal"))
+        object.__setattr__(self, "col", _unit(self.col, f"view {self.name!r} col"))
+        object.__setattr__(self, "row", _unit(self.row, f"view {self.name!r} row"))
+        n, c, r = (np.asarray(x) for x in (self.normal, self.col, self.row))
+        if max(abs(n @ c), abs(n @ r), abs(c @ r)) > 1e-6:
+            raise ValueError(f"view {self.name!r}: normal, col and row must be orthogonal")
+
+
+#: The two views of the paper (plastimatch normals (0,1,0) and (1,0,0)), as data.
+VIEW_PRESETS: dict[str, dict[str, Any]] = {
+    "pa": {"normal": (0.0, 1.0, 0.0), "col": (1.0, 0.0, 0.0), "row": (0.0, 0.0, -1.0)},
+    "lateral": {"normal": (1.0, 0.0, 0.0), "col": (0.0, 1.0, 0.0), "row": (0.0, 0.0, -1.0)},
+}
+
+#: Geometry presets, as data. ``perx2ct``: the PerX2CT paper's DRRs; ``x2ctgan``: X2CT-GAN's;
+#: ``perx2ct_official``: the *sampling camera* of the official code (dek924/PerX2CT), for its published
+#: weights: a pinhole 320 mm (1 world unit) from the volume centre with a 60 degree field of view
+#: (detector half-width / SID = tan 30 deg). Its 500 mm detector keeps the physical field of the DRRs the
+#: weights were trained on (their magnification at the isocentre, 433 / 320 = 1.353, is close to the DRRs'
+#: 949 / 700 = 1.356); only the source distance is the official camera's. It goes with the sampler options
+#: ``align_corners=True, visibility_mask=False`` (set by the ``*_official`` model presets). Never make
+#: DRRs with it: the authors' DRRs were made with ``perx2ct``.
+GEOMETRY_PRESETS: dict[str, dict[str, Any]] = {
+    "perx2ct": {"sad_mm": 700.0, "sid_mm": 949.0, "detector_size_mm": (500.0, 500.0), "detector_shape": (320, 320)},
+    "x2ctgan": {"sad_mm": 541.0, "sid_mm": 949.0, "detector_size_mm": (500.0, 500.0), "detector_shape": (320, 320)},
+    "perx2ct_official": {
+        "sad_mm": 320.0,
+        "sid_mm": 250.0 / math.tan(math.radians(30.0)),  # 433.01 mm: half-width 250 mm = SID x tan(fov / 2)
+        "detector_size_mm": (500.0, 500.0),
+        "detector_shape": (320, 320),
+    },
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ProjectionGeometry:
+    """Cone-beam geometry of a two-view chest X-ray, in LPS millimetres.
+
+    Size: the one owner of the projection geometry (the DRRs, the projector and the sampler all read it); its
+    methods are the geometry's questions (source, detector pixel <-> world, projection, presets), a few lines each.
+
+    Args:
+        sad_mm: source-to-axis (isocentre) distance in mm.
+        sid_mm: source-to-image (detector plane) distance in mm; must exceed ``sad_mm``.
+        detector_size_mm: physical detector extent ``(height, width)`` in mm.
+        detector_shape: detector pixels ``(rows, cols)``; may be changed with
+            :meth:`with_detector_shape` without changing the physical detector.
+        isocentre_mm: the point the beams are aimed at, ``(x, y, z)`` LPS mm.
+        views: the views, keyed by name; default the paper's ``pa`` and ``lateral``.
+
+    Example:
+        >>> g = ProjectionGeometry.from_preset("perx2ct")
+        >>> g.project(np.zeros((1, 3)), "pa")  # the isocentre hits the detector centre
+        array([[159.5, 159.5]])
+    """
+
+    sad_mm: float = 700.0
+    sid_mm: float = 949.0
+    detector_size_mm: tuple[float, float] = (500.0, 500.0)
+    detector_shape: tuple[int, int] = (320, 320)
+    isocentre_mm: _Vec = (0.0, 0.0, 0.0)
+    views: Mapping[str, View] | None = None
+
+    def __post_init__(self) -> None:
+        if not (self.sad_mm > 0 and self.sid_mm > self.sad_mm):
+            raise ValueError(f"need 0 < sad_mm < sid_mm, got sad_mm={self.sad_mm}, sid_mm={self.sid_mm}")
+        size = tuple(float(s) for s in self.detector_size_mm)
+        shape = tuple(int(s) for s in self.detector_shape)
+        if len(size) != 2 or min(size) <= 0:
+            raise ValueError(f"detector_size_mm must be (height, width) > 0, got {self.detector_size_mm!r}")
+        if len(shape) != 2 or min(shape) < 1:
+            raise ValueError(f"detector_shape must be (rows, cols) >= 1, got {self.detector_shape!r}")
+        iso = np.asarray(self.isocentre_mm, dtype=np.float64).reshape(-1)
+        if iso.shape != (3,) or not np.all(np.isfinite(iso)):
+            raise ValueError(f"isocentre_mm must be three finite numbers, got {self.isocentre_mm!r}")
+        views = self.views if self.views is not None else VIEW_PRESETS
+        views = {k: v if isinstance(v, View) else View(name=k, **dict(v)) for k, v in dict(views).items()}
+        if not views:
+            raise ValueError("a geometry needs at least one view")
+        object.__setattr__(self, "sad_mm", float(self.sad_mm))
+        object.__setattr__(self, "sid_mm", float(self.sid_mm))
+        object.__setattr__(self, "detector_size_mm", size)
+        object.__setattr__(self, "detector_shape", shape)
+        object.__setattr__(self, "isocentre_mm", tuple(float(x) for x in iso))
+        object.__setattr__(self, "views", views)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_preset(cls, name: str = "perx2ct", **overrides: Any) -> ProjectionGeometry:
+        """A geometry from :data:`GEOMETRY_PRESETS`, with any field overridden (e.g. ``isocentre_mm``)."""
+        if name not in GEOMETRY_PRESETS:
+            raise ValueError(f"unknown geometry preset {name!r}; choose one of {sorted(GEOMETRY_PRESETS)}")
+        return cls(**{**GEOMETRY_PRESETS[name], **overrides})
+
+    def with_isocentre(self, isocentre_mm: Sequence[float]) -> ProjectionGeometry:
+        """The same geometry aimed at another isocentre (LPS mm)."""
+        return dataclasses.replace(self, isocentre_mm=tuple(float(x) for x in isocentre_mm))
+
+    def centred(self) -> ProjectionGeometry:
+        """The same geometry with the isocentre at the origin (the network's frame)."""
+        return self.with_isocentre((0.0, 0.0, 0.0))
+
+    def with_detector_shape(self, detector_shape: Sequence[int]) -> ProjectionGeometry:
+        """The same physical detector read out with ``(rows, cols)`` pixels (e.g. 128 x 128)."""
+        return dataclasses.replace(self, detector_shape=tuple(int(s) for s in detector_shape))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data description (JSON-serialisable), accepted back by ``ProjectionGeometry(**d)``."""
+        return {
+            "sad_mm": self.sad_mm,
+            "sid_mm": self.sid_mm,
+            "detector_size_mm": list(self.detector_size_mm),
+            "detector_shape": list(self.detector_shape),
+            "isocentre_mm": list(self.isocentre_mm),
+            "views": {
+                k: {"normal": list(v.normal), "col": list(v.col), "row": list(v.row)} for k, v in self.views.items()
+            },
+        }
+
+    # ------------------------------------------------------------------ derived quantities
+    @property
+    def view_names(self) -> tuple[str, ...]:
+        return tuple(self.views)
+
+    def view(self, name: str) -> View:
+        try:
+            return self.views[name]
+        except KeyError:
+            raise ValueError(f"unknown view {name!r}; this geometry has {list(self.views)}") from None
+
+    @property
+    def pixel_spacing_mm(self) -> tuple[float, float]:
+        """Detector pixel size ``(row spacing, column spacing)`` in mm."""
+        return (self.detector_size_mm[0] / self.detector_shape[0], self.detector_size_mm[1] / self.detector_shape[1])
+
+    @property
+    def magnification(self) -> float:
+        """Magnification of an object at the isocentre (SID / SAD)."""
+        return self.sid_mm / self.sad_mm
+
+    @property
+    def half_fov_at_isocentre_mm(self) -> tuple[float, float]:
+        """Half the field of view at the isocentre plane, ``(vertical, horizontal)`` mm."""
+        return (self.detector_size_mm[0] / 2 / self.magnification, self.detector_size_mm[1] / 2 / self.magnification)
+
+    def source_mm(self, view: str) -> np.ndarray:
+        """Position of the view's X-ray source (focal spot), shape (3,), LPS mm."""
+        return np.asarray(self.isocentre_mm) + self.sad_mm * np.asarray(self.view(view).normal)
+
+    def detector_centre_mm(self, view: str) -> np.ndarray:
+        """Centre of the view's detector plane, shape (3,), LPS mm."""
+        return np.asarray(self.isocentre_mm) - (self.sid_mm - self.sad_mm) * np.asarray(self.view(view).normal)
+
+    def detector_frame(self, view: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(origin, col_step, row_step)``: the centre of pixel (0, 0) and the mm vectors to the next
+        column and the next row, each shape (3,). Pixel (x, y) centre = origin + x*col_step + y*row_step."""
+        v = self.view(view)
+        rows, cols = self.detector_shape
+        sr, sc = self.pixel_spacing_mm
+        col_step = sc * np.asarray(v.col)
+        row_step = sr * np.asarray(v.row)
+        origin = self.detector_centre_mm(view) - (cols - 1) / 2 * col_step - (rows - 1) / 2 * row_step
+        return origin, col_step, row_step
+
+    def pixel_to_world(self, view: str, xy: np.ndarray) -> np.ndarray:
+        """Detector pixel coordinates (..., 2) as (column, row) -> points on the detector plane (..., 3) mm."""
+        origin, col_step, row_step = self.detector_frame(view)
+        xy = np.asarray(xy, dtype=np.float64)
+        return origin + xy[..., :1] * col_step + xy[..., 1:2] * row_step
+
+    # ------------------------------------------------------------------ projection
+    def _project(self, points_mm, view: str):
+        """Shared numpy/torch body: returns (column, row) pixel coordinates and depth along the beam."""
+        v = self.view(view)
+        rows, cols = self.detector_shape
+        sr, sc = self.pixel_spacing_mm
+        if isinstance(points_mm, torch.Tensor):
+            dtype = points_mm.dtype if points_mm.is_floating_point() else torch.float32
+
+            def const(a):
+                return torch.as_tensor(np.asarray(a, dtype=np.float64), dtype=dtype, device=points_mm.device)
+
+            p = points_mm.to(dtype)
+        else:
+            const = np.asarray  # noqa: E731
+            p = np.asarray(points_mm, dtype=np.float64)
+        if p.shape[-1] != 3:
+            raise ValueError(f"points_mm must have shape (..., 3), got {tuple(p.shape)}")
+        rel = p - const(self.source_mm(view))  # from the source to the point
+        # distance from the source along the beam axis (toward the detector is positive)
+        depth = -(rel @ const(v.normal))
+        scale = self.sid_mm / depth  # magnification of each point onto the detector plane
+        x = (rel @ const(v.col)) * scale / sc + (cols - 1) / 2
+        y = (rel @ const(v.row)) * scale / sr + (rows - 1) / 2
+        return x, y, depth
+
+    def project(self, points_mm, view: str):
+        """Project 3D points onto a view's detector.
+
+        Args:
+            points_mm: (..., 3) LPS mm, numpy array or torch tensor (differentiable, any device).
+            view: view name, e.g. ``"pa"``.
+
+        Returns:
+            (..., 2) continuous pixel coordinates ``(column, row)`` of this geometry's
+            ``detector_shape``, pixel centres at integers; same array type as the input. Points at
+            or behind the source give non-finite or meaningless values: see :meth:`in_front`.
+        """
+        x, y, _ = self._project(points_mm, view)
+        if isinstance(x, torch.Tensor):
+            return torch.stack((x, y), dim=-1)
+        return np.stack((x, y), axis=-1)
+
+    def project_normalized(self, points_mm, view: str):
+        """Like :meth:`project` but in ``grid_sample`` coordinates (align_corners=False): (..., 2) as
+        (x, y) in [-1, 1] over the detector's outer edges, independent of the pixel count."""
+        x, y, _ = self._project(points_mm, view)
+        rows, cols = self.detector_shape
+        xn = (2 * x + 1) / cols - 1
+        yn = (2 * y + 1) / rows - 1
+        if isinstance(xn, torch.Tensor):
+            return torch.stack((xn, yn), dim=-1)
+        return np.stack((xn, yn), axis=-1)
+
+    def in_front(self, points_mm, view: str):
+        """Boolean (...,): True where the point lies between the source and the detector plane."""
+        _, _, depth = self._project(points_mm, view)
+        return (depth > 0) & (depth < self.sid_mm)
+
+    def __repr__(self) -> str:
+        views = ", ".join(self.views)
+        return (
+            f"ProjectionGeometry(sad_mm={self.sad_mm:g}, sid_mm={self.sid_mm:g}, "
+            f"detector_size_mm={self.detector_size_mm}, detector_shape={self.detector_shape}, "
+            f"isocentre_mm={self.isocentre_mm}, views=[{views}])"
+        )

@@ -1,0 +1,23 @@
+"""What training optimises and how it picks its checkpoint.
+
+* :mod:`.losses` - the official loss: L1 + LPIPS (VGG16), with its fallback.
+* :mod:`.model_selection` - the validation metric that picks ``models/model.pt`` and its direction.
+"""
+
+from scripts.utils.exports import lazy_exports
+
+_EXPORTS = {
+    "VGG16_CONFIG": "losses",
+    "LPIPS_TAPS": "losses",
+    "LPIPS_CHANNELS": "losses",
+    "LPIPS_EPS": "losses",
+    "LPIPSVGG": "losses",
+    "PerX2CTLoss": "losses",
+    "SliceLossMetric": "model_selection",
+    "LOWER_IS_BETTER": "model_selection",
+    "metric_sign": "model_selection",
+    "metric_cmp": "model_selection",
+    "split_metrics": "model_selection",
+}
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
