@@ -26,25 +26,22 @@ Outputs:
   folder) and its reconstruction (NIfTI + labelled PNG), with the inference command to try.
 """
 
-from scripts.handlers.checkpoints import CheckpointInfo, LatestCheckpoint
-from scripts.handlers.clean_stop import CleanStop
-from scripts.handlers.console import TrainingMonitor, TrainingProgress, ValidationProgress, format_seconds
-from scripts.handlers.evaluation import CaseMetricsLog, ReconstructionMontages, case_ids, case_meta
-from scripts.handlers.held_out import HeldOutReconstruction
-from scripts.handlers.images import SliceImageSummary
+from scripts.utils.exports import lazy_exports
 
-__all__ = [
-    "LatestCheckpoint",
-    "CheckpointInfo",
-    "TrainingProgress",
-    "TrainingMonitor",
-    "ValidationProgress",
-    "format_seconds",
-    "CleanStop",
-    "SliceImageSummary",
-    "CaseMetricsLog",
-    "ReconstructionMontages",
-    "case_ids",
-    "case_meta",
-    "HeldOutReconstruction",
-]
+_EXPORTS = {
+    "LatestCheckpoint": "checkpoints",
+    "CheckpointInfo": "checkpoints",
+    "TrainingProgress": "console",
+    "TrainingMonitor": "console",
+    "ValidationProgress": "console",
+    "format_seconds": "console",
+    "CleanStop": "clean_stop",
+    "SliceImageSummary": "images",
+    "CaseMetricsLog": "evaluation",
+    "ReconstructionMontages": "evaluation",
+    "case_ids": "evaluation",
+    "case_meta": "evaluation",
+    "HeldOutReconstruction": "held_out",
+}
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
