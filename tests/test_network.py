@@ -143,9 +143,10 @@ def test_each_view_is_encoded_in_its_own_call():
     assert (both - pa_maps).abs().max() > 1e-3  # ... would mix the views' statistics
 
 
-def test_stem_is_frozen_only_with_imagenet_weights_and_bn1_keeps_batch_statistics(tmp_path, caplog):
-    """As the official code: conv1/bn1 parameters frozen only when ImageNet weights are loaded; bn1 then still
-    normalises with (and updates) batch statistics in training. Without weights, training start warns."""
+def test_stem_trains_with_imagenet_weights_and_bn1_keeps_batch_statistics(tmp_path, caplog):
+    """As the official run: conv1/bn1 train also when ImageNet weights are loaded (Lightning's toggle_optimizer undid
+    the official freeze); bn1 normalises with (and updates) batch statistics in training. Without weights, training
+    start warns."""
     from scripts.networks import random_encoder_warning
 
     torch.manual_seed(0)
@@ -180,10 +181,10 @@ def test_stem_is_frozen_only_with_imagenet_weights_and_bn1_keeps_batch_statistic
     out = net(torch.rand(2, 2, 128, 128), torch.tensor([[0, 2], [1, 0]]), torch.tensor([[3.0, 9.0], [16.0, 31.0]]))
     out.mean().backward()
     assert net.encoder.layer1[0].conv1.weight.grad.abs().sum() > 0
-    for p in (net.encoder.conv1.weight, net.encoder.bn1.weight, net.encoder.bn1.bias):
-        assert p.grad is None and not p.requires_grad
+    for p in (net.encoder.conv1.weight, net.encoder.bn1.weight, net.encoder.bn1.bias):  # the stem trains, as the
+        assert p.requires_grad and p.grad.abs().sum() > 0  # official run (tests/test_encoder_stem.py)
     assert net.encoder.bn1.training and not torch.equal(net.encoder.bn1.running_mean, before)  # batch statistics
-    assert not tiny(encoder_weights=str(file), encoder={"freeze_stem": False}).encoder.freeze_stem
+    assert tiny(encoder_weights=str(file), encoder={"freeze_stem": True}).encoder.freeze_stem
 
 
 def test_same_seed_same_output():

@@ -81,9 +81,16 @@ class ResNetEncoder(nn.Module):
         widths: base widths of layer1..3 (64, 128, 256; the bottleneck expands them 4x).
         global_features: also run the global branch (layer3 up to its last block's first conv) and return
             its spatial mean (B, widths[2]).
-        freeze_stem: freeze the parameters of conv1/bn1. ``None`` (default) = as the official code: frozen
-            only when ImageNet ``weights`` are loaded. bn1 keeps using (and updating) batch statistics in
-            training either way, as the official code (it only sets ``requires_grad=False``).
+        freeze_stem: freeze the parameters of conv1/bn1 (``requires_grad=False``). Default ``False``: the stem
+            trains, as it did in the official run. The official code freezes it when ImageNet weights are loaded
+            (``encoder_freeze_layer: layer1``, ``x2ct_nerf/modules/image_encoder/resnet.py:87-91`` @ be4c354), but
+            it configures two optimizers (``x2ct_nerf/models/aegan.py:165-172``), so PyTorch Lightning 1.0.8 calls
+            ``toggle_optimizer`` before every training step (``trainer/training_loop.py:687-689``), which sets
+            ``requires_grad=True`` on every parameter of the first optimizer, conv1/bn1 included
+            (``core/lightning.py:1260-1278``): the freeze is undone from the first step and Adam updates the
+            stem. ``True`` freezes it (what the official code meant); ``None`` = frozen iff ``weights`` are
+            given (this bundle's behaviour before 0.3.x). bn1 uses and updates batch statistics in training
+            either way.
         weights: optional local path to a torchvision-layout ResNet state dict (ImageNet); keys of layers
             that are not built (layer3/4 for the local-only model, fc) are ignored.
 
@@ -99,7 +106,7 @@ class ResNetEncoder(nn.Module):
         layers: Sequence[int] = (3, 4, 23),
         widths: Sequence[int] = (64, 128, 256),
         global_features: bool = False,
-        freeze_stem: bool | None = None,
+        freeze_stem: bool | None = False,
         weights: str | None = None,
     ) -> None:
         super().__init__()

@@ -2,7 +2,15 @@
 
 Command (``python -m scripts import_official --help``)::
 
-    python -m scripts import_official --ckpt last.ckpt --variant perx2ct --output models/model.pt
+    python -m scripts import_official --ckpt PerX2CT.ckpt --variant perx2ct --output models/model.pt
+    python -m scripts import_official --ckpt PerX2CT_global.ckpt --variant perx2ct_global --output models/model.pt
+
+The two checkpoints the official README names (github.com/dek924/PerX2CT @ be4c354, ``README.md:63``):
+``PerX2CT.ckpt``, trained with ``configs/PerX2CT.yaml`` (``--variant perx2ct``), and ``PerX2CT_global.ckpt``, trained
+with ``configs/PerX2CT_global_w_zoomin.yaml`` (``--variant perx2ct_global``). The README links them from a Google Drive
+folder (``README.md:40``: https://drive.google.com/drive/folders/1tx1cvJ2kFtmyvKRpbG29l-qwHBGk9qj0); this bundle never
+downloads them. No licence is stated for them (the repository has no LICENSE file; five of its files carry GPLv3
+headers inherited from X2CT-GAN): obtain the weights, and the right to use them, from the authors.
 
 reads an official checkpoint (a PyTorch-Lightning file with the weights under ``state_dict``, or a bare
 state dict; loaded with ``torch.load(weights_only=True)``, so nothing in it is executed: classes pickled beside
@@ -30,7 +38,6 @@ Conversion (checked key for key against the official key lists, ``tests/data/off
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import pickle
@@ -41,6 +48,7 @@ from typing import Any
 
 import torch
 
+from scripts.assets.hashing import sha256_file
 from scripts.networks.checkpoint import write_info
 from scripts.utils.atomic import atomic_write_bytes
 
@@ -186,7 +194,10 @@ def load_official(path: str | Path) -> dict[str, torch.Tensor]:
     """The state dict of an official checkpoint: a Lightning file (``{"state_dict": ...}``) or a bare state dict."""
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"official checkpoint not found: {p} (download it from Hugging Face dek924/PerX2CT)")
+        raise FileNotFoundError(
+            f"official checkpoint not found: {p} (the official README links PerX2CT.ckpt / PerX2CT_global.ckpt "
+            "from a Google Drive folder; obtain them, and the right to use them, from the authors)"
+        )
     try:
         obj = _torch_load(p)
     except Exception as e:  # noqa: BLE001 - any unreadable file gets the same one-line report
@@ -196,14 +207,6 @@ def load_official(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise OfficialCheckpointError(f"{p} holds no state dict (expected a Lightning checkpoint or a dict of tensors)")
     return dict(state)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _check_loads(state: dict[str, torch.Tensor], preset: str) -> None:
@@ -243,8 +246,9 @@ def import_official(ckpt: str | Path, variant: str, output: str | Path = "models
         source="import_official",
         official_variant=variant,
         official_file=ckpt.name,
-        official_sha256=_sha256(ckpt),
-        licence="authors' weights: CC BY-NC 4.0 (Hugging Face dek924/PerX2CT)",
+        official_sha256=sha256_file(ckpt),
+        licence="authors' weights: no licence stated (github.com/dek924/PerX2CT has no LICENSE file); "
+        "the right to use them must come from the authors",
     )
     logger.info(
         "wrote %s (%d tensors, model_preset %s, geometry_preset %s)",
@@ -260,9 +264,10 @@ def import_official_cli(ckpt: str, variant: str, output: str = "models/model.pt"
     """Convert the authors' PerX2CT weights (official checkpoint) into this bundle's ``models/model.pt`` + sidecar.
 
     Args:
-        ckpt: the official checkpoint (Hugging Face dek924/PerX2CT; CC BY-NC 4.0): a Lightning ``.ckpt``
-            or a bare state dict.
-        variant: ``perx2ct`` (configs/PerX2CT.yaml) or ``perx2ct_global`` (PerX2CT_global_w_zoomin.yaml).
+        ckpt: the official checkpoint, ``PerX2CT.ckpt`` or ``PerX2CT_global.ckpt`` (linked from the official README;
+            no licence stated): a Lightning ``.ckpt`` or a bare state dict.
+        variant: ``perx2ct`` for ``PerX2CT.ckpt`` (configs/PerX2CT.yaml) or ``perx2ct_global`` for
+            ``PerX2CT_global.ckpt`` (configs/PerX2CT_global_w_zoomin.yaml).
         output: the bundle checkpoint to write (its sidecar ``.json`` goes beside it).
 
     Returns:

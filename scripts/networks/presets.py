@@ -24,7 +24,12 @@ shapes as ``paper`` / ``paper_global``: ``paper_official`` and ``paper_global_of
 code's conventions as data: the official world axes of the positional encoding, the official slice
 layout, the official image orientation, 8-bit inputs without re-normalisation, and the official
 sampling (``align_corners=True``, no visibility mask); use them with the geometry preset
-``perx2ct_official`` (the official pinhole camera). Their stem is frozen (the weights were trained so).
+``perx2ct_official`` (the official pinhole camera).
+
+Every preset trains the encoder's stem (conv1/bn1), as the official run did: the official code freezes it, but
+PyTorch Lightning 1.0.8's ``toggle_optimizer`` undoes that freeze before every step (see ``freeze_stem`` in
+:class:`~scripts.networks.encoder.ResNetEncoder`). The override ``encoder={"freeze_stem": True}`` of
+:func:`build_perx2ct` (command line: ``--network_def#encoder "{'freeze_stem': True}"``) freezes it.
 """
 
 from __future__ import annotations
@@ -45,7 +50,6 @@ _OFFICIAL = {
     "input_intensity": "8bit",
     "sampler_options": {"align_corners": True, "visibility_mask": False},
 }
-_FREEZE = {"freeze_stem": True}
 
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {
@@ -73,16 +77,8 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
         "zoom_in": False,
     },
 }
-MODEL_PRESETS["paper_official"] = {
-    **MODEL_PRESETS["paper"],
-    **_OFFICIAL,
-    "encoder": {**MODEL_PRESETS["paper"]["encoder"], **_FREEZE},
-}
-MODEL_PRESETS["paper_global_official"] = {
-    **MODEL_PRESETS["paper_global"],
-    **_OFFICIAL,
-    "encoder": {**MODEL_PRESETS["paper_global"]["encoder"], **_FREEZE},
-}
+MODEL_PRESETS["paper_official"] = {**MODEL_PRESETS["paper"], **_OFFICIAL}
+MODEL_PRESETS["paper_global_official"] = {**MODEL_PRESETS["paper_global"], **_OFFICIAL}
 
 #: The model preset of the official code's conventions for each preset with the same weights layout.
 LEGACY_PRESETS = {"paper": "paper_official", "paper_global": "paper_global_official"}

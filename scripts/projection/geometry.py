@@ -44,7 +44,16 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["View", "ProjectionGeometry", "GEOMETRY_PRESETS", "VIEW_PRESETS"]
+__all__ = [
+    "View",
+    "ProjectionGeometry",
+    "GEOMETRY_PRESETS",
+    "VIEW_PRESETS",
+    "SAMPLING_ONLY_PRESETS",
+    "preset_name",
+    "drr_geometry",
+    "data_pipeline",
+]
 
 _Vec = tuple[float, float, float]
 
@@ -97,7 +106,7 @@ VIEW_PRESETS: dict[str, dict[str, Any]] = {
 #: weights were trained on (their magnification at the isocentre, 433 / 320 = 1.353, is close to the DRRs'
 #: 949 / 700 = 1.356); only the source distance is the official camera's. It goes with the sampler options
 #: ``align_corners=True, visibility_mask=False`` (set by the ``*_official`` model presets). Never make
-#: DRRs with it: the authors' DRRs were made with ``perx2ct``.
+#: DRRs with it: the authors' DRRs were made with ``perx2ct`` (:func:`drr_geometry`, :data:`SAMPLING_ONLY_PRESETS`).
 GEOMETRY_PRESETS: dict[str, dict[str, Any]] = {
     "perx2ct": {"sad_mm": 700.0, "sid_mm": 949.0, "detector_size_mm": (500.0, 500.0), "detector_shape": (320, 320)},
     "x2ctgan": {"sad_mm": 541.0, "sid_mm": 949.0, "detector_size_mm": (500.0, 500.0), "detector_shape": (320, 320)},
@@ -312,3 +321,39 @@ class ProjectionGeometry:
             f"detector_size_mm={self.detector_size_mm}, detector_shape={self.detector_shape}, "
             f"isocentre_mm={self.isocentre_mm}, views=[{views}])"
         )
+
+
+#: Geometry presets that only *sample* (the camera published weights were trained to sample with), with the preset
+#: and the data pipeline (:data:`scripts.transforms.radiograph.RADIOGRAPH_PIPELINES`, plus the CT options of
+#: ``configs/prepare.json``) their training DRRs were made with. ``perx2ct_official``: the authors' DRRs were
+#: ``perx2ct`` DRRs made by the official preprocessing (HU + 24, truncation to 8 bits, Lanczos resize, cubic 1 mm
+#: resampling, the official crop): the faithful default for the authors' weights.
+SAMPLING_ONLY_PRESETS: dict[str, dict[str, str]] = {
+    "perx2ct_official": {"drr_preset": "perx2ct", "pipeline": "official"}
+}
+
+
+def preset_name(geometry: ProjectionGeometry) -> str | None:
+    """The :data:`GEOMETRY_PRESETS` name ``geometry`` is (whatever its isocentre and detector pixels), else None."""
+    for name, fields in GEOMETRY_PRESETS.items():
+        preset = ProjectionGeometry(**fields)
+        same = dataclasses.replace(geometry, isocentre_mm=preset.isocentre_mm, detector_shape=preset.detector_shape)
+        if same == preset:
+            return name
+    return None
+
+
+def drr_geometry(geometry: ProjectionGeometry) -> ProjectionGeometry:
+    """The geometry to make DRRs with for a network that samples with ``geometry``: itself, or for a sampling-only
+    preset (:data:`SAMPLING_ONLY_PRESETS`) the preset its training DRRs were made with (same isocentre and pixels)."""
+    legacy = SAMPLING_ONLY_PRESETS.get(preset_name(geometry) or "")
+    if legacy is None:
+        return geometry
+    return ProjectionGeometry.from_preset(
+        legacy["drr_preset"], isocentre_mm=geometry.isocentre_mm, detector_shape=geometry.detector_shape
+    )
+
+
+def data_pipeline(geometry: ProjectionGeometry) -> str:
+    """``"official"`` for a sampling-only preset whose data the official pipeline made, else ``"bundle"``."""
+    return SAMPLING_ONLY_PRESETS.get(preset_name(geometry) or "", {}).get("pipeline", "bundle")

@@ -45,6 +45,7 @@ __all__ = [
     "as_metatensor",
     "set_spacing_meta",
     "linear_weights",
+    "cubic_spline_weights",
     "separable_resample",
     "lps_grid",
 ]
@@ -147,6 +148,28 @@ def linear_weights(positions: np.ndarray, n_in: int) -> np.ndarray:
     return w
 
 
+def cubic_spline_weights(positions: np.ndarray, n_in: int) -> np.ndarray:
+    """``(len(positions), n_in)`` weights that evaluate a cubic B-spline with coefficients ``c`` at continuous
+    input indices ``positions``: ``W @ c`` = ``scipy.ndimage.map_coordinates(c, [positions], order=3,
+    mode="nearest", prefilter=False)`` (each column is that call on a unit vector, so scipy's own boundary rule
+    applies). Applied to :func:`scipy.ndimage.spline_filter` coefficients it is scipy's cubic interpolation
+    (``ndimage.zoom(order=3, mode="nearest")``, the official 1 mm resampling). As :func:`linear_weights`, a
+    position beyond half a voxel of the input's extent gets an all-zero row (the caller fills it)."""
+    from scipy import ndimage  # heavy optional import, only for the cubic option
+
+    u = np.asarray(positions, dtype=np.float64).reshape(-1)
+    w = np.zeros((u.size, n_in), dtype=np.float64)
+    inside = (u >= -0.5 - 1e-6) & (u <= n_in - 0.5 + 1e-6)
+    if not inside.any():
+        return w
+    lo, hi = max(0, int(np.floor(u[inside].min())) - 2), min(n_in, int(np.ceil(u[inside].max())) + 3)
+    for j in range(lo, hi):
+        e = np.zeros(n_in, dtype=np.float64)
+        e[j] = 1.0
+        w[inside, j] = ndimage.map_coordinates(e, [u[inside]], order=3, mode="nearest", prefilter=False)
+    return w
+
+
 def separable_resample(vol: np.ndarray, weights: Sequence[np.ndarray], fill: float = 0.0) -> torch.Tensor:
     """``out[a, b, c] = fill + sum W0[a, i] W1[b, j] W2[c, k] (vol[i, j, k] - fill)`` (float32).
 
@@ -173,6 +196,13 @@ def separable_resample(vol: np.ndarray, weights: Sequence[np.ndarray], fill: flo
 # ------------------------------------------------------------------------------------------ NormalizeCT
 #: Crop rules of :class:`NormalizeCT`.
 CROP_RULES = ("symmetric", "official")
+#: Interpolations of :class:`NormalizeCT`: ``linear`` (trilinear, this bundle's) and ``cubic`` (cubic B-spline,
+#: the official ``ndimage.zoom`` default order 3 with ``mode="nearest"``, ``1_ctpro_wo_mask.py:29`` @ be4c354).
+INTERPOLATIONS = ("linear", "cubic")
+#: Input voxels read beyond the cube on each side for the cubic prefilter (its error there decays as 0.268^n).
+_SPLINE_MARGIN = 16
+#: Edge voxels scipy pads an input with before prefiltering it for ``mode="nearest"`` (``_prepad_for_spline_filter``).
+_SCIPY_PAD = 12
 
 
 class NormalizeCT(Transform):
@@ -192,23 +222,41 @@ class NormalizeCT(Transform):
     it is centred as the default. Without that meta (NIfTI input) the symmetric rule is used and said.
     The rule applied is ``meta["crop"]``; the cube's centre ``meta["cube_centre_lps_mm"]``.
 
+    ``interpolation="cubic"`` replaces the trilinear step by scipy's cubic B-spline (``mode="nearest"``), the
+    interpolation of the official ``ndimage.interpolation.zoom(image, factor, mode='nearest')``
+    (``data_preprocessing/1_ctpro_wo_mask.py:29`` @ be4c354; scipy's default order 3), evaluated at the same 1 mm
+    voxel centres: as scipy, the input padded by 12 edge voxels, prefiltered (:func:`scipy.ndimage.spline_filter`;
+    only the part within 16 voxels of the cube is read), then :func:`cubic_spline_weights` per axis. Only the interpolation
+    is the official one: ``zoom`` also stretches its grid so the first and last voxel centres stay put (133
+    slices of 2.5 mm become 332 voxels of 0.997 mm), which this bundle does not (its voxels are 1 mm). Output
+    ``meta["interpolation"]``.
+
     Args:
         spacing_mm: output voxel size, mm (default 1.0).
         size_mm: output cube side, mm (default :data:`scripts.frame.FRAME` ``.size_mm``, 320).
         pad_hu: value of padded voxels, HU (default :data:`scripts.ct.loader.AIR_HU`, -1024).
         crop: ``"symmetric"`` (default) or ``"official"``.
+        interpolation: ``"linear"`` (default) or ``"cubic"``.
 
     Input: ``(1, X, Y, Z)`` HU MetaTensor whose affine is a signed permutation (``LoadCT``'s output).
     Output: ``(1, N, N, N)`` float32 HU MetaTensor, LPS axes, affine with ``spacing_mm`` voxels.
     """
 
     def __init__(
-        self, spacing_mm: float = 1.0, size_mm: float = FRAME.size_mm, pad_hu: float = AIR_HU, crop: str = "symmetric"
+        self,
+        spacing_mm: float = 1.0,
+        size_mm: float = FRAME.size_mm,
+        pad_hu: float = AIR_HU,
+        crop: str = "symmetric",
+        interpolation: str = "linear",
     ) -> None:
         if spacing_mm <= 0 or size_mm <= 0:
             raise ValueError(f"spacing_mm and size_mm must be > 0, got {spacing_mm}, {size_mm}")
         if crop not in CROP_RULES:
             raise ValueError(f"crop must be one of {CROP_RULES}, got {crop!r}")
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
+        self.interpolation = interpolation
         self.spacing_mm = float(spacing_mm)
         self.size_mm = float(size_mm)
         self.pad_hu = float(pad_hu)
@@ -241,14 +289,38 @@ class NormalizeCT(Transform):
         vol, spacing, origin = lps_grid(img)
         centre, rule = self.cube_centre(vol.shape, spacing, origin, img.meta)
         offsets = (np.arange(self.size_vox) - (self.size_vox - 1) / 2) * self.spacing_mm
-        weights = [linear_weights((centre[a] + offsets - origin[a]) / spacing[a], vol.shape[a]) for a in range(3)]
-        out = separable_resample(vol, weights, fill=self.pad_hu)
+        positions = [(centre[a] + offsets - origin[a]) / spacing[a] for a in range(3)]
+        if self.interpolation == "cubic":
+            out = self._cubic(vol, positions)
+        else:
+            out = separable_resample(vol, [linear_weights(u, n) for u, n in zip(positions, vol.shape)], self.pad_hu)
         first = centre - (self.size_vox - 1) / 2 * self.spacing_mm
         affine = lps_to_ras(lps_affine([self.spacing_mm] * 3, first))
         meta = {k: v for k, v in img.meta.items() if k not in ("affine", "original_affine")}
-        meta.update(crop=rule, cube_centre_lps_mm=centre)
+        meta.update(crop=rule, cube_centre_lps_mm=centre, interpolation=self.interpolation)
         x = MetaTensor(out[None], affine=torch.as_tensor(affine, dtype=torch.float64), meta=meta)
         return set_spacing_meta(x)
+
+    def _cubic(self, vol: np.ndarray, positions: list[np.ndarray]) -> torch.Tensor:
+        """Cubic B-spline values of ``vol`` (X, Y, Z) at continuous indices ``positions`` (one array per axis), as
+        ``scipy.ndimage.map_coordinates(vol, ..., order=3, mode="nearest")`` (and ``zoom``) compute them: the input
+        padded by 12 edge voxels per side, prefiltered, evaluated; here only the part of that padded input within
+        :data:`_SPLINE_MARGIN` voxels of the cube is read. Positions beyond half a voxel of the input: ``pad_hu``."""
+        from scipy import ndimage  # heavy optional import, only for the cubic option
+
+        index, weights = [], []
+        for u, n in zip(positions, vol.shape):
+            inside = u[(u >= -0.5 - 1e-6) & (u <= n - 0.5 + 1e-6)]
+            first, last = (float(inside.min()), float(inside.max())) if inside.size else (0.0, 0.0)
+            lo = max(0, int(np.floor(first)) + _SCIPY_PAD - _SPLINE_MARGIN)
+            hi = min(n + 2 * _SCIPY_PAD, int(np.ceil(last)) + _SCIPY_PAD + 1 + _SPLINE_MARGIN)
+            index.append(np.clip(np.arange(lo, hi) - _SCIPY_PAD, 0, n - 1))  # edge padding, as scipy's
+            w = cubic_spline_weights(u + _SCIPY_PAD - lo, hi - lo)
+            w[(u < -0.5 - 1e-6) | (u > n - 0.5 + 1e-6)] = 0.0  # beyond the input: pad_hu
+            weights.append(w)
+        crop = np.asarray(vol, dtype=np.float64)[np.ix_(*index)]
+        coeffs = ndimage.spline_filter(crop, order=3, mode="nearest", output=np.float64)
+        return separable_resample(coeffs.astype(np.float32), weights, fill=self.pad_hu)
 
 
 class NormalizeCTd(MapTransform):
@@ -262,9 +334,12 @@ class NormalizeCTd(MapTransform):
         pad_hu: float = AIR_HU,
         crop: str = "symmetric",
         allow_missing_keys: bool = False,
+        interpolation: str = "linear",
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.normalizer = NormalizeCT(spacing_mm=spacing_mm, size_mm=size_mm, pad_hu=pad_hu, crop=crop)
+        self.normalizer = NormalizeCT(
+            spacing_mm=spacing_mm, size_mm=size_mm, pad_hu=pad_hu, crop=crop, interpolation=interpolation
+        )
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)

@@ -21,7 +21,7 @@ from scripts.projection.drr import BACKENDS, render_drr
 from scripts.projection.geometry import ProjectionGeometry
 from scripts.projection.itk_renderer import detector_affine_lps, volume_centre_mm
 from scripts.transforms.ct import as_metatensor, lps_grid
-from scripts.transforms.radiograph import VIEW_SHAPE, postprocess_radiograph
+from scripts.transforms.radiograph import RADIOGRAPH_PIPELINES, VIEW_SHAPE, postprocess_radiograph
 
 __all__ = ["DRR", "DRRd"]
 
@@ -52,6 +52,12 @@ class DRR(Transform):
             three options above.
         backend: ``"itk"`` (default) or ``"torch"``.
         device: torch device of the ``torch`` backend (default ``"cpu"``).
+        pipeline: ``"bundle"`` (default, the steps above) or ``"official"``: the official PerX2CT
+            preprocessing's DRRs, for the authors' weights (:data:`scripts.transforms.radiograph.RADIOGRAPH_PIPELINES`):
+            the volume is ray cast as HU + 24 (``plastimatch adjust --pw-linear "0, -1000"`` on HU + 1024 data,
+            ``data_preprocessing/2_xraypro.py:83`` @ be4c354), then truncated to 8 bits, passed through
+            matplotlib's grey colormap and resized with Lanczos (``quantize_bits`` must be 8). ``raw`` line
+            integrals include the offset.
 
     Input: ``(1, X, Y, Z)`` HU MetaTensor (LoadCT / NormalizeCT output; signed-permutation affines are fine).
     Output: tuple of ``MetaTensor`` ``(1, H, W)`` float32, one per view; rows top to bottom = head to
@@ -72,9 +78,14 @@ class DRR(Transform):
         raw: bool = False,
         backend: str = "itk",
         device: str | torch.device = "cpu",
+        pipeline: str = "bundle",
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"unknown DRR backend {backend!r}; choose one of {list(BACKENDS)}")
+        if pipeline not in RADIOGRAPH_PIPELINES:
+            raise ValueError(f"unknown DRR pipeline {pipeline!r}; choose one of {sorted(RADIOGRAPH_PIPELINES)}")
+        self.pipeline = pipeline
+        self.hu_offset = float(RADIOGRAPH_PIPELINES[pipeline]["hu_offset"])
         self.backend, self.device = backend, device
         self.geometry = geometry if geometry is not None else ProjectionGeometry.from_preset("perx2ct")
         if isinstance(views, str):
@@ -104,12 +115,14 @@ class DRR(Transform):
     def postprocess(self, drr: np.ndarray) -> torch.Tensor:
         """Raw ``(rows, cols)`` line integrals -> ``(1, H, W)`` float32 per the options (not raw), by
         :func:`scripts.transforms.radiograph.postprocess_radiograph`, the step real radiographs go through too."""
-        return postprocess_radiograph(drr, self.output_shape, self.normalize, self.quantize_bits)[None]
+        return postprocess_radiograph(drr, self.output_shape, self.normalize, self.quantize_bits, self.pipeline)[None]
 
     def __call__(self, img) -> tuple[MetaTensor, ...]:
         img = as_metatensor(img)
         vol, spacing, origin = lps_grid(img)
         geometry = self._geometry(vol.shape, spacing, origin)
+        if self.hu_offset:
+            vol = vol + np.float32(self.hu_offset)
         drrs = render_drr(vol, spacing, origin, geometry, self.views, backend=self.backend, device=self.device)
         outs = []
         for view, drr in zip(self.views, drrs):
@@ -123,6 +136,7 @@ class DRR(Transform):
                 "geometry": out_geometry.to_dict(),
                 "spacing": np.asarray(out_geometry.pixel_spacing_mm),
                 "raw": self.raw,
+                "pipeline": self.pipeline,
                 "filename_or_obj": img.meta.get("filename_or_obj", ""),
                 "case_id": img.meta.get("case_id", ""),
             }
@@ -136,7 +150,7 @@ class DRRd(MapTransform):
     and stores view ``views[i]`` under ``output_keys[i]`` (default the view names). The volume stays.
 
     Other arguments as :class:`DRR` (``geometry``, ``isocentre_mm``, ``normalize``, ``quantize_bits``,
-    ``output_shape``, ``raw``, ``backend``, ``device``).
+    ``output_shape``, ``raw``, ``backend``, ``device``, ``pipeline``).
     """
 
     def __init__(
@@ -153,11 +167,14 @@ class DRRd(MapTransform):
         backend: str = "itk",
         device: str | torch.device = "cpu",
         allow_missing_keys: bool = False,
+        pipeline: str = "bundle",
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         if len(self.keys) != 1:
             raise ValueError(f"DRRd renders one volume; got keys {self.keys}")
-        self.drr = DRR(geometry, views, isocentre_mm, normalize, quantize_bits, output_shape, raw, backend, device)
+        self.drr = DRR(
+            geometry, views, isocentre_mm, normalize, quantize_bits, output_shape, raw, backend, device, pipeline
+        )
         self.output_keys = tuple(output_keys) if output_keys is not None else self.drr.views
         if isinstance(output_keys, str):
             self.output_keys = (output_keys,)

@@ -19,6 +19,15 @@ Processing, the same steps the training DRRs went through:
 5. resize to ``detector_shape`` (bilinear with anti-aliasing, ``torch.nn.functional.interpolate``);
 6. quantise again when ``quantize`` (the resized 8-bit image is 8-bit again).
 
+``pipeline="official"`` (:data:`RADIOGRAPH_PIPELINES`) replaces steps 4 to 6 by what the official PerX2CT
+preprocessing (dek924/PerX2CT @ be4c354) did to its DRRs, for the authors' weights: 8 bits by *truncation*
+(``(x / max * 255).astype(np.uint8)``, ``data_preprocessing/2_xraypro.py:44-45``), matplotlib's grey colormap
+(``plt.imsave(cmap=gray)`` re-read by OpenCV, ``2_xraypro.py:53-57``: the image min..max stretched over the 256
+levels, and 24 of the 256 levels come back one lower, see :func:`matplotlib_gray_levels`), then a Lanczos resize of
+the 8-bit image with Pillow (``Image.ANTIALIAS`` = ``LANCZOS``, ``3_make_h5_dataset.py:105-108``). Its
+``hu_offset`` (24 HU: ``plastimatch adjust --pw-linear "0, -1000"`` on the HU + 1024 volume, ``2_xraypro.py:83``)
+is applied by the DRR transform before ray casting (:class:`scripts.transforms.drr.DRR`).
+
 An image that already *is* a network input (8-bit levels, exactly ``detector_shape``, no pixel spacing:
 e.g. a prepared case's ``pa.png``) is taken as it is (``x / 255``): re-normalising it by its maximum would
 change it, and training reads prepared PNGs exactly so. A prepared PNG therefore reaches the network as the
@@ -62,6 +71,8 @@ __all__ = [
     "VIEW_SHAPE",
     "read_radiograph_array",
     "quantize",
+    "RADIOGRAPH_PIPELINES",
+    "matplotlib_gray_levels",
     "postprocess_radiograph",
     "is_network_input",
     "load_radiograph",
@@ -268,11 +279,54 @@ def quantize(x: torch.Tensor, bits: int = 8) -> torch.Tensor:
     return torch.round(x.clamp(0.0, 1.0) * levels) / levels
 
 
+#: Post-processing pipelines of DRRs, as data. ``bundle``: this bundle's (HU as loaded, rounding to 8 bits,
+#: antialiased bilinear resize, rounding again). ``official``: the official PerX2CT preprocessing's (module
+#: docstring): HU + 24 before ray casting, truncation to 8 bits, matplotlib's grey colormap, Pillow Lanczos resize.
+RADIOGRAPH_PIPELINES: dict[str, dict[str, Any]] = {
+    "bundle": {"hu_offset": 0.0, "quantize": "round", "display_lut": False, "resize": "bilinear_antialias"},
+    "official": {"hu_offset": 24.0, "quantize": "truncate", "display_lut": True, "resize": "lanczos"},
+}
+
+
+def matplotlib_gray_levels(levels: np.ndarray) -> np.ndarray:
+    """8-bit levels (any integer array) -> what ``plt.imsave(f, levels, cmap=plt.cm.gray)`` stores in each RGB
+    channel (``vmin``/``vmax`` unset: the array's own min..max), uint8, same shape.
+
+    matplotlib normalises in float32 (``(v - min) / (max - min)``), takes the colormap index ``int(x * 256)``
+    (256 -> 255), and its 256-entry grey table is ``np.linspace(0, 1, 256)`` converted to bytes by
+    ``(lut * 255).astype(np.uint8)``: truncation, so float rounding sends 24 levels (33, 37, 41, ..., 244) one
+    level down. Checked against matplotlib 3.11 in the tests; the official oracle (matplotlib 3.5.1) lists the
+    same 24 levels.
+    """
+    v = np.asarray(levels)
+    lo, hi = float(v.min()), float(v.max())
+    if hi > lo:
+        x = (v.astype(np.float32) - np.float32(lo)) / np.float32(hi - lo)
+    else:  # matplotlib maps a constant image to 0
+        x = np.zeros(v.shape, dtype=np.float32)
+    idx = np.clip((x * np.float32(256)).astype(np.int64), 0, 255)
+    lut = (np.linspace(0.0, 1.0, 256) * 255).astype(np.uint8)
+    return lut[idx]
+
+
+def _official_8bit(x: torch.Tensor, output_shape: Sequence[int] | None) -> torch.Tensor:
+    """Steps 4-6 of the ``official`` pipeline on ``x`` in [0, 1] (already divided by its maximum)."""
+    from PIL import Image
+
+    levels = (x.clamp(0.0, 1.0).numpy().astype(np.float32) * np.float32(255)).astype(np.uint8)  # truncation
+    levels = matplotlib_gray_levels(levels)
+    if output_shape is not None and tuple(levels.shape) != tuple(int(s) for s in output_shape):
+        rows, cols = (int(s) for s in output_shape)
+        levels = np.asarray(Image.fromarray(levels).resize((cols, rows), Image.Resampling.LANCZOS))
+    return torch.from_numpy(levels.astype(np.float32) / np.float32(255))
+
+
 def postprocess_radiograph(
     img: np.ndarray | torch.Tensor,
     output_shape: Sequence[int] | None = VIEW_SHAPE,
     normalize: bool = True,
     quantize_bits: int | None = 8,
+    pipeline: str = "bundle",
 ) -> torch.Tensor:
     """The one post-processing of DRRs and radiographs: ``(rows, cols)`` -> ``(H, W)`` float32 in [0, 1].
 
@@ -280,12 +334,23 @@ def postprocess_radiograph(
     ``quantize_bits`` levels; resize to ``output_shape`` (bilinear, anti-aliased,
     ``torch.nn.functional.interpolate``; None keeps the shape); quantise again. After a resize the maximum
     may be slightly below 1, as in the paper's 8-bit resized DRRs.
+
+    ``pipeline="official"`` (8 bits only): after the division, truncation to 8 bits, matplotlib's grey colormap
+    and a Pillow Lanczos resize of the 8-bit image, as the official preprocessing (module docstring).
     """
+    if pipeline not in RADIOGRAPH_PIPELINES:
+        raise ValueError(f"unknown radiograph pipeline {pipeline!r}; choose one of {sorted(RADIOGRAPH_PIPELINES)}")
+    if pipeline == "official" and quantize_bits != 8:
+        raise ValueError(
+            f"the official radiograph pipeline writes 8-bit images; quantize_bits must be 8, got {quantize_bits}"
+        )
     x = torch.as_tensor(np.asarray(img, dtype=np.float32) if not isinstance(img, torch.Tensor) else img)
     x = x.to(torch.float32)
     if normalize:
         m = float(x.max())
         x = x / m if m > 0 else x
+    if pipeline == "official":
+        return _official_8bit(x.detach().cpu(), output_shape)
     if quantize_bits is not None:
         x = quantize(x, quantize_bits)
     if output_shape is not None and tuple(x.shape) != tuple(int(s) for s in output_shape):
