@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import logging
-import signal
-from typing import Any
 
 from ignite.engine import Engine, Events
-
-from scripts.errors import stop
+from scripts.errors import check_stop, listen, stop
 from scripts.handlers.checkpoints import LatestCheckpoint
 from scripts.utils.command_line import command_line, resume_command
 from scripts.utils.shards import is_rank0
@@ -16,6 +13,9 @@ from scripts.utils.shards import is_rank0
 __all__ = ["CleanStop"]
 
 logger = logging.getLogger(__name__)
+
+# set on the KeyboardInterrupt that the validation's CleanStop passes up to the trainer's
+_PHASE = "perx2ct_phase"
 
 
 class CleanStop:
@@ -25,11 +25,17 @@ class CleanStop:
       default: the one attached to the trainer) at the last completed iteration and prints
       ``interrupted at epoch E, iteration I; resume with: <command>``.
     * ``role="validate"`` (on the evaluator inside training): passes the interrupt up to the trainer without
-      the traceback MONAI's ``StatsHandler`` would log.
+      the traceback MONAI's ``StatsHandler`` would log. The trainer's line then says ``in validation``: the epoch's
+      iterations are saved, and the resumed run starts the next epoch (the interrupted epoch is not validated).
     * ``role="evaluate"`` (a standalone evaluation): nothing partial is written (reports are written at the
       end, atomically); prints the case reached and the command to run again.
 
-    SIGTERM is turned into the same interrupt while the engine runs.
+    On the trainer, an interrupt in its ``COMPLETED`` handlers (the held-out reconstruction) says so: the training
+    is complete and saved; resuming runs only what follows it.
+
+    SIGINT and SIGTERM are turned into this interrupt from the engine's start on, wherever the process is
+    (:func:`scripts.errors.listen`); after each iteration a stop request whose ``KeyboardInterrupt`` was swallowed
+    on the way (:func:`scripts.errors.check_stop`) is acted on.
     """
 
     _TERMINATING = "Engine run is terminating due to exception"
@@ -39,13 +45,11 @@ class CleanStop:
             raise ValueError(f"CleanStop role must be 'train', 'validate' or 'evaluate', got {role!r}")
         self.role, self.latest = role, latest
         self._done: int | None = None
-        self._previous_sigterm: Any = None
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.EXCEPTION_RAISED, self._raised)
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._completed)
         engine.add_event_handler(Events.STARTED, self._install)
-        engine.add_event_handler(Events.COMPLETED, self._uninstall)
         # Ignite logs "Engine run is terminating due to exception: " before handing the interrupt over
         engine.logger.addFilter(self._quiet)
 
@@ -53,33 +57,19 @@ class CleanStop:
         msg = record.getMessage()
         return not (msg.startswith(self._TERMINATING) and (msg.rstrip().endswith(":") or msg.endswith(": 130")))
 
-    @staticmethod
-    def _sigterm(signum, frame) -> None:
-        raise KeyboardInterrupt
-
     def _install(self, engine: Engine) -> None:
         self._done = None
-        try:
-            self._previous_sigterm = signal.signal(signal.SIGTERM, self._sigterm)
-        except ValueError:  # not the main thread (e.g. a MONAI Label worker): leave signals alone
-            self._previous_sigterm = None
-
-    def _uninstall(self, engine: Engine) -> None:
-        if self._previous_sigterm is not None:
-            try:
-                signal.signal(signal.SIGTERM, self._previous_sigterm)
-            except ValueError:
-                pass
-            self._previous_sigterm = None
+        listen()
 
     def _completed(self, engine: Engine) -> None:
         self._done = engine.state.iteration
+        check_stop()
 
     def _raised(self, engine: Engine, e: BaseException) -> None:
         if not isinstance(e, KeyboardInterrupt):
             raise e
-        self._uninstall(engine)
         if self.role == "validate":
+            setattr(e, _PHASE, "validation")
             raise e  # the trainer's CleanStop saves and reports
         if self.role == "evaluate":
             total = getattr(engine.state, "epoch_length", None) or "?"
@@ -92,6 +82,13 @@ class CleanStop:
             state.iteration = self._done  # the interrupted iteration did not finish: it runs again on resume
         length = state.epoch_length or 1
         epoch = state.iteration // length + 1 if state.iteration % length else max(1, state.iteration // length)
+        state.epoch = epoch  # what the saved file's log line and sidecar say, as this line
+        if getattr(e, _PHASE, None) == "validation":
+            where = f", in validation (resuming starts epoch {epoch + 1}; epoch {epoch} stays unvalidated)"
+        elif getattr(engine, "last_event_name", None) == Events.COMPLETED:
+            where = ", after training ended (training is saved; resuming runs only what follows it)"
+        else:
+            where = ""
         saved = ""
         latest = self.latest or getattr(engine, "latest_checkpoint", None)
         if latest is None:
@@ -103,5 +100,6 @@ class CleanStop:
                 saved = " (not saved: interrupted again while saving)"
         # a newline first: the progress bar's line is still open on the console
         raise stop(
-            f"\ninterrupted at epoch {epoch}, iteration {state.iteration}{saved}; resume with: {resume_command()}"
+            f"\ninterrupted at epoch {epoch}, iteration {state.iteration}{where}{saved}; "
+            f"resume with: {resume_command()}"
         )

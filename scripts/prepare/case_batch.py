@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from scripts.errors import stop
 from scripts.prepare.case_writer import TMP_PREFIX, is_case_complete, prepare_case
 from scripts.utils.shards import Shards
 from scripts.utils.worker_pool import WorkerPool
@@ -65,7 +66,7 @@ def prepare_cases(
     Finished case folders are skipped; the others go through :func:`scripts.prepare.case_writer.prepare_case` in this
     process (``num_workers`` 0, or a single case) or in a :class:`scripts.utils.worker_pool.WorkerPool` (a dead worker
     fails its case only). Each result is logged to ``log`` as it comes. Ctrl-C: the cases being written are
-    removed, the finished ones kept, and ``SystemExit`` with one line.
+    removed, the finished ones kept, one line and exit status 130 (:func:`scripts.errors.stop`).
     """
     output_dir.mkdir(parents=True, exist_ok=True)
     done = [
@@ -94,7 +95,8 @@ def prepare_cases(
             if e.name.startswith(TMP_PREFIX) and e.name.rsplit("-", 1)[-1] in pids:
                 shutil.rmtree(e.path, ignore_errors=True)
         n = sum(r["status"] == "prepared" for r in done)
-        raise SystemExit(
+        # exit status 130 (scripts.errors.Interrupted), the one line on stderr
+        raise stop(
             f"prepare: interrupted; {n} case(s) finished in this run are kept, the ones in progress "
             f"were removed; run the same command again to continue"
         ) from None

@@ -19,7 +19,6 @@ A finished case folder always holds every file of :data:`CASE_FILES`; a failing 
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import platform
 import shutil
@@ -31,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from scripts.utils.atomic import save_grey_png, write_json_atomic
+from scripts.utils.bundle_paths import bundle_version
 
 __all__ = ["CASE_FILES", "TMP_PREFIX", "is_case_complete", "complete_cases", "run_chain", "save_case", "prepare_case"]
 
@@ -93,12 +92,7 @@ def _versions() -> dict[str, str]:
             except Exception:  # noqa: BLE001 - a version is informative only
                 continue
         out[mod] = str(getattr(m, "__version__", "unknown"))
-    meta = Path(__file__).resolve().parents[1] / "configs" / "metadata.json"
-    if meta.is_file():
-        try:
-            out["bundle"] = str(json.loads(meta.read_text()).get("version", "unknown"))
-        except (json.JSONDecodeError, OSError):
-            pass
+    out["bundle"] = bundle_version()
     return out
 
 

@@ -21,8 +21,9 @@ The workflow behind ``configs/prepare.json``::
 
 A finished case folder is skipped on a rerun (delete it to prepare the case again); temporary folders
 and rank files of an interrupted run are removed at start. A failing case never stops the batch. Ctrl-C
-stops the run with one line; the cases being written are removed, the finished ones kept. The exit
-status is non-zero only when no case is prepared at the end (none succeeded and none was already done).
+(or SIGTERM) stops the run with one line and exit status 130; the cases being written are removed, the
+finished ones kept. Otherwise the exit status is non-zero only when no case is prepared at the end (none
+succeeded and none was already done).
 """
 
 from __future__ import annotations

@@ -10,13 +10,24 @@ overrides.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-__all__ = ["bundle_root"]
+__all__ = ["bundle_root", "bundle_version"]
+
+#: The bundle folder: scripts/utils/bundle_paths.py -> scripts -> the bundle.
+_BUNDLE = Path(__file__).resolve().parents[2]
 
 
 def bundle_root() -> str:
     """``"."`` when the working directory is the bundle (paths in logs and printed commands stay short), else the
     bundle's absolute path (the parent of this package)."""
-    root = Path(__file__).resolve().parents[1]
-    return "." if Path.cwd().resolve() == root else str(root)
+    return "." if Path.cwd().resolve() == _BUNDLE else str(_BUNDLE)
+
+
+def bundle_version() -> str:
+    """The bundle version of ``configs/metadata.json`` in the bundle ("unknown" if unreadable)."""
+    try:
+        return str(json.loads((_BUNDLE / "configs" / "metadata.json").read_text())["version"])
+    except (OSError, ValueError, KeyError):
+        return "unknown"
