@@ -21,7 +21,6 @@ Conventions (the target volume is (X, Y, Z) = LPS-ordered, 128^3 at 2.5 mm by de
 from __future__ import annotations
 
 import torch
-
 from scripts.frame import FRAME
 
 __all__ = ["AXES", "axis_code", "slice_positions", "slice_positions_flat", "full_boxes", "voxel_to_mm", "sample_volume"]

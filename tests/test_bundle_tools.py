@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from bundle import verify as bv
-from bundle.package import package
+from bundle.tools import verify as bv
+from bundle.tools.package import package
 
 REPO = Path(__file__).resolve().parents[1]
-SCHEMA = REPO / "bundle" / "schemas" / "meta_schema_20240725.json"
+SCHEMA = REPO / "bundle" / "tools" / "schemas" / "meta_schema_20240725.json"
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +42,11 @@ def _schema_args() -> dict:
     if not SCHEMA.is_file():
         from conftest import missing
 
-        missing(f"metadata schema copy not found at {SCHEMA} (bundle/schemas)")
+        missing(f"metadata schema copy not found at {SCHEMA} (bundle/tools/schemas)")
     return {"schema": str(SCHEMA)}
 
 
+@pytest.mark.slow
 def test_verify_passes_on_repo():
     """The command as documented: every check passes (WARN allowed), exit status 0."""
     _schema_args()
@@ -95,6 +96,7 @@ def test_verify_schema_violation_fails(bundle_copy):
     assert result.status == "FAIL" and "network_data_format" in result.message
 
 
+@pytest.mark.slow
 def test_verify_cli_exit_status(bundle_copy):
     meta_path = bundle_copy / "configs" / "metadata.json"
     meta = json.loads(meta_path.read_text())
@@ -109,6 +111,7 @@ def test_verify_cli_exit_status(bundle_copy):
     assert "FAIL  changelog" in proc.stdout and "version 99.0.0 is not a key" in proc.stdout
 
 
+@pytest.mark.slow
 def test_package_loads_back_with_monai_bundle(tmp_path, small_ckpt):
     archive = Path(package(output=str(tmp_path / "dist"), bundle_root=str(REPO), ckpt_file=str(small_ckpt)))
     version = json.loads((REPO / "configs" / "metadata.json").read_text())["version"]

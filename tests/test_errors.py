@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from scripts import errors
 from scripts.networks.checkpoint import CheckpointError, require_checkpoint, resolve_network, write_info
 
@@ -88,6 +87,7 @@ def test_preset_contradiction_names_both(tmp_path):
         resolve_network(ckpt, "paper")
 
 
+@pytest.mark.slow
 def test_entry_point_python_m_scripts_prints_one_line(tmp_path, scripts_command):
     """`python -m scripts drr` with a missing CT: one error line, exit status 1."""
     res = scripts_command(

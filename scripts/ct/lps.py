@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-
 from scripts.errors import CTLoadError
 from scripts.frame import LPS_TO_RAS
 

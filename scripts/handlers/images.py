@@ -7,7 +7,6 @@ from collections.abc import Mapping
 
 import numpy as np
 from ignite.engine import Engine, Events
-
 from scripts.utils.atomic import to_uint8
 from scripts.utils.shards import is_rank0
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scripts.errors import CTLoadError
 from scripts.utils.atomic import save_grey_png, write_json_atomic
 from scripts.utils.bundle_paths import bundle_version
 
@@ -272,8 +273,6 @@ def prepare_case(
     except Exception as e:  # noqa: BLE001 - one case must never stop the batch
         shutil.rmtree(tmp, ignore_errors=True)
         cause = _root_cause(e)
-        from scripts.errors import CTLoadError
-
         result.update(status="failed", reason=str(cause) or repr(cause), error=type(cause).__name__)
         if not isinstance(cause, CTLoadError):
             result["traceback"] = traceback.format_exception(type(cause), cause, cause.__traceback__)[-3:]

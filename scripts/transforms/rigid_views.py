@@ -38,12 +38,13 @@ import torch
 import torch.nn.functional as F
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Randomizable
-from torch.utils.data import Dataset
-
 from scripts.frame import FRAME, VolumeFrame
 from scripts.projection.geometry import ProjectionGeometry
 from scripts.projection.torch_renderer import DEFAULT_MAX_SAMPLES, project_hu, rigid_motion
+from scripts.slicing import slice_positions
 from scripts.transforms.radiograph import VIEW_SHAPE, postprocess_radiograph, quantize
+from scripts.transforms.target import area_downsample
+from torch.utils.data import Dataset
 
 __all__ = ["RandRigidViewsd", "RandRigidViewsDataset", "RandRigidViewsBatch", "move_volume", "vary_intensity"]
 
@@ -335,15 +336,11 @@ class RandRigidViewsDataset(Dataset):
                 vol = frame.target_to_hu(vol)
             size_mm = float(case.get("size_mm", frame.size_mm))
             if self.render_grid is not None and vol.shape[-1] > self.render_grid:
-                from scripts.transforms.target import area_downsample
-
                 vol = area_downsample(vol, (self.render_grid,) * 3).as_tensor()
             self._cubes[c] = (vol, size_mm / vol.shape[-1])
         return self._cubes[c]
 
     def __getitem__(self, key: Any) -> dict[str, Any]:
-        from scripts.slicing import slice_positions
-
         item = dict(self.dataset[key])
         k = int(key[0]) if isinstance(key, (tuple, list)) else int(key)
         c, _, _ = self.dataset.locate(k)

@@ -13,7 +13,6 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
-
 from scripts.frame import FRAME, VolumeFrame
 from scripts.transforms.ct import as_metatensor, linear_weights, separable_resample, set_spacing_meta
 

@@ -15,7 +15,6 @@ _EXPORTS = {
     "command_line": "command_line",
     "shell_quote": "command_line",
     "resume_command": "command_line",
-    "preset_source": "command_line",
     "Shards": "shards",
     "RANK_FILE": "shards",
     "is_rank0": "shards",

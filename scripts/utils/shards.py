@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from scripts.utils.atomic import write_json_atomic
 
 __all__ = ["Shards", "RANK_FILE", "is_rank0"]

@@ -25,14 +25,13 @@ import copy
 import json
 import logging
 import shutil
-import sys
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
 from fastapi import HTTPException
+from lib.scripts_path import scripts_on_path
 from lib.study import StudyError, resolve_study
 from monai.bundle import ConfigParser
 from monai.transforms import Compose
@@ -44,25 +43,9 @@ logger = logging.getLogger(__name__)
 __all__ = ["PerX2CTInfer"]
 
 
-@contextmanager
-def _bundle_on_path(bundle_root: str):
-    """Make ``import scripts`` resolve to this bundle's package while configs are parsed."""
-    added = bundle_root not in sys.path
-    if added:
-        sys.path.insert(0, bundle_root)
-    loaded = sys.modules.get("scripts")
-    if loaded is not None and not str(getattr(loaded, "__file__", "")).startswith(str(Path(bundle_root).resolve())):
-        for name in [m for m in sys.modules if m == "scripts" or m.startswith("scripts.")]:
-            del sys.modules[name]  # another bundle's `scripts` (MONAI Label unloads it the same way)
-    try:
-        yield
-    finally:
-        if added and bundle_root in sys.path:
-            sys.path.remove(bundle_root)
-
-
 def _radiograph_error(e: BaseException) -> str | None:
     """The message of a ``scripts.transforms.radiograph.RadiographError`` in ``e``'s cause chain, else None."""
+    # the served bundle's package: importable once scripts_on_path has loaded it
     from scripts.transforms.radiograph import RadiographError
 
     seen = set()
@@ -111,7 +94,7 @@ class PerX2CTInfer(BasicInferTask):
             self.parser["model_preset"] = model_preset
         metadata = json.loads(meta_file.read_text())
 
-        with _bundle_on_path(self.bundle_root):
+        with scripts_on_path(self.bundle_root, restore=False):
             ckpt = ckpt_path or self.parser.get_parsed_content("ckpt_path")
             if not Path(ckpt).is_file():
                 raise FileNotFoundError(
@@ -119,7 +102,7 @@ class PerX2CTInfer(BasicInferTask):
                     f"network_def with the same model_preset), or put it at models/model.pt (see large_files.yml)"
                 )
             self.parser["ckpt_path"] = str(Path(ckpt).resolve())  # the config builds the network its sidecar names
-            from scripts.networks.checkpoint import read_info
+            from scripts.networks.checkpoint import read_info  # the served bundle's package (on the path here)
 
             info = read_info(ckpt) or {}
             network = self.parser.get_parsed_content("network_def", instantiate=True)
@@ -211,6 +194,7 @@ class PerX2CTInfer(BasicInferTask):
             shutil.rmtree(folder, ignore_errors=True)
 
     def _find_writer(self):
+        # the served bundle's package: importable once scripts_on_path has loaded it
         from scripts.inference.items import SaveReconstructiond
 
         post = self.parser.get_parsed_content("postprocessing", instantiate=True)
@@ -224,7 +208,7 @@ class PerX2CTInfer(BasicInferTask):
         return writers[0]
 
     def _parsed_list(self, key: str) -> list[Callable]:
-        with _bundle_on_path(self.bundle_root):
+        with scripts_on_path(self.bundle_root, restore=False):
             c = self.parser.get_parsed_content(key, instantiate=True)
         return list(c.transforms) if isinstance(c, Compose) else list(c or [])
 
@@ -232,10 +216,11 @@ class PerX2CTInfer(BasicInferTask):
         return self._parsed_list("preprocessing")
 
     def inferer(self, data=None):
-        with _bundle_on_path(self.bundle_root):
+        with scripts_on_path(self.bundle_root, restore=False):
             return self.parser.get_parsed_content("inferer", instantiate=True)
 
     def post_transforms(self, data=None) -> Sequence[Callable]:
+        # the served bundle's package: importable once scripts_on_path has loaded it
         from scripts.inference.items import SaveReconstructiond
 
         return [t for t in self._parsed_list("postprocessing") if not isinstance(t, SaveReconstructiond)]

@@ -38,7 +38,6 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
-
 from scripts.utils.atomic import save_nifti_atomic
 
 from .dicom_study import StudyError, pair_views, scan_dicom
@@ -77,7 +76,7 @@ def read_radiograph(path: str | os.PathLike, view: str, detector_shape: tuple[in
     raw = _read_8bit(path)
     if raw is not None:
         return raw
-    from scripts.transforms.radiograph import (  # the bundle's reader (run from the bundle root)
+    from scripts.transforms.radiograph import (  # the bundle's reader (monai, torch): only for non-8-bit files
         VIEW_SHAPE,
         load_radiograph,
     )
@@ -109,7 +108,7 @@ def make_study(pa: str, lateral: str, output: str, pixel_spacing_mm: float = 1.0
 
 
 def _as_network_input(frame: np.ndarray) -> np.ndarray:
-    from scripts.transforms.radiograph import LoadRadiograph
+    from scripts.transforms.radiograph import LoadRadiograph  # monai and torch: only for non-8-bit frames
 
     return np.ascontiguousarray(LoadRadiograph()(frame.T.astype(np.float64) / 255.0)[0].numpy().astype(np.float32).T)
 

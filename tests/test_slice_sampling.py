@@ -11,7 +11,6 @@ import pytest
 import torch
 from monai.transforms import Compose
 from PIL import Image
-
 from scripts.data.datasets import DatasetError, bundle_component, validation_cases
 from scripts.data.slice_sampling import SliceDataset, SliceSampler, cache_cases, official_zoom_box
 from scripts.frame import FRAME, LPS_TO_RAS, VolumeFrame
@@ -191,7 +190,6 @@ def test_sampler_shards_an_epoch_over_ranks():
 
 def test_batches_of_independent_samples(cases):
     from monai.data import DataLoader
-
     from scripts.data.slice_sampling import SliceBatch
 
     ds = SliceDataset(cases["cached"])
@@ -226,7 +224,6 @@ def test_full_slice_ground_truth_equals_the_ct_target_transform(tmp_path):
     """Two implementations, one answer: full-slice samples of the 1 mm cube (this module) equal the slices of
     ``scripts.transforms.target.CTTarget``'s point-sampled 128^3 target made from the same cube (raw-mode items)."""
     from monai.data import MetaTensor
-
     from scripts.transforms.target import CTTarget
 
     n = 160  # 2 mm voxels over the 320 mm cube keep the test small

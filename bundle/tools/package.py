@@ -23,18 +23,29 @@ when given), the format the Model Zoo's CI downloads and checks with ``monai.app
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import zipfile
 from pathlib import Path
 
+from scripts.assets.hashing import file_digest
+from scripts.utils.atomic import atomic_write_bytes
+
 from bundle import BUNDLE_NAME, REPO_ROOT
 
-__all__ = ["bundle_files", "file_hash", "large_files_yaml", "package", "write_large_files"]
+__all__ = [
+    "BUNDLE_TREES",
+    "TOP_FILES",
+    "bundle_files",
+    "in_archive",
+    "large_files_yaml",
+    "package",
+    "write_large_files",
+]
 
-_TREES = {"configs": None, "scripts": (".py",), "docs": None}  # None: any file type
-_TOP_FILES = ("LICENSE", "large_files.yml")
+#: What the archive holds: these folders (with the file types named, None: any) and top-level files.
+BUNDLE_TREES = {"configs": None, "scripts": (".py",), "docs": None}
+TOP_FILES = ("LICENSE", "large_files.yml")
 _EXCLUDED_PARTS = {"__pycache__", ".pytest_cache", ".ipynb_checkpoints"}
 _EXCLUDED_SUFFIXES = (".pyc", ".pyo", ".tmp", ".swp")
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)
@@ -60,10 +71,19 @@ def _wanted(rel: Path, suffixes: tuple[str, ...] | None) -> bool:
     return suffixes is None or rel.name.endswith(suffixes)
 
 
+def in_archive(name: str) -> bool:
+    """Whether the project file ``name`` (relative to the bundle root, ``/``-separated) goes into the archive
+    (the checkpoint aside, which ``bundle_files`` adds)."""
+    rel = Path(name)
+    if name in TOP_FILES:
+        return True
+    return len(rel.parts) > 1 and rel.parts[0] in BUNDLE_TREES and _wanted(rel, BUNDLE_TREES[rel.parts[0]])
+
+
 def bundle_files(root: Path, ckpt_file: str | None = None) -> dict[str, Path]:
     """Archive name (relative to ``perx2ct/``) -> source file."""
     files: dict[str, Path] = {}
-    for tree, suffixes in _TREES.items():
+    for tree, suffixes in BUNDLE_TREES.items():
         base = root / tree
         if not base.is_dir():
             raise FileNotFoundError(f"bundle folder {base} not found: run from the bundle root or pass --bundle_root")
@@ -71,7 +91,7 @@ def bundle_files(root: Path, ckpt_file: str | None = None) -> dict[str, Path]:
             rel = path.relative_to(root)
             if path.is_file() and _wanted(rel, suffixes):
                 files[rel.as_posix()] = path
-    for name in _TOP_FILES:
+    for name in TOP_FILES:
         if not (root / name).is_file():
             raise FileNotFoundError(f"{root / name} not found: the bundle archive needs it")
         files[name] = root / name
@@ -84,15 +104,6 @@ def bundle_files(root: Path, ckpt_file: str | None = None) -> dict[str, Path]:
         if sidecar.is_file():
             files["models/model.json"] = sidecar
     return files
-
-
-def file_hash(path: str | os.PathLike, hash_type: str = "sha256") -> str:
-    """Hex digest of a file, read in 1 MiB blocks."""
-    h = hashlib.new(hash_type)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def large_files_yaml(entries: list[dict[str, str]]) -> str:
@@ -133,15 +144,9 @@ def write_large_files(
         if not source.is_file():
             raise FileNotFoundError(f"{source} not found: --info_url publishes the checkpoint's sidecar")
         entries.append(
-            {"path": path, "url": str(link), "hash_val": file_hash(source, hash_type), "hash_type": hash_type}
+            {"path": path, "url": str(link), "hash_val": file_digest(source, hash_type), "hash_type": hash_type}
         )
-    target = Path(root) / "large_files.yml"
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(large_files_yaml(entries))
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write_bytes(Path(root) / "large_files.yml", large_files_yaml(entries).encode())
     return entries
 
 

@@ -45,15 +45,24 @@ import stat
 import subprocess
 import sys
 import tempfile
-import time
-import traceback
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from bundle import BUNDLE_NAME, REPO_ROOT
-from bundle.verify import CheckError, CheckResult, _bundle_import_path, _schema_path, _verify_net_in_out, report
+from bundle.monailabel_app.lib.scripts_path import scripts_on_path
+from bundle.tools.checks import (
+    CheckError,
+    CheckResult,
+    check_changelog,
+    check_metadata_schema,
+    report,
+    run_check,
+    schema_path,
+    verify_net_in_out,
+)
+from bundle.tools.package import package, write_large_files
 
 __all__ = ["ZooContext", "STEPS", "run_zoo_checks", "zoo_check", "zoo_requirements"]
 
@@ -91,8 +100,6 @@ def _require_staged(ctx: ZooContext) -> Path:
 
 # -------------------------------------------------------------------------------------------- steps
 def step_package(ctx: ZooContext) -> tuple[str, str]:
-    from bundle.package import package, write_large_files
-
     archive = Path(package(output=str(ctx.workdir / "dist"), bundle_root=str(ctx.bundle_root), ckpt_file=ctx.ckpt_file))
     ctx.archive = archive
     bad = []
@@ -161,18 +168,12 @@ def step_verify_bundle_directory(ctx: ZooContext) -> tuple[str, str]:
 
 
 def step_verify_version_changes(ctx: ZooContext) -> tuple[str, str]:
-    from bundle.verify import check_changelog
-
     return check_changelog(_require_staged(ctx))
 
 
 def step_verify_metadata_format(ctx: ZooContext) -> tuple[str, str]:
-    from bundle.verify import check_metadata_schema
-
     root = _require_staged(ctx)
-    schema = ctx.schema or str(
-        _schema_path(ctx.bundle_root, None, json.loads((root / "configs/metadata.json").read_text()))
-    )
+    schema = ctx.schema or str(schema_path(None, json.loads((root / "configs/metadata.json").read_text())))
     return check_metadata_schema(root, schema=schema)
 
 
@@ -210,7 +211,7 @@ def step_verify_bundle_properties(ctx: ZooContext) -> tuple[str, str]:
     root_logger = logging.getLogger()
     saved_handlers, saved_level = root_logger.handlers[:], root_logger.level  # logging.conf replaces them
     try:
-        with _bundle_import_path(root):
+        with scripts_on_path(root):
             for wtype, configs, overrides in runs:
                 result = _check_workflow(root, wtype, configs, **overrides)
                 if result:
@@ -237,8 +238,8 @@ def _staged_parser(root: Path):
 
 def step_verify_data_shape(ctx: ZooContext) -> tuple[str, str]:
     root = _require_staged(ctx)
-    with _bundle_import_path(root):
-        _verify_net_in_out(root, bundle_root=str(root))
+    with scripts_on_path(root):
+        verify_net_in_out(root, bundle_root=str(root))
     return "PASS", "network_def matches network_data_format (channels, dtype)"
 
 
@@ -251,7 +252,7 @@ def step_verify_torchscript(ctx: ZooContext) -> tuple[str, str]:
     if not ckpt.is_file():
         raise CheckError("models/model.pt is not existing: nothing to export")
     ts_path = root / "models" / "verify_model.ts"
-    with _bundle_import_path(root):
+    with scripts_on_path(root):
         try:
             ckpt_export(
                 net_id="network_def",
@@ -374,18 +375,7 @@ STEPS: dict[str, Callable[[ZooContext], tuple[str, str]]] = {
 
 def run_zoo_checks(ctx: ZooContext) -> list[CheckResult]:
     """Run every step in order; a step's unexpected error is a ``FAIL`` naming where it happened."""
-    results = []
-    for name, step in STEPS.items():
-        start = time.perf_counter()
-        try:
-            status, message = step(ctx)
-        except CheckError as e:
-            status, message = "FAIL", str(e)
-        except Exception as e:  # noqa: BLE001
-            tb = traceback.extract_tb(e.__traceback__)[-1]
-            status, message = "FAIL", f"{type(e).__name__}: {e} (at {Path(tb.filename).name}:{tb.lineno})"
-        results.append(CheckResult(name, status, message, time.perf_counter() - start))
-    return results
+    return [run_check(name, step, ctx) for name, step in STEPS.items()]
 
 
 def zoo_check(
@@ -405,7 +395,7 @@ def zoo_check(
             the repository's ``models/model.pt``.
         url: publish the checkpoint to this address for the download step (``file://`` for a local test).
         info_url: the same for the sidecar ``model.json``.
-        schema: local copy of the metadata schema (default ``bundle/schemas/<file named in metadata>``).
+        schema: local copy of the metadata schema (default ``bundle/tools/schemas/<file named in metadata>``).
         dataset_dir: data for the ``train``/``eval`` property checks (raw or prepared CTs).
         cache_dir: the training cache for ``dataset_dir`` (``PersistentDataset``).
         workdir: where the zoo tree is made (default: a temporary folder, removed afterwards).

@@ -7,7 +7,7 @@ Checks (one ``PASS``/``FAIL``/``WARN`` line each; exit status 1 if any fails):
   ``configs/evaluate.json``, ``configs/logging.conf``, ``large_files.yml``.
 * ``changelog``: metadata ``version`` is a key of ``changelog`` (the Model Zoo's ``verify_version_changes``).
 * ``metadata_schema``: ``monai.bundle.verify_metadata`` against a *local* copy of the schema
-  (``--schema PATH``; default ``bundle/schemas/<schema file named in metadata>``, shipped with the bundle tools).
+  (``--schema PATH``; default ``bundle/tools/schemas/<schema file named in metadata>``, shipped with the tools).
 * ``large_files``: ``large_files.yml`` parses; every entry has ``path``, ``url``, a non-empty ``hash_val``
   and ``hash_type``; a local file must match its hash. An empty list (nothing published) is a ``WARN``.
 * ``inference_config``: ``configs/inference.json`` parses and has the ids MONAI's inference properties
@@ -23,19 +23,26 @@ Checks (one ``PASS``/``FAIL``/``WARN`` line each; exit status 1 if any fails):
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import sys
 import tempfile
-import time
-import traceback
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["CheckResult", "run_checks", "verify", "REQUIRED_FILES", "PREFERRED_FILES", "README_SECTIONS"]
+from scripts.assets.hashing import HASH_TYPES, file_digest
+from scripts.networks.checkpoint import read_info, recipe_line
+
+from bundle.monailabel_app.lib.scripts_path import scripts_on_path
+from bundle.tools.checks import (
+    CheckError,
+    CheckResult,
+    check_changelog,
+    check_metadata_schema,
+    report,
+    run_check,
+    verify_net_in_out,
+)
+
+__all__ = ["run_checks", "verify", "REQUIRED_FILES", "PREFERRED_FILES", "README_SECTIONS"]
 
 REQUIRED_FILES = (
     "configs/metadata.json",
@@ -70,74 +77,6 @@ INFERENCE_IDS = (
     "evaluator",
 )
 LARGE_FILE_FIELDS = ("path", "url", "hash_val", "hash_type")
-HASH_TYPES = ("md5", "sha1", "sha256", "sha512")
-
-
-class CheckError(Exception):
-    """A check's specific failure message (printed as is)."""
-
-
-@dataclass
-class CheckResult:
-    name: str
-    status: str  # "PASS", "FAIL" or "WARN"
-    message: str
-    seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.status != "FAIL"
-
-    def line(self) -> str:
-        return f"{self.status:4s}  {self.name:17s} {self.message} ({self.seconds:.1f} s)"
-
-
-@contextmanager
-def _bundle_import_path(root: Path):
-    """``import scripts`` resolves to ``root/scripts`` inside the block (another copy is unloaded)."""
-    root_s = str(root)
-    saved = {k: v for k, v in sys.modules.items() if k == "scripts" or k.startswith("scripts.")}
-    loaded = saved.get("scripts")
-    foreign = loaded is not None and Path(str(getattr(loaded, "__file__", ""))).resolve().parent.parent != root
-    if foreign:
-        for k in saved:
-            del sys.modules[k]
-    sys.path.insert(0, root_s)
-    try:
-        yield
-    finally:
-        sys.path.remove(root_s)
-        if foreign:
-            for k in [k for k in sys.modules if k == "scripts" or k.startswith("scripts.")]:
-                del sys.modules[k]
-            sys.modules.update(saved)
-
-
-def _verify_net_in_out(root: Path, **kwargs: Any) -> None:
-    """MONAI's ``verify_net_in_out`` on ``network_def`` of ``root``'s ``configs/inference.json`` and
-    ``configs/metadata.json`` (``kwargs``: its device and config overrides), a failure as one CheckError line.
-    Call it inside ``_bundle_import_path(root)``."""
-    from monai.bundle import verify_net_in_out
-
-    try:
-        verify_net_in_out(
-            net_id="network_def",
-            meta_file=str(root / "configs" / "metadata.json"),
-            config_file=str(root / "configs" / "inference.json"),
-            **kwargs,
-        )
-    except Exception as e:  # noqa: BLE001
-        raise CheckError(f"verify_net_in_out: {type(e).__name__}: {e}") from None
-
-
-def _metadata(root: Path) -> dict:
-    path = root / "configs" / "metadata.json"
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise CheckError(f"{path} not found") from None
-    except json.JSONDecodeError as e:
-        raise CheckError(f"{path} is not valid JSON: {e}") from None
 
 
 # ------------------------------------------------------------------------------------------- checks
@@ -152,53 +91,6 @@ def check_required_files(root: Path, **_: Any) -> tuple[str, str]:
             f"all {len(REQUIRED_FILES)} required files present; preferred file(s) missing: {', '.join(absent)}",
         )
     return "PASS", f"{len(REQUIRED_FILES)} required and {len(PREFERRED_FILES)} preferred files present"
-
-
-def check_changelog(root: Path, **_: Any) -> tuple[str, str]:
-    meta = _metadata(root)
-    if "version" not in meta:
-        raise CheckError("'version' is missing in configs/metadata.json")
-    if not isinstance(meta.get("changelog"), dict):
-        raise CheckError("'changelog' (a mapping version -> description) is missing in configs/metadata.json")
-    version = meta["version"]
-    if version not in meta["changelog"]:
-        raise CheckError(
-            f"version {version} is not a key of 'changelog' in configs/metadata.json "
-            f"(changelog has: {', '.join(meta['changelog']) or 'nothing'}); add a \"{version}\" entry"
-        )
-    return "PASS", f"version {version} is in changelog"
-
-
-#: Local copies of MONAI's bundle metadata schemas (the file named by metadata.json's ``schema`` URL), so that
-#: verification needs no network: MONAI's own schema file, Apache-2.0, as published by Project-MONAI.
-SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
-
-
-def _schema_path(root: Path, schema: str | None, meta: dict) -> Path:
-    if schema:
-        return Path(schema).expanduser().resolve()
-    url = meta.get("schema")
-    if not url:
-        raise CheckError("metadata has no 'schema' URL")
-    return (SCHEMA_DIR / url.rstrip("/").rsplit("/", 1)[-1]).resolve()
-
-
-def check_metadata_schema(root: Path, schema: str | None = None, **_: Any) -> tuple[str, str]:
-    from monai.bundle import verify_metadata
-
-    meta = _metadata(root)
-    path = _schema_path(root, schema, meta)
-    if not path.is_file():
-        raise CheckError(
-            f"schema file not found: {path} (no download is attempted); pass --schema PATH to a local copy"
-        )
-    logging.getLogger("monai.apps").setLevel(logging.WARNING)
-    try:
-        # with an existing `filepath` and no hash, verify_metadata uses the file and downloads nothing
-        verify_metadata(meta_file=str(root / "configs" / "metadata.json"), filepath=str(path), create_dir=False)
-    except ValueError as e:
-        raise CheckError(f"metadata does not match {path.name}: {e}") from None
-    return "PASS", f"configs/metadata.json is valid against {path.name}"
 
 
 def check_large_files(root: Path, **_: Any) -> tuple[str, str]:
@@ -234,7 +126,7 @@ def check_large_files(root: Path, **_: Any) -> tuple[str, str]:
             )
         local = root / str(e["path"])
         if local.is_file():
-            digest = hashlib.new(str(e["hash_type"]).lower(), local.read_bytes()).hexdigest()
+            digest = file_digest(local, e["hash_type"])
             if digest != str(e["hash_val"]):
                 raise CheckError(
                     f"{e['path']}: {e['hash_type']} {digest} differs from large_files.yml hash_val {e['hash_val']}"
@@ -287,8 +179,8 @@ def check_net_in_out(
     overrides = {"bundle_root": str(root), "ckpt_path": str(Path(ckpt_file).resolve()) if ckpt_file else ""}
     if model_preset:
         overrides["model_preset"] = model_preset
-    with _bundle_import_path(root):
-        _verify_net_in_out(root, device=device, **overrides)
+    with scripts_on_path(root):
+        verify_net_in_out(root, device=device, **overrides)
         preset = _preset_name(_net_parser(root, model_preset, ckpt_file))
     # the full output shape is checked by ckpt_export's eager run (one forward pass less here)
     return "PASS", f"preset {preset}: channels and dtype of network_data_format verified"
@@ -310,18 +202,19 @@ def check_ckpt_export(
     overrides = {"bundle_root": str(root), "ckpt_path": str(Path(ckpt_file).resolve()) if ckpt_file else ""}
     if model_preset:
         overrides["model_preset"] = model_preset
-    with tempfile.TemporaryDirectory(prefix="perx2ct_verify_") as tmp, _bundle_import_path(root):
+    with tempfile.TemporaryDirectory(prefix="perx2ct_verify_") as tmp, scripts_on_path(root):
         parser = _net_parser(root, model_preset, ckpt_file)
         if ckpt_file:
             ckpt = str(Path(ckpt_file).resolve())
             if not Path(ckpt).is_file():
                 raise CheckError(f"--ckpt_file {ckpt} not found")
             source = f"checkpoint {ckpt_file}"
+            recipe = f"; {recipe_line(read_info(ckpt), ckpt_file)}"  # the training recipe its sidecar records
         else:
             torch.manual_seed(0)
             ckpt = str(Path(tmp) / "model.pt")
             torch.save(parser.get_parsed_content("network_def").state_dict(), ckpt)
-            source = "a freshly initialised checkpoint"
+            source, recipe = "a freshly initialised checkpoint", ""
         ts_path = str(Path(tmp) / "model.ts")
         try:
             ckpt_export(
@@ -366,7 +259,7 @@ def check_ckpt_export(
     return (
         "PASS",
         f"TorchScript ({'traced' if use_trace else 'scripted'}) from {source} reloads; "
-        f"max |eager - scripted| = {diff:.2g} <= {atol:g}",
+        f"max |eager - scripted| = {diff:.2g} <= {atol:g}{recipe}",
     )
 
 
@@ -409,32 +302,7 @@ def run_checks(bundle_root: str | Path = ".", only: list[str] | None = None, **o
     unknown = [n for n in names if n not in CHECKS]
     if unknown:
         raise ValueError(f"unknown check(s) {unknown}; available: {', '.join(CHECKS)}")
-    results = []
-    for name in names:
-        start = time.perf_counter()
-        try:
-            status, message = CHECKS[name](root, **options)
-        except CheckError as e:
-            status, message = "FAIL", str(e)
-        except Exception as e:  # noqa: BLE001 - an unexpected error is a failure with its traceback's last frame
-            tb = traceback.extract_tb(e.__traceback__)[-1]
-            status, message = "FAIL", f"{type(e).__name__}: {e} (at {Path(tb.filename).name}:{tb.lineno})"
-        results.append(CheckResult(name, status, message, time.perf_counter() - start))
-    return results
-
-
-def report(results: list[CheckResult], command: str, width: int = 17) -> None:
-    """Print one line per check (name padded to ``width``), then ``<command>: N passed, M failed``;
-    exit 1 when any failed."""
-    for r in results:
-        print(r.line().replace(f"{r.name:17s}", f"{r.name:{width}s}", 1), flush=True)
-    failed = [r.name for r in results if not r.ok]
-    print(
-        f"{command}: {len(results) - len(failed)} passed, {len(failed)} failed"
-        + (f" ({', '.join(failed)})" if failed else "")
-    )
-    if failed:
-        sys.exit(1)
+    return [run_check(name, CHECKS[name], root, **options) for name in names]
 
 
 def verify(
@@ -451,7 +319,7 @@ def verify(
 
     Args:
         bundle_root: the bundle (repository) root.
-        schema: local copy of the metadata schema (default ``bundle/schemas/<file named in metadata>``).
+        schema: local copy of the metadata schema (default ``bundle/tools/schemas/<file named in metadata>``).
         ckpt_file: checkpoint for ``ckpt_export`` (default: a freshly initialised one).
         model_preset: network preset for ``net_in_out``/``ckpt_export`` (default ``small`` without
             ``--ckpt_file``, the config's preset with it).

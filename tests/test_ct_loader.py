@@ -13,7 +13,6 @@ import numpy as np
 import pydicom
 import pytest
 import torch
-
 from scripts.ct.dicom_series import find_dicom_series
 from scripts.ct.loader import load_ct
 from scripts.ct.lps import affine_to_lps_grid, lps_to_ras
@@ -199,7 +198,12 @@ def test_landmark_keeps_world_position_through_chain(tmp_path):
     d = CTTargetd(keys="ct", keep_hu_key="ct_hu")(d)
     tgt = d["ct"]
     assert tgt.shape == (1, 128, 128, 128) and tgt.dtype == torch.float32
-    assert float(tgt.min()) >= 0 and float(tgt.max()) <= 1
+    # intensity on the target scale (HU + 1024) / 2500: the phantom's air (-1000 HU) and the padding outside the
+    # scan (air, -1024 HU: 0), read at RAS points far from the bead and from the phantom's edges
+    to_voxel = np.linalg.inv(tgt.affine.numpy())
+    for world, want in (((-46.0, 50.0, 65.0), (-1000 + 1024) / 2500), ((-150.0, 22.0, 115.0), 0.0)):
+        vox = tuple(np.round((to_voxel @ [*world, 1.0])[:3]).astype(int))
+        assert abs(float(tgt[0][vox]) - want) < 1e-5, (world, vox, float(tgt[0][vox]))
     np.testing.assert_allclose(tgt.meta["spacing"], [2.5, 2.5, 2.5], atol=1e-6)
     assert d["ct_hu"] is norm
     # same centre as the 1 mm cube
