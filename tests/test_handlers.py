@@ -14,7 +14,6 @@ import pytest
 import torch
 from ignite.engine import Engine, Events
 from PIL import Image
-
 from scripts.errors import Interrupted
 from scripts.evaluation.montage import PLANES, label_grid, reconstruction_montage
 from scripts.frame import FRAME
@@ -85,8 +84,8 @@ def test_montages_and_case_log_show_the_metrics_the_evaluator_computed(tmp_path,
     """The evaluation handlers after MONAI metric handlers in an engine: a montage per case id labelled with that
     case's metrics, a log line per case, and MetricsSaver's per-case rows named by case id."""
     from monai.handlers import MetricsSaver, from_engine
-
-    from scripts.evaluation import metrics as M
+    from scripts.evaluation.honest_metrics import mae_hu, psnr_true, ssim_true
+    from scripts.evaluation.metric_handler import CTMetricHandler
 
     rng = np.random.default_rng(0)
     label = torch.from_numpy(rng.random((2, 1, N, N, N), dtype=np.float32) * 0.8 + 0.1)  # no clipping at 0 or 1
@@ -99,8 +98,8 @@ def test_montages_and_case_log_show_the_metrics_the_evaluator_computed(tmp_path,
         batch = {"case_id": ["a", "b"], "out": {"pred": pred, "label": label}}
         engine = Engine(lambda e, b: b["out"])
     out = from_engine(["pred", "label"])
-    for name, handler in (("psnr", M.PSNRHandler), ("ssim", M.SSIMHandler), ("mae_hu", M.MAEHUHandler)):
-        handler(output_transform=out).attach(engine, name)
+    for name in ("psnr", "ssim", "mae_hu"):
+        CTMetricHandler(name, output_transform=out).attach(engine, name)
     CaseMetricsLog(str(tmp_path)).attach(engine)
     MetricsSaver(str(tmp_path), metric_details="*", batch_transform=case_meta, summary_ops=["mean"]).attach(engine)
     ReconstructionMontages(str(tmp_path)).attach(engine)
@@ -111,9 +110,9 @@ def test_montages_and_case_log_show_the_metrics_the_evaluator_computed(tmp_path,
     for i, cid in enumerate("ab"):
         p, t = pred[i].numpy(), label[i, 0].numpy()
         shown = {
-            "psnr": np.mean([M.psnr_true(p[a], t) for a in range(3)]),
-            "ssim": np.mean([M.ssim_true(p[a], t) for a in range(3)]),
-            "mae_hu": np.mean([M.mae_hu(p[a], t) for a in range(3)]),
+            "psnr": np.mean([psnr_true(p[a], t) for a in range(3)]),
+            "ssim": np.mean([ssim_true(p[a], t) for a in range(3)]),
+            "mae_hu": np.mean([mae_hu(p[a], t) for a in range(3)]),
         }
         expected[cid] = shown
         written = np.asarray(Image.open(tmp_path / "montages" / f"{cid}.png"))

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-
 from scripts.training.losses import LPIPSVGG, PerX2CTLoss, _vgg16_features
 
 LIN_FILE = Path(__file__).parent / "data" / "lpips" / "lpips_vgg_v0.1.pth"

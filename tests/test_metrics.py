@@ -11,12 +11,29 @@ import numpy as np
 import pytest
 import torch
 from ignite.engine import Engine, Events
+from scripts.evaluation import honest_metrics as H
+from scripts.evaluation import paper_metrics as P
+from scripts.evaluation.metric_handler import METRICS, CTMetricHandler, CTVolumeMetric
+from scripts.slicing import AXES
 from skimage.metrics import structural_similarity
-
-from scripts.evaluation import metrics as M
 
 SHAPE = (16, 12, 10)
 OFFICIAL = Path(__file__).parent / "data" / "official"
+
+
+def _official_to_bundle(volume: np.ndarray) -> np.ndarray:
+    """official ``(i0, i1, i2)`` -> bundle ``(X, Y, Z)``: the inverse of :func:`P.bundle_to_official`, written out."""
+    return volume.transpose(2, 1, 0)[:, :, ::-1]
+
+
+def _three_axes(preds: dict, target: np.ndarray) -> dict[str, float]:
+    """Every metric but LPIPS of one case reconstructed along each axis of ``preds``, averaged over the axes
+    (what the evaluation handlers report for a case), computed here from the functions."""
+    paper = {"psnr_paper": P.psnr_paper, "ssim_paper": P.ssim_paper}
+    honest = {"psnr": H.psnr_true, "ssim": H.ssim_true, "mae_hu": H.mae_hu}
+    out = {k: np.mean([f(p, target, a) for a, p in preds.items()]) for k, f in paper.items()}
+    out.update({k: np.mean([f(p, target) for p in preds.values()]) for k, f in honest.items()})
+    return out
 
 
 def _target(seed: int = 0, dtype=np.float32) -> np.ndarray:
@@ -33,19 +50,20 @@ def oracle():
     vol = np.load(OFFICIAL / "expected_perx2ct_volume.npz")
     gt = np.load(OFFICIAL / "lidc0001_official_data.npz")["gt"]
     expected = json.loads((OFFICIAL / "expected_metrics.json").read_text())["from_files"]
-    preds = {a: np.ascontiguousarray(M.official_to_bundle(vol[f"recon_{a}"].astype(np.float32))) for a in M.AXES}
-    return preds, np.ascontiguousarray(M.official_to_bundle(gt)), expected
+    preds = {a: np.ascontiguousarray(_official_to_bundle(vol[f"recon_{a}"].astype(np.float32))) for a in AXES}
+    return preds, np.ascontiguousarray(_official_to_bundle(gt)), expected
 
 
 def test_paper_metrics_equal_official_metric_code(oracle):
     """PSNR / SSIM per axis and averaged equal the official main_test functions' figures (from_files)."""
     preds, target, expected = oracle
-    res = M.paper_metrics(preds, target)
-    for key in (*M.AXES, "avg"):
+    res = {a: {"psnr": P.psnr_paper(v, target, a), "ssim": P.ssim_paper(v, target, a)} for a, v in preds.items()}
+    res["avg"] = {k: np.mean([res[a][k] for a in AXES]) for k in ("psnr", "ssim")}
+    for key in (*AXES, "avg"):
         assert res[key]["psnr"] == pytest.approx(expected[key]["psnr"], rel=1e-6, abs=0), key
         assert res[key]["ssim"] == pytest.approx(expected[key]["ssim"], rel=0, abs=1e-6), key
     # the stack matters: the sagittal reconstruction scored on the axial stack gives another number
-    assert abs(M.psnr_paper(preds["sagittal"], target, "axial") - expected["sagittal"]["psnr"]) > 1e-3
+    assert abs(P.psnr_paper(preds["sagittal"], target, "axial") - expected["sagittal"]["psnr"]) > 1e-3
 
 
 def test_frame_mapping_and_official_stacks():
@@ -53,32 +71,32 @@ def test_frame_mapping_and_official_stacks():
     n = 6
     i0, i1, i2 = np.meshgrid(np.arange(n), np.arange(n), np.arange(n), indexing="ij")
     off = (100 * i0 + 10 * i1 + i2).astype(np.float32)  # value encodes the official index
-    b = M.official_to_bundle(off)
+    b = _official_to_bundle(off)
     x, y, z = 1, 2, 4
     assert b[x, y, z] == off[n - 1 - z, y, x]
-    assert np.array_equal(M.bundle_to_official(b), off)
-    assert np.array_equal(M.official_stack(b, "axial"), off)
-    assert np.array_equal(M.official_stack(b, 1), off.transpose(1, 0, 2))  # coronal (i1, i0, i2)
-    assert np.array_equal(M.official_stack(b, "sagittal"), off.transpose(2, 0, 1))  # sagittal (i2, i0, i1)
+    assert np.array_equal(P.bundle_to_official(b), off)
+    assert np.array_equal(P.official_stack(b, "axial"), off)
+    assert np.array_equal(P.official_stack(b, 1), off.transpose(1, 0, 2))  # coronal (i1, i0, i2)
+    assert np.array_equal(P.official_stack(b, "sagittal"), off.transpose(2, 0, 1))  # sagittal (i2, i0, i1)
     # official axial slice k = bundle axial slice n - 1 - k (array dim 2)
-    assert np.array_equal(M.official_stack(b, "axial")[1], b[:, :, n - 2].T)
+    assert np.array_equal(P.official_stack(b, "axial")[1], b[:, :, n - 2].T)
 
 
 def test_psnr_paper_official_quirks():
     """Truncation without clipping, float32 products, per-col planes, 100 dB for identical planes."""
     t = np.full(SHAPE, 0.4, dtype=np.float32)
     # outside [0, 1] is not clipped: level 2750 vs 1000 everywhere
-    assert M.psnr_paper(np.full(SHAPE, 1.1, np.float32), t) == pytest.approx(20 * math.log10(4095 / 1750), abs=1e-9)
+    assert P.psnr_paper(np.full(SHAPE, 1.1, np.float32), t) == pytest.approx(20 * math.log10(4095 / 1750), abs=1e-9)
     # truncation toward zero: -0.0002 * 2500 = -0.5 -> level 0 (not -1), so 0 vs level 1 = 0.0004
     z = np.zeros(SHAPE, np.float32)
-    assert M.psnr_paper(np.full(SHAPE, -0.0002, np.float32), np.full(SHAPE, 0.0004, np.float32)) == pytest.approx(
+    assert P.psnr_paper(np.full(SHAPE, -0.0002, np.float32), np.full(SHAPE, 0.0004, np.float32)) == pytest.approx(
         20 * math.log10(4095 / 1), abs=1e-9
     )
-    assert M.psnr_paper(z, z) == M.IDENTICAL_PLANE_PSNR_DB
+    assert P.psnr_paper(z, z) == P.IDENTICAL_PLANE_PSNR_DB
     # float32 arithmetic as the official tensors: float32(0.0008) * 2500 is 2.0 in float32 (1.99999995 in
     # float64, which would truncate to 1); float32(0.0028) * 2500 is 6.9999995 -> level 6 (a level lost)
     for v, level in ((np.float32(0.0008), 2), (np.float32(0.0028), 6)):
-        assert M.psnr_paper(np.full(SHAPE, v), z) == pytest.approx(20 * math.log10(4095 / level), abs=1e-9)
+        assert P.psnr_paper(np.full(SHAPE, v), z) == pytest.approx(20 * math.log10(4095 / level), abs=1e-9)
     assert int(np.float64(np.float32(0.0008)) * 2500) == 1
     # planes: official axial stack (i0, i1, i2) = bundle (Z reversed, Y, X); cols = bundle X (dim 0)
     p = t.copy()
@@ -87,21 +105,21 @@ def test_psnr_paper_official_quirks():
     lv = lambda a: (a.astype(np.float32) * np.float32(2500)).astype(np.int32)  # noqa: E731 - the official cast
     e0, e1 = float(lv(p[0]).max() - lv(t[0]).max()), float(lv(p[1]).max() - lv(t[1]).max())
     cols = [20 * math.log10(4095 / e0), 20 * math.log10(4095 / e1)] + [100.0] * (SHAPE[0] - 2)
-    assert M.psnr_paper(p, t, "axial") == pytest.approx(np.mean(cols), abs=1e-9)
-    assert M.psnr_paper(p, t, "coronal") == pytest.approx(np.mean(cols), abs=1e-9)  # cols = X as well
+    assert P.psnr_paper(p, t, "axial") == pytest.approx(np.mean(cols), abs=1e-9)
+    assert P.psnr_paper(p, t, "coronal") == pytest.approx(np.mean(cols), abs=1e-9)  # cols = X as well
     # sagittal stack (i2, i0, i1): cols = bundle Y, each holding the same errors -> one MSE
     mse = (e0**2 + e1**2) / SHAPE[0]
-    assert M.psnr_paper(p, t, "sagittal") == pytest.approx(20 * math.log10(4095 / math.sqrt(mse)), abs=1e-9)
+    assert P.psnr_paper(p, t, "sagittal") == pytest.approx(20 * math.log10(4095 / math.sqrt(mse)), abs=1e-9)
     with pytest.raises(ValueError, match="slice axis"):
-        M.psnr_paper(p, t, axis="oblique")
+        P.psnr_paper(p, t, axis="oblique")
 
 
 def test_constant_offset_both_conventions():
     t = _target()
     k = 25  # HU
     p = ((np.round(t.astype(np.float64) * 2500) + k) / 2500.0).astype(np.float32)
-    true = M.psnr_true(p, t)
-    paper = M.psnr_paper(p, t)
+    true = H.psnr_true(p, t)
+    paper = P.psnr_paper(p, t)
     assert true == pytest.approx(20 * math.log10(2500 / k), abs=1e-3)
     # the official float32 truncation loses a level where level / 2500 rounds below the integer
     lv = lambda a: (a * np.float32(2500)).astype(np.int32).astype(np.float64)  # noqa: E731
@@ -109,46 +127,37 @@ def test_constant_offset_both_conventions():
     expect = np.mean(20 * np.log10(4095 / np.sqrt(d.mean(axis=(1, 2)))))  # cols of the axial stack = bundle X
     assert paper == pytest.approx(expect, abs=1e-9)
     assert paper - true == pytest.approx(20 * math.log10(4095 / 2500), abs=0.1)
-    assert M.mae_hu(p, t) == pytest.approx(k, abs=1e-3)
+    assert H.mae_hu(p, t) == pytest.approx(k, abs=1e-3)
 
 
 def test_ssim_conventions():
     t = _target(1)
-    assert M.ssim_true(t, t) == pytest.approx(1.0, abs=1e-9)
-    assert M.ssim_paper(t, t) == pytest.approx(1.0, abs=1e-9)
+    assert H.ssim_true(t, t) == pytest.approx(1.0, abs=1e-9)
+    assert P.ssim_paper(t, t) == pytest.approx(1.0, abs=1e-9)
     rng = np.random.default_rng(2)
     p = (t + rng.normal(0, 0.05, size=t.shape)).astype(np.float32)  # not clipped by the paper metric
-    paper, true = M.ssim_paper(p, t), M.ssim_true(p, t)
+    paper, true = P.ssim_paper(p, t), H.ssim_true(p, t)
     t64, p64 = t.astype(np.float64), p.astype(np.float64)
     assert paper == pytest.approx(structural_similarity(t64, p64, win_size=7, data_range=2.0), abs=1e-12)
     assert true == pytest.approx(structural_similarity(np.clip(p64, 0, 1), t64, win_size=7, data_range=1.0), abs=1e-12)
     assert paper > true  # the doubled range inflates SSIM
     # SSIM is one 3D SSIM: the stacking order does not change it (beyond rounding)
-    assert M.ssim_paper(p, t, "sagittal") == pytest.approx(paper, abs=1e-12)
+    assert P.ssim_paper(p, t, "sagittal") == pytest.approx(paper, abs=1e-12)
     # the paper's original call (float input, no data_range) is refused by this scikit-image
     with pytest.raises(ValueError):
         structural_similarity(p64, t64, win_size=7)
 
 
-def test_torch_input_channel_and_evaluate():
+def test_torch_input_and_channel():
+    """numpy volumes and torch tensors with a leading channel give the same value; unequal shapes are refused."""
     t = _target(3)
     p = np.clip(t + 0.01, 0, 1).astype(np.float32)
-    res_np = M.evaluate_volume(p, t)
-    res_t = M.evaluate_volume(torch.from_numpy(p)[None], torch.from_numpy(t)[None])
-    assert set(res_np) == set(M.METRIC_NAMES)
-    for k in M.METRIC_NAMES:
-        assert res_np[k] == pytest.approx(res_t[k])
-    three = M.evaluate_three_axes({"axial": p, "coronal": p, "sagittal": t}, t)
-    assert three["psnr"] == pytest.approx((2 * res_np["psnr"] + math.inf) / 3)
-    assert three["mae_hu"] == pytest.approx(2 / 3 * res_np["mae_hu"])
-    assert three["ssim"] == pytest.approx((2 * res_np["ssim"] + 1) / 3)
-    per = M.evaluate_three_axes({"axial": p, 2: t}, t, per_axis=True)
-    assert per["psnr_paper_axial"] == M.psnr_paper(p, t, "axial") and per["mae_hu_sagittal"] == 0.0
-    assert per["psnr_paper"] == pytest.approx((M.psnr_paper(p, t, "axial") + 100.0) / 2)
-    with pytest.raises(ValueError, match="shapes differ"):
-        M.psnr_true(p, t[:-1])
-    with pytest.raises(ValueError, match="shapes differ"):
-        M.evaluate_volume(p, t[:-1])
+    names = [k for k in METRICS if k != "lpips_paper"]
+    for k in names:
+        assert METRICS[k](p, t) == pytest.approx(METRICS[k](torch.from_numpy(p)[None], torch.from_numpy(t)[None]))
+        with pytest.raises(ValueError, match="shapes differ"):
+            METRICS[k](p, t[:-1])
+    assert H.psnr_true(t, t) == math.inf and H.mae_hu(t, t) == 0.0
 
 
 def test_ignite_handlers_match_functions():
@@ -174,29 +183,24 @@ def test_ignite_handlers_match_functions():
     from monai.handlers import from_engine
 
     out = from_engine(["pred", "label"])
-    handlers = {
-        "psnr_paper": M.PSNRPaperHandler,
-        "ssim_paper": M.SSIMPaperHandler,
-        "psnr": M.PSNRHandler,
-        "ssim": M.SSIMHandler,
-        "mae_hu": M.MAEHUHandler,
-    }
-    for name, handler in handlers.items():
-        handler(axes=M.AXES, output_transform=out).attach(engine, name)
+    handlers = ("psnr_paper", "ssim_paper", "psnr", "ssim", "mae_hu")
+    for name in handlers:
+        CTMetricHandler(name, axes=AXES, output_transform=out).attach(engine, name)
     # one-channel predictions: the paper metric's stack is that of ``axis``
-    M.PSNRPaperHandler(axis="sagittal", output_transform=lambda o: (o["pred"][:, 2:], o["label"])).attach(engine, "sag")
+    sag_out = lambda o: (o["pred"][:, 2:], o["label"])  # noqa: E731
+    CTMetricHandler("psnr_paper", axis="sagittal", output_transform=sag_out).attach(engine, "sag")
     seen = []
     engine.add_event_handler(Events.ITERATION_COMPLETED, lambda e: seen.append(dict(e.state.case_metrics)))
     engine.run([0, 1], max_epochs=1)
 
-    cases = [M.evaluate_three_axes(dict(zip(M.AXES, p)), t) for p, t in zip(preds, targets)]
+    cases = [_three_axes(dict(zip(AXES, p)), t) for p, t in zip(preds, targets)]
     for name in handlers:
         per_case = [c[name] for c in cases]
         assert engine.state.metrics[name] == pytest.approx(np.mean(per_case), rel=1e-9), name
         np.testing.assert_allclose(engine.state.metric_details[name].flatten().numpy(), per_case, rtol=1e-9)
         assert [len(s[name]) for s in seen] == [2, 1]
         np.testing.assert_allclose(seen[0][name] + seen[1][name], per_case, rtol=1e-9)
-    sag = [M.psnr_paper(p[2], t, "sagittal") for p, t in zip(preds, targets)]
+    sag = [P.psnr_paper(p[2], t, "sagittal") for p, t in zip(preds, targets)]
     assert engine.state.metrics["sag"] == pytest.approx(np.mean(sag), rel=1e-9)
     assert engine.state.metrics["psnr_paper"] > engine.state.metrics["psnr"]
 
@@ -205,7 +209,6 @@ def test_evaluate_config_metrics_follow_the_lpips_weights(tmp_path):
     """configs/evaluate.json: psnr_paper is the key metric; lpips_paper is there only with local VGG weights
     (its LPIPS model built once, in eval mode); every metric averages the evaluation axes."""
     from monai.bundle import ConfigParser
-
     from scripts.training.losses import _vgg16_features
 
     vgg = tmp_path / "vgg16.pth"
@@ -219,9 +222,10 @@ def test_evaluate_config_metrics_follow_the_lpips_weights(tmp_path):
         parser["device"] = "cpu"
         key = parser.get_parsed_content("validate#key_metric")
         extra = parser.get_parsed_content("validate#additional_metrics")
-        assert list(key) == ["psnr_paper"] and isinstance(key["psnr_paper"], M.PSNRPaperHandler)
+        assert list(key) == ["psnr_paper"] and isinstance(key["psnr_paper"], CTMetricHandler)
         assert list(extra) == ["ssim_paper", *names, "psnr", "ssim", "mae_hu"]
-        for handler in [*key.values(), *extra.values()]:
+        for name, handler in [*key.items(), *extra.items()]:
+            assert handler.metric_fn.metric == name
             assert handler.metric_fn.axes == tuple(parser.get_parsed_content("eval_axes"))
         if weights:
             again = parser.get_parsed_content("validate#additional_metrics")["lpips_paper"]
@@ -233,14 +237,14 @@ def test_metric_three_channel_predictions_average_axes():
     p = np.clip(t + 0.004, 0, 1).astype(np.float32)
     y_pred = torch.from_numpy(np.stack([p, t, p]))[None]  # (1, 3, X, Y, Z): axial, coronal, sagittal
     for name in ("mae_hu", "psnr_paper"):
-        m = M.CTVolumeMetric(name)
+        m = CTVolumeMetric(name)
         m(y_pred, torch.from_numpy(t)[None, None])
-        expect = M.evaluate_three_axes({"axial": p, "coronal": t, "sagittal": p}, t)[name]
+        expect = _three_axes({"axial": p, "coronal": t, "sagittal": p}, t)[name]
         assert m.aggregate().item() == pytest.approx(expect)
     with pytest.raises(ValueError, match="unknown metric"):
-        M.CTVolumeMetric("lpips")
+        CTVolumeMetric("lpips")
     with pytest.raises(ValueError, match="LPIPS model"):
-        M.CTVolumeMetric("lpips_paper")
+        CTVolumeMetric("lpips_paper")
 
 
 def test_lpips_paper_per_slice_of_the_stack(tmp_path):
@@ -255,20 +259,25 @@ def test_lpips_paper_per_slice_of_the_stack(tmp_path):
     rng = np.random.default_rng(9)
     t = rng.random(shape).astype(np.float32)
     p = (t + rng.normal(0, 0.1, shape)).astype(np.float32)
-    got = M.lpips_paper(p, t, lp, axis="coronal")
+    got = P.lpips_paper(p, t, lp, axis="coronal")
     assert lp.training  # restored
-    st, sp = M.official_stack(t, "coronal"), M.official_stack(p, "coronal")  # slices of fixed Y, rows -Z, cols X
+    st, sp = P.official_stack(t, "coronal"), P.official_stack(p, "coronal")  # slices of fixed Y, rows -Z, cols X
     with torch.no_grad():
         ref = lp.eval()(torch.from_numpy(sp.copy())[:, None], torch.from_numpy(st.copy())[:, None]).mean().item()
     assert got == pytest.approx(ref, rel=1e-5)
-    assert M.lpips_paper(t, t, lp) == pytest.approx(0.0, abs=1e-7)
-    res = M.evaluate_volume(p, t, axis="coronal", lpips=lp)
-    assert res["lpips_paper"] == pytest.approx(got, rel=1e-6)
+    assert P.lpips_paper(t, t, lp) == pytest.approx(0.0, abs=1e-7)
+    metric = CTVolumeMetric("lpips_paper", axis="coronal", lpips=lp)
+    assert metric(torch.from_numpy(p)[None, None], torch.from_numpy(t)[None, None]).item() == pytest.approx(
+        got, rel=1e-6
+    )
     # the ignite handler builds its own model (eval mode) from the files
     engine = Engine(lambda e, _: {"pred": torch.from_numpy(p)[None, None], "label": torch.from_numpy(t)[None, None]})
     from monai.handlers import from_engine
 
-    M.LPIPSPaperHandler(str(path), axis="coronal", output_transform=from_engine(["pred", "label"])).attach(engine, "lp")
+    out = from_engine(["pred", "label"])
+    CTMetricHandler("lpips_paper", axis="coronal", output_transform=out, lpips_vgg_weights=str(path)).attach(
+        engine, "lp"
+    )
     engine.run([0], max_epochs=1)
     assert engine.state.metrics["lp"] == pytest.approx(got, rel=1e-5)
-    assert M.lpips_model(None) is None
+    assert P.lpips_model(None) is None

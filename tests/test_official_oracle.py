@@ -126,6 +126,7 @@ def test_own_generator_reproduces_the_oracle_weights(official_sd, variant):
     assert state_digest(sd) == ORACLE_SHA256[variant]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["perx2ct", "perx2ct_global"])
 def test_import_writes_a_legacy_checkpoint_that_also_loads_into_the_normal_preset(imported, official_sd, variant):
     import hashlib
@@ -155,6 +156,7 @@ def test_import_writes_a_legacy_checkpoint_that_also_loads_into_the_normal_prese
     assert torch.equal(state["decoder.conv_out.weight"], official_sd(variant)["decoder.conv_out.weight"][1:2])
 
 
+@pytest.mark.slow
 def test_import_refuses_the_wrong_variant_and_files_that_are_not_checkpoints(official_sd, tmp_path, scripts_command):
     from scripts.networks.import_official import OfficialCheckpointError, convert_state_dict, import_official
 
@@ -182,6 +184,7 @@ def test_import_refuses_the_wrong_variant_and_files_that_are_not_checkpoints(off
     assert "Traceback" not in res.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["perx2ct", "perx2ct_global"])
 def test_every_expected_slice_including_zoom(imported, bundle_inputs, variant):
     """Each slice of ``expected_<variant>.npz`` (the project's axis/index/box of the official query points) rendered
@@ -208,6 +211,7 @@ def test_every_expected_slice_including_zoom(imported, bundle_inputs, variant):
     print(f"{variant}: max |diff| over {len(exp['out'])} slices = {worst:.2e}")
 
 
+@pytest.mark.slow
 def test_full_volume(imported, bundle_inputs):
     """The official 3-axis reconstruction (float16): axial in full (ReconstructionInferer), coronal and sagittal
     every 16th slice (all with PERX2CT_ORACLE_FULL=1)."""

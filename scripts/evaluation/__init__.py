@@ -1,44 +1,31 @@
-"""Evaluation: the paper-convention and honest metrics and the labelled montages.
+"""Evaluation: the paper-convention and honest metrics, their one Ignite handler, and the labelled montages.
 
-* :mod:`.metrics` - metric functions and their Ignite handlers.
+* :mod:`.paper_metrics` - the official metric code reproduced: the official frame's stacks, ``psnr_paper``,
+  ``ssim_paper``, ``lpips_paper``.
+* :mod:`.honest_metrics` - PSNR with the true peak, SSIM with data range 1, MAE in HU (MONAI's metrics where they
+  fit).
+* :mod:`.metric_handler` - one metric class and one Ignite handler, parameterised by the metric's name, for the
+  evaluator's key and additional metrics.
 * :mod:`.montage` - labelled PNG montages (case, planes, ground truth / prediction / error, HU window).
+* :mod:`.volumes` - how the metric functions read a volume and a (prediction, target) pair.
 """
 
 from scripts.utils.exports import lazy_exports
 
 _EXPORTS = {
+    "psnr_paper": "paper_metrics",
+    "ssim_paper": "paper_metrics",
+    "lpips_paper": "paper_metrics",
+    "lpips_model": "paper_metrics",
+    "psnr_true": "honest_metrics",
+    "ssim_true": "honest_metrics",
+    "mae_hu": "honest_metrics",
+    "METRICS": "metric_handler",
+    "CTVolumeMetric": "metric_handler",
+    "CTMetricHandler": "metric_handler",
     "PLANES": "montage",
     "label_grid": "montage",
     "reconstruction_montage": "montage",
-    "HU_RANGE": "metrics",
-    "PAPER_PEAK": "metrics",
-    "PAPER_SSIM_DATA_RANGE": "metrics",
-    "IDENTICAL_PLANE_PSNR_DB": "metrics",
-    "SSIM_WIN_SIZE": "metrics",
-    "AXES": "metrics",
-    "METRIC_NAMES": "metrics",
-    "slice_dim": "metrics",
-    "bundle_to_official": "metrics",
-    "official_to_bundle": "metrics",
-    "official_stack": "metrics",
-    "psnr_paper": "metrics",
-    "ssim_paper": "metrics",
-    "lpips_paper": "metrics",
-    "lpips_model": "metrics",
-    "psnr_true": "metrics",
-    "ssim_true": "metrics",
-    "mae_hu": "metrics",
-    "evaluate_volume": "metrics",
-    "evaluate_three_axes": "metrics",
-    "paper_metrics": "metrics",
-    "CTVolumeMetric": "metrics",
-    "CTMetricHandler": "metrics",
-    "PSNRHandler": "metrics",
-    "PSNRPaperHandler": "metrics",
-    "SSIMHandler": "metrics",
-    "SSIMPaperHandler": "metrics",
-    "MAEHUHandler": "metrics",
-    "LPIPSPaperHandler": "metrics",
 }
 __all__ = list(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

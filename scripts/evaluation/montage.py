@@ -12,7 +12,6 @@ import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-
 from scripts.frame import FRAME
 from scripts.utils.atomic import save_grey_png, to_uint8
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 from ignite.engine import Engine, Events
-
+from scripts.evaluation.montage import reconstruction_montage
 from scripts.utils.shards import is_rank0
 
 __all__ = ["case_ids", "case_meta", "CaseMetricsLog", "ReconstructionMontages"]
@@ -38,10 +38,10 @@ def case_meta(batch: Any) -> list[dict[str, str]]:
 class CaseMetricsLog:
     """One log line per evaluated case (rank 0): ``<case_id>: psnr_paper 31.2345, ssim_paper ...``.
 
-    Shows what the evaluator's metric handlers computed for the iteration's cases
-    (``engine.state.case_metrics``, published by :class:`scripts.evaluation.metrics.CTMetricHandler`); attach it after
-    them (a ``SupervisedEvaluator`` registers its metrics before its handlers). At the end, one line with the
-    number of cases and ``output_dir``, where ``MetricsSaver`` wrote the CSVs.
+    Shows what the evaluator's metric handlers computed for the iteration's cases (``engine.state.case_metrics``,
+    published by :class:`scripts.evaluation.metric_handler.CTMetricHandler`); attach it after them (a
+    ``SupervisedEvaluator`` registers its metrics before its handlers). At the end, one line with the number of cases
+    and ``output_dir``, where ``MetricsSaver`` wrote the CSVs.
     """
 
     def __init__(self, output_dir: str | None = None) -> None:
@@ -76,8 +76,8 @@ class ReconstructionMontages:
     mean is shown) and ``label`` (B, 1, X, Y, Z), in the target scale [0, 1], collated or decollated; case
     ids come from the batch's ``case_id``. Each montage (:func:`scripts.evaluation.montage.reconstruction_montage`) has
     a row per plane (axial, coronal, sagittal), columns ground truth, prediction, |error| (0-500 HU), and is
-    labelled with the case, the HU window and the case's ``metrics`` as the evaluator's metric handlers
-    computed them (``engine.state.case_metrics``, see :class:`scripts.evaluation.metrics.CTMetricHandler`; names the
+    labelled with the case, the HU window and the case's ``metrics`` as the evaluator's metric handlers computed them
+    (``engine.state.case_metrics``, see :class:`scripts.evaluation.metric_handler.CTMetricHandler`; names the
     evaluator lacks are left out). Nothing is computed here: attach it after the metrics.
     """
 
@@ -103,8 +103,6 @@ class ReconstructionMontages:
 
     def save(self, case_id: str, pred: np.ndarray, label: np.ndarray, metrics: Mapping[str, float]) -> Path:
         """Write and return ``montages/<case_id>.png`` of one (X, Y, Z) prediction and its ground truth."""
-        from scripts.evaluation.montage import reconstruction_montage
-
         path = self.output_dir / "montages" / f"{case_id}.png"
         reconstruction_montage(path, {"ground truth": label, "prediction": pred}, case_id, dict(metrics))
         return path

@@ -24,9 +24,10 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
-
+from scripts.evaluation.montage import label_grid, reconstruction_montage
 from scripts.frame import FRAME, LPS_TO_RAS, VolumeFrame
-from scripts.utils.atomic import save_nifti_atomic
+from scripts.slicing import AXES, axis_code, slice_positions
+from scripts.utils.atomic import save_grey_png, save_nifti_atomic, to_uint8
 
 __all__ = ["inference_items", "reconstruction_affine", "zoom_affine", "check_zoom", "SaveReconstructiond"]
 
@@ -46,8 +47,6 @@ def reconstruction_affine(
 def check_zoom(zoom: Mapping[str, Any] | None, frame: VolumeFrame = FRAME) -> dict[str, Any] | None:
     """``zoom`` (``{"axis", "index", "box": [row0, col0, size]}`` in voxels of the grid) if it lies inside
     the grid; else ``ValueError`` stating the valid ranges. ``None`` passes through."""
-    from scripts.slicing import AXES, axis_code
-
     if zoom is None:
         return None
     n = frame.shape
@@ -91,8 +90,6 @@ def zoom_affine(
     ``zoom`` is ``{"axis", "index", "box"}`` as :class:`scripts.inference.inferers.ZoomInferer` takes it; the pixel
     positions are those of :func:`scripts.slicing.slice_positions`, so the image lies where it was rendered.
     """
-    from scripts.slicing import axis_code, slice_positions
-
     axis = torch.tensor([axis_code(zoom["axis"])])
     box = torch.tensor([[float(v) for v in zoom["box"]]])
     pixels = frame.shape if pixels is None else int(pixels)
@@ -218,7 +215,8 @@ class SaveReconstructiond(MapTransform):
         zoom: the zoom spec of :class:`scripts.inference.inferers.ZoomInferer` when the prediction is a zoomed slice
             (1, h, w): it is written as an (h, w, 1) NIfTI at its place in the volume, ``<case_id>_zoom``.
         label_key: optional ground truth (1, X, Y, Z) or (X, Y, Z) in the target scale; when an item has
-            it, the PNG shows ground truth, prediction and error columns with PSNR / SSIM / MAE.
+            it, the PNG shows ground truth, prediction and error columns. Nothing is measured here: metrics are
+            the evaluation's (:mod:`scripts.evaluation.metric_handler`).
         frame: the output volume's frame (:data:`scripts.frame.FRAME`).
 
     The PNG is labelled (case, planes, columns, HU window; a zoom preview names the plane, slice and box).
@@ -241,12 +239,8 @@ class SaveReconstructiond(MapTransform):
         self.frame = frame
 
     def _preview(self, name: str, case_id: str, vol: np.ndarray, label: Any) -> None:
-        from scripts.evaluation.montage import label_grid, reconstruction_montage
-
         path = self.output_dir / f"{name}.png"
         if self.zoom is not None:
-            from scripts.utils.atomic import save_grey_png, to_uint8
-
             z = self.zoom
             row0, col0, size = z["box"]
             hu = (self.frame.target_to_hu(0.0), self.frame.target_to_hu(1.0))
@@ -259,18 +253,13 @@ class SaveReconstructiond(MapTransform):
             save_grey_png(label_grid([[to_uint8(vol[:, :, 0])]], [""], ["prediction (zoom)"], title), path)
             return
         volumes: dict[str, np.ndarray] = {}
-        metrics = None
         if label is not None:
-            from scripts.evaluation.metrics import evaluate_three_axes
-
             gt = torch.as_tensor(label).detach().float().cpu().numpy()
             gt = gt[0] if gt.ndim == 4 else gt
             if gt.shape == vol.shape:
                 volumes["ground truth"] = gt
-                m = evaluate_three_axes({"axial": vol}, gt)
-                metrics = {k: m[k] for k in ("psnr", "ssim", "mae_hu") if k in m}
         volumes["prediction"] = vol
-        reconstruction_montage(path, volumes, case_id, metrics)
+        reconstruction_montage(path, volumes, case_id)
 
     def __call__(self, data: dict) -> dict:
         d = dict(data)

@@ -14,7 +14,7 @@ the bundle's loss, Adam (0.5, 0.9)) and reconstructs the held-out case from its 
 
 Prints, per held-out case and on average, honest metrics of the reconstruction and of the *mean-volume baseline*
 (the voxel-wise mean of the training cases' 128^3 targets, i.e. what a model that ignores the X-rays could at best
-output): PSNR (peak = the 2500 HU range), 3D SSIM (data range 1), mean absolute error in HU (``scripts.evaluation.metrics``);
+output): PSNR (peak = the 2500 HU range), 3D SSIM (data range 1), mean absolute error in HU (``scripts.evaluation.honest_metrics``);
 plus the seconds spent, and the share of each training step spent waiting for data.
 """
 
@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 
 from scripts.data.datasets import load_datalist  # noqa: E402
 from scripts.data.slice_sampling import SliceBatch, SliceDataset, SliceSampler, cache_cases  # noqa: E402
-from scripts.evaluation.metrics import mae_hu, psnr_true, ssim_true  # noqa: E402
+from scripts.evaluation.honest_metrics import mae_hu, psnr_true, ssim_true  # noqa: E402
 from scripts.inference.inferers import SliceInferer  # noqa: E402
 from scripts.networks import PerspectiveSampler, build_perx2ct  # noqa: E402
 from scripts.projection.geometry import ProjectionGeometry  # noqa: E402
