@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from scripts.projection.geometry import GEOMETRY_PRESETS, ProjectionGeometry
 from scripts.projection.itk_renderer import ray_cast_drr
 

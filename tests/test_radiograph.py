@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
 from scripts.projection.geometry import ProjectionGeometry
 from scripts.transforms.radiograph import LoadRadiographsd, RadiographError, load_radiograph
 
@@ -147,7 +146,6 @@ def test_prepared_png_is_the_same_tensor_in_training_and_inference(tmp_path, bun
     (configs/inference.json's preprocessing), even when the resized DRR's maximum is below 1 (inference must not
     re-normalise a network-ready 8-bit image)."""
     import nibabel as nib
-
     from scripts.transforms.radiograph import postprocess_radiograph
     from scripts.utils.atomic import save_grey_png
 

@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-
 from scripts.networks import PerspectiveSampler
 from scripts.projection.geometry import ProjectionGeometry
 

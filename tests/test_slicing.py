@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from scripts.slicing import AXES, axis_code, sample_volume, slice_positions, voxel_to_mm
 
 

@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 from monai.inferers import Inferer
-
 from scripts.slicing import axis_code
 
 __all__ = ["SliceInferer", "ReconstructionInferer", "ZoomInferer", "autocast_dtype"]
@@ -34,6 +33,9 @@ class ReconstructionInferer(Inferer):
     times, slicing along each axis). Returns (B, A, X, Y, Z): channel ``a`` is the volume rendered
     slice by slice along ``axes[a]``. The encoder runs once per case for all axes.
 
+    A keyword ``geometry`` (the inputs' own acquisition, from
+    :class:`scripts.inference.view_geometry.PrepareBatchWithGeometry`) is handed to the network's sampler.
+
     ``amp_dtype``: ``None``/``"fp32"`` (default: full precision) or ``"bf16"`` (``torch.autocast`` in
     bfloat16 on the inputs' device, CPU or CUDA; the output is returned as float32)."""
 
@@ -45,11 +47,19 @@ class ReconstructionInferer(Inferer):
 
     def __call__(self, inputs: torch.Tensor, network, *args: Any, **kwargs: Any) -> torch.Tensor:
         net = getattr(network, "module", network)  # unwrap DistributedDataParallel
+        extra = _camera_kwargs(net, kwargs)
         if self.amp_dtype is None:
-            return net.reconstruct(inputs, axes=self.axes)
+            return net.reconstruct(inputs, axes=self.axes, **extra)
         with torch.autocast(inputs.device.type, dtype=self.amp_dtype):
-            out = net.reconstruct(inputs, axes=self.axes)
+            out = net.reconstruct(inputs, axes=self.axes, **extra)
         return out.float()
+
+
+def _camera_kwargs(net: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``{"camera": ...}`` of the inputs' own geometry when the batch carries one (keyword ``geometry``), else
+    nothing: the network's own (its sampler's) geometry."""
+    geometry = kwargs.get("geometry")
+    return {} if geometry is None else {"camera": net.sampler.camera(geometry)}
 
 
 def autocast_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
@@ -90,4 +100,5 @@ class ZoomInferer(Inferer):
         axis = torch.full((b, 1), self.axis, dtype=torch.long, device=dev)
         index = torch.full((b, 1), self.index, device=dev)
         box = torch.tensor(self.box, device=dev).expand(b, 1, 3)
-        return network(inputs, axis, index, box)  # (B, 1, h, w): S = 1 slice per case
+        # (B, 1, h, w): S = 1 slice per case; geometry: the inputs' own (issue 19), else the network's
+        return network(inputs, axis, index, box, **_camera_kwargs(getattr(network, "module", network), kwargs))

@@ -24,6 +24,9 @@ for the authors' published weights; see ``scripts/networks/import_official.py``)
 API: :meth:`PerX2CT.encode` (one encoder call per view for all the cases of a batch),
 :meth:`PerX2CT.render` / ``forward(image, slice_axis, slice_index, zoom_box)`` (several slices per case,
 axis codes; the trainer's path), :meth:`PerX2CT.reconstruct` / ``forward(image)`` (whole volumes, encoded once).
+Each takes an optional ``camera``: the acquisition of these X-rays (``net.sampler.camera(geometry)`` of one
+:class:`~scripts.projection.geometry.ProjectionGeometry`, or of one per case), which the sampler uses instead of its
+own (the checkpoint's training geometry) for that call (:meth:`PerspectiveSampler.forward`).
 
 Frames and shapes:
 
@@ -43,13 +46,12 @@ import math
 from typing import Any
 
 import torch
-from torch import nn
-
 from scripts.frame import FRAME
 from scripts.networks.decoder import Decoder
 from scripts.networks.encoder import ResNetEncoder, random_encoder_warning
 from scripts.networks.sampler import PerspectiveSampler
 from scripts.slicing import full_boxes, slice_positions_flat, voxel_to_mm
+from torch import nn
 
 __all__ = ["PerX2CT", "PositionalEncoding", "VIEW_TRANSFORMS", "INPUT_INTENSITIES", "SLICE_LAYOUTS"]
 
@@ -252,8 +254,10 @@ class PerX2CT(nn.Module):
         slice_axis: torch.Tensor,
         slice_index: torch.Tensor,
         zoom_box: torch.Tensor | None = None,
+        camera: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """Slices of encoded cases: axis/index (B, S), zoom_box (B, S, 3) or None -> (B, S, 128, 128)."""
+        """Slices of encoded cases: axis/index (B, S), zoom_box (B, S, 3) or None -> (B, S, 128, 128).
+        ``camera``: the X-rays' acquisition for the sampler (None: its own; see the module docstring)."""
         b, s = slice_index.shape[0], slice_index.shape[1]
         g = self.query_grid
         n = b * s
@@ -264,7 +268,7 @@ class PerX2CT(nn.Module):
             vox = self._to_official_layout(vox.permute(0, 3, 1, 2), axis).permute(0, 2, 3, 1)
         mm = voxel_to_mm(vox, self.volume_shape, self.volume_size_mm)  # relative to the isocentre
         offset = (vox - (self.volume_shape - 1) / 2) / self.volume_shape  # cube sides, [-0.5, 0.5]
-        feats = [self.sampler(maps, mm.reshape(b, s * g * g, 3)), self.pe(offset.reshape(b, s * g * g, 3))]
+        feats = [self.sampler(maps, mm.reshape(b, s * g * g, 3), camera), self.pe(offset.reshape(b, s * g * g, 3))]
         if self.global_features:
             feats.append(glob[:, None, :].expand(b, s * g * g, glob.shape[1]))
         x = torch.cat(feats, dim=-1).to(maps[0].dtype)  # (B, S*g*g, F)
@@ -287,9 +291,14 @@ class PerX2CT(nn.Module):
         axial = (axis == 0).reshape(-1, 1, 1, 1)
         return torch.where(axial, x.transpose(-2, -1), torch.rot90(x, -1, [-2, -1]))
 
-    def reconstruct(self, image: torch.Tensor, axes: list[int] | None = None) -> torch.Tensor:
+    def reconstruct(
+        self,
+        image: torch.Tensor,
+        axes: list[int] | None = None,
+        camera: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """Whole volumes, rendered slice by slice along each of ``axes`` (codes, default [0] = axial)
-        -> (B, len(axes), n, n, n)."""
+        -> (B, len(axes), n, n, n). ``camera``: the X-rays' acquisition (None: the sampler's own)."""
         if axes is None:
             axes = [0]
         maps, glob = self.encode(image)
@@ -303,7 +312,7 @@ class PerX2CT(nn.Module):
                     b, stop - start
                 )
                 ax = torch.full((b, stop - start), axis, device=image.device, dtype=torch.long)
-                chunks.append(self.render(maps, glob, ax, index, None))
+                chunks.append(self.render(maps, glob, ax, index, None, camera))
             s = torch.cat(chunks, dim=1)  # (B, n slices, rows, cols)
             if axis == 0:  # axial: fixes k; rows i, cols j
                 vol = s.permute(0, 2, 3, 1)
@@ -320,13 +329,15 @@ class PerX2CT(nn.Module):
         slice_axis: torch.Tensor | None = None,
         slice_index: torch.Tensor | None = None,
         zoom_box: torch.Tensor | None = None,
+        camera: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """``forward(image)``: the whole volume (B, 1, 128, 128, 128), axial slicing.
+        ``camera`` (keyword): the X-rays' acquisition for the sampler (None: its own).
 
         ``forward(image, slice_axis, slice_index[, zoom_box])`` with (B, S) tensors: training slices
         (B, S, 128, 128); each view is encoded once per call.
         """
         if slice_axis is None or slice_index is None:
-            return self.reconstruct(image, [0])
+            return self.reconstruct(image, [0], camera)
         maps, glob = self.encode(image)
-        return self.render(maps, glob, slice_axis, slice_index, zoom_box)
+        return self.render(maps, glob, slice_axis, slice_index, zoom_box, camera)

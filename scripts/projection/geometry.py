@@ -18,6 +18,14 @@ Frame and units
   ``isocentre + sad * normal``; the detector plane at ``isocentre - (sid - sad) * normal``.
 * Detector pixel coordinates are continuous ``(x, y)`` = (column, row) with pixel *centres at
   integers* (pixel ``(0, 0)`` spans ``[-0.5, 0.5]``); row 0 is the top of the displayed image.
+* Each view may carry its own acquisition (issue 19): ``sad_mm``, ``sid_mm``, ``detector_size_mm`` and
+  ``detector_offset_mm`` on the :class:`View` override the geometry's values for that view (None = the
+  geometry's), so a PA taken at 1800 mm and a lateral at 1500 mm, each on its own detector, are one geometry.
+  ``detector_offset_mm = (along col, along row)`` moves the detector centre in its plane away from the central
+  ray through the isocentre (the patient off the beam's centre). Every method answers per view
+  (:meth:`ProjectionGeometry.view_acquisition`); ``detector_shape`` (the read-out grid) is common to all views,
+  so a view's pixel pitch is its ``detector_size_mm / detector_shape`` (:meth:`ProjectionGeometry.view_pixel_spacing_mm`).
+  Without overrides every number is computed exactly as before (the presets are bit-exact).
 * Normalised coordinates (:meth:`project_normalized`) follow
   ``torch.nn.functional.grid_sample(..., align_corners=False)``: -1 and +1 are the outer edges of
   the detector, whatever its resolution. Feature maps of any size that cover the whole detector
@@ -39,13 +47,15 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
 __all__ = [
     "View",
+    "ViewAcquisition",
+    "VIEW_ACQUISITION_FIELDS",
     "ProjectionGeometry",
     "GEOMETRY_PRESETS",
     "VIEW_PRESETS",
@@ -68,21 +78,44 @@ def _unit(v: Sequence[float], what: str) -> _Vec:
     return tuple(float(x) for x in a / n)  # type: ignore[return-value]
 
 
+#: The per-view acquisition fields of :class:`View` (None = the geometry's value), in mm.
+VIEW_ACQUISITION_FIELDS = ("sad_mm", "sid_mm", "detector_size_mm", "detector_offset_mm")
+
+
+def _pair(value: Any, what: str, positive: bool) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    a = np.asarray(value, dtype=np.float64).reshape(-1)
+    if a.shape != (2,) or not np.all(np.isfinite(a)) or (positive and np.any(a <= 0)):
+        raise ValueError(f"{what} must be two {'positive' if positive else 'finite'} numbers in mm, got {value!r}")
+    return (float(a[0]), float(a[1]))
+
+
 @dataclasses.dataclass(frozen=True)
 class View:
-    """One X-ray view: the beam direction and the orientation of its detector (LPS unit vectors).
+    """One X-ray view: the beam direction and the orientation of its detector (LPS unit vectors), and optionally
+    its own acquisition (each None = the :class:`ProjectionGeometry`'s value).
 
     Args:
         name: the view's key, e.g. ``"pa"``.
         normal: from the isocentre toward the source (plastimatch ``-n``).
         col: direction of increasing detector column (image x, left to right as displayed).
         row: direction of increasing detector row (image y, top to bottom as displayed).
+        sad_mm: this view's source-to-isocentre distance, mm.
+        sid_mm: this view's source-to-detector distance, mm (> its ``sad_mm``).
+        detector_size_mm: this view's detector ``(height, width)``, mm.
+        detector_offset_mm: ``(along col, along row)`` mm: where the detector's centre lies in its plane relative to
+            the central ray through the isocentre (``(0, 0)``, the default, centres the isocentre on the detector).
     """
 
     name: str
     normal: _Vec
     col: _Vec
     row: _Vec
+    sad_mm: float | None = None
+    sid_mm: float | None = None
+    detector_size_mm: tuple[float, float] | None = None
+    detector_offset_mm: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "normal", _unit(self.normal, f"view {self.name!r} normal"))
@@ -91,6 +124,39 @@ class View:
         n, c, r = (np.asarray(x) for x in (self.normal, self.col, self.row))
         if max(abs(n @ c), abs(n @ r), abs(c @ r)) > 1e-6:
             raise ValueError(f"view {self.name!r}: normal, col and row must be orthogonal")
+        for key in ("sad_mm", "sid_mm"):
+            value = getattr(self, key)
+            if value is not None:
+                if not (np.isfinite(float(value)) and float(value) > 0):
+                    raise ValueError(f"view {self.name!r}: {key} must be a positive number of mm, got {value!r}")
+                object.__setattr__(self, key, float(value))
+        size = _pair(self.detector_size_mm, f"view {self.name!r} detector_size_mm (height, width)", True)
+        offset = _pair(self.detector_offset_mm, f"view {self.name!r} detector_offset_mm (col, row)", False)
+        object.__setattr__(self, "detector_size_mm", size)
+        object.__setattr__(self, "detector_offset_mm", offset)
+
+    @property
+    def overrides(self) -> dict[str, Any]:
+        """The acquisition fields this view sets (not None), as plain data (mm)."""
+        out: dict[str, Any] = {}
+        for key in VIEW_ACQUISITION_FIELDS:
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = list(value) if isinstance(value, tuple) else value
+        return out
+
+
+class ViewAcquisition(NamedTuple):
+    """One view's effective acquisition (its own values, else the geometry's), mm.
+
+    ``sad_mm``, ``sid_mm``: source to isocentre / detector; ``detector_size_mm``: ``(height, width)``;
+    ``detector_offset_mm``: ``(along col, along row)`` of the detector centre from the central ray.
+    """
+
+    sad_mm: float
+    sid_mm: float
+    detector_size_mm: tuple[float, float]
+    detector_offset_mm: tuple[float, float]
 
 
 #: The two views of the paper (plastimatch normals (0,1,0) and (1,0,0)), as data.
@@ -164,6 +230,11 @@ class ProjectionGeometry:
         views = {k: v if isinstance(v, View) else View(name=k, **dict(v)) for k, v in dict(views).items()}
         if not views:
             raise ValueError("a geometry needs at least one view")
+        for v in views.values():
+            sad = v.sad_mm if v.sad_mm is not None else float(self.sad_mm)
+            sid = v.sid_mm if v.sid_mm is not None else float(self.sid_mm)
+            if not sid > sad:
+                raise ValueError(f"view {v.name!r}: need sad_mm < sid_mm, got sad_mm={sad:g}, sid_mm={sid:g}")
         object.__setattr__(self, "sad_mm", float(self.sad_mm))
         object.__setattr__(self, "sid_mm", float(self.sid_mm))
         object.__setattr__(self, "detector_size_mm", size)
@@ -191,8 +262,26 @@ class ProjectionGeometry:
         """The same physical detector read out with ``(rows, cols)`` pixels (e.g. 128 x 128)."""
         return dataclasses.replace(self, detector_shape=tuple(int(s) for s in detector_shape))
 
+    def with_view(self, name: str, **fields: Any) -> ProjectionGeometry:
+        """The same geometry with fields of view ``name`` replaced (e.g. ``sid_mm=1800``; None restores the
+        geometry's value). Fields: those of :class:`View` besides ``name``."""
+        view = self.view(name)
+        known = {f.name for f in dataclasses.fields(View)} - {"name"}
+        unknown = sorted(set(fields) - known)
+        if unknown:
+            raise ValueError(f"unknown view fields {unknown}; known: {sorted(known)}")
+        views = dict(self.views)
+        views[name] = dataclasses.replace(view, **fields)
+        return dataclasses.replace(self, views=views)
+
+    @property
+    def has_view_overrides(self) -> bool:
+        """True when some view carries its own acquisition (the geometry is then no preset)."""
+        return any(v.overrides for v in self.views.values())
+
     def to_dict(self) -> dict[str, Any]:
-        """Plain-data description (JSON-serialisable), accepted back by ``ProjectionGeometry(**d)``."""
+        """Plain-data description (JSON-serialisable), accepted back by ``ProjectionGeometry(**d)``. A view's own
+        acquisition fields appear in its entry only when set (a preset's dict is as before)."""
         return {
             "sad_mm": self.sad_mm,
             "sid_mm": self.sid_mm,
@@ -200,7 +289,8 @@ class ProjectionGeometry:
             "detector_shape": list(self.detector_shape),
             "isocentre_mm": list(self.isocentre_mm),
             "views": {
-                k: {"normal": list(v.normal), "col": list(v.col), "row": list(v.row)} for k, v in self.views.items()
+                k: {"normal": list(v.normal), "col": list(v.col), "row": list(v.row), **v.overrides}
+                for k, v in self.views.items()
             },
         }
 
@@ -215,14 +305,35 @@ class ProjectionGeometry:
         except KeyError:
             raise ValueError(f"unknown view {name!r}; this geometry has {list(self.views)}") from None
 
+    def view_acquisition(self, view: str) -> ViewAcquisition:
+        """The view's effective SAD, SID, detector size and offset (its own values, else the geometry's), mm."""
+        v = self.view(view)
+        return ViewAcquisition(
+            self.sad_mm if v.sad_mm is None else v.sad_mm,
+            self.sid_mm if v.sid_mm is None else v.sid_mm,
+            self.detector_size_mm if v.detector_size_mm is None else v.detector_size_mm,
+            (0.0, 0.0) if v.detector_offset_mm is None else v.detector_offset_mm,
+        )
+
+    def view_pixel_spacing_mm(self, view: str) -> tuple[float, float]:
+        """The view's detector pixel size ``(row spacing, column spacing)`` in mm (its detector / ``detector_shape``)."""
+        size = self.view_acquisition(view).detector_size_mm
+        return (size[0] / self.detector_shape[0], size[1] / self.detector_shape[1])
+
+    def view_magnification(self, view: str) -> float:
+        """The view's magnification of an object at the isocentre (its SID / SAD)."""
+        a = self.view_acquisition(view)
+        return a.sid_mm / a.sad_mm
+
     @property
     def pixel_spacing_mm(self) -> tuple[float, float]:
-        """Detector pixel size ``(row spacing, column spacing)`` in mm."""
+        """Detector pixel size ``(row spacing, column spacing)`` in mm (the geometry's; a view's own:
+        :meth:`view_pixel_spacing_mm`)."""
         return (self.detector_size_mm[0] / self.detector_shape[0], self.detector_size_mm[1] / self.detector_shape[1])
 
     @property
     def magnification(self) -> float:
-        """Magnification of an object at the isocentre (SID / SAD)."""
+        """Magnification of an object at the isocentre (SID / SAD; a view's own: :meth:`view_magnification`)."""
         return self.sid_mm / self.sad_mm
 
     @property
@@ -232,18 +343,22 @@ class ProjectionGeometry:
 
     def source_mm(self, view: str) -> np.ndarray:
         """Position of the view's X-ray source (focal spot), shape (3,), LPS mm."""
-        return np.asarray(self.isocentre_mm) + self.sad_mm * np.asarray(self.view(view).normal)
+        return np.asarray(self.isocentre_mm) + self.view_acquisition(view).sad_mm * np.asarray(self.view(view).normal)
 
     def detector_centre_mm(self, view: str) -> np.ndarray:
-        """Centre of the view's detector plane, shape (3,), LPS mm."""
-        return np.asarray(self.isocentre_mm) - (self.sid_mm - self.sad_mm) * np.asarray(self.view(view).normal)
+        """Centre of the view's detector, shape (3,), LPS mm (on the central ray unless the view has an offset)."""
+        a, v = self.view_acquisition(view), self.view(view)
+        centre = np.asarray(self.isocentre_mm) - (a.sid_mm - a.sad_mm) * np.asarray(v.normal)
+        if a.detector_offset_mm != (0.0, 0.0):
+            centre = centre + a.detector_offset_mm[0] * np.asarray(v.col) + a.detector_offset_mm[1] * np.asarray(v.row)
+        return centre
 
     def detector_frame(self, view: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(origin, col_step, row_step)``: the centre of pixel (0, 0) and the mm vectors to the next
         column and the next row, each shape (3,). Pixel (x, y) centre = origin + x*col_step + y*row_step."""
         v = self.view(view)
         rows, cols = self.detector_shape
-        sr, sc = self.pixel_spacing_mm
+        sr, sc = self.view_pixel_spacing_mm(view)
         col_step = sc * np.asarray(v.col)
         row_step = sr * np.asarray(v.row)
         origin = self.detector_centre_mm(view) - (cols - 1) / 2 * col_step - (rows - 1) / 2 * row_step
@@ -259,8 +374,9 @@ class ProjectionGeometry:
     def _project(self, points_mm, view: str):
         """Shared numpy/torch body: returns (column, row) pixel coordinates and depth along the beam."""
         v = self.view(view)
+        a = self.view_acquisition(view)
         rows, cols = self.detector_shape
-        sr, sc = self.pixel_spacing_mm
+        sr, sc = self.view_pixel_spacing_mm(view)
         if isinstance(points_mm, torch.Tensor):
             dtype = points_mm.dtype if points_mm.is_floating_point() else torch.float32
 
@@ -276,9 +392,12 @@ class ProjectionGeometry:
         rel = p - const(self.source_mm(view))  # from the source to the point
         # distance from the source along the beam axis (toward the detector is positive)
         depth = -(rel @ const(v.normal))
-        scale = self.sid_mm / depth  # magnification of each point onto the detector plane
-        x = (rel @ const(v.col)) * scale / sc + (cols - 1) / 2
-        y = (rel @ const(v.row)) * scale / sr + (rows - 1) / 2
+        scale = a.sid_mm / depth  # magnification of each point onto the detector plane
+        u, w = (rel @ const(v.col)) * scale, (rel @ const(v.row)) * scale  # mm in the plane from the central ray
+        if a.detector_offset_mm != (0.0, 0.0):
+            u, w = u - a.detector_offset_mm[0], w - a.detector_offset_mm[1]
+        x = u / sc + (cols - 1) / 2
+        y = w / sr + (rows - 1) / 2
         return x, y, depth
 
     def project(self, points_mm, view: str):
@@ -312,10 +431,12 @@ class ProjectionGeometry:
     def in_front(self, points_mm, view: str):
         """Boolean (...,): True where the point lies between the source and the detector plane."""
         _, _, depth = self._project(points_mm, view)
-        return (depth > 0) & (depth < self.sid_mm)
+        return (depth > 0) & (depth < self.view_acquisition(view).sid_mm)
 
     def __repr__(self) -> str:
-        views = ", ".join(self.views)
+        views = ", ".join(
+            k + (f" {v.overrides}" if v.overrides else "") for k, v in self.views.items()  # type: ignore[union-attr]
+        )
         return (
             f"ProjectionGeometry(sad_mm={self.sad_mm:g}, sid_mm={self.sid_mm:g}, "
             f"detector_size_mm={self.detector_size_mm}, detector_shape={self.detector_shape}, "

@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-
 from scripts.projection.attenuation import HU_THRESHOLD, MU_WATER_PER_CM, hu_to_attenuation
 from scripts.projection.geometry import ProjectionGeometry
 
@@ -95,7 +94,7 @@ def ray_cast_drr(
     interp.SetFocalPoint([float(v) for v in geometry.source_mm(view)])
 
     rows, cols = geometry.detector_shape
-    sr, sc = geometry.pixel_spacing_mm
+    sr, sc = geometry.view_pixel_spacing_mm(view)  # the view's own detector pitch (issue 19)
     det_origin, col_step, row_step = geometry.detector_frame(view)
     v = geometry.view(view)
     direction = np.stack([np.asarray(v.col), np.asarray(v.row), np.asarray(v.normal)], axis=1)

@@ -52,6 +52,7 @@ the paper's 949 mm, scatter, post-processing, no VOI LUT applied here): expect a
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
@@ -63,6 +64,7 @@ import torch.nn.functional as F
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
+from scripts.projection.acquisition import Acquisition, is_dicom_file
 
 __all__ = [
     "RadiographError",
@@ -91,7 +93,6 @@ DEFAULT_DETECTOR_SIZE_MM = (500.0, 500.0)
 VIEW_SHAPE: tuple[int, int] = (128, 128)
 
 _PIL_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
-_DICOM_SUFFIXES = {".dcm", ".dicom", ".ima"}
 _VOLUME_MODALITIES = {"CT", "MR", "PT", "NM"}
 
 
@@ -103,15 +104,6 @@ class RadiographError(ValueError):
 def _is_nifti(path: Path) -> bool:
     name = path.name.lower()
     return name.endswith(".nii") or name.endswith(".nii.gz")
-
-
-def _has_dicom_magic(path: Path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            head = f.read(132)
-    except OSError:
-        return False
-    return len(head) == 132 and head[128:132] == b"DICM"
 
 
 def _not_2d(path: Path | str, shape: Sequence[int]) -> RadiographError:
@@ -225,7 +217,7 @@ def read_radiograph_array(path: str | Path, view: str = "radiograph") -> tuple[n
     suffix = p.suffix.lower()
     if _is_nifti(p):
         return _read_nifti(p), None
-    if suffix in _DICOM_SUFFIXES or _has_dicom_magic(p):
+    if is_dicom_file(p):
         return _read_dicom(p)
     if suffix in _PIL_SUFFIXES:
         return _read_pil(p), None
@@ -418,6 +410,7 @@ def load_radiograph(
     normalize: bool = True,
     quantize: bool = True,
     pixel_spacing_mm: Sequence[float] | None = None,
+    acquisition: Acquisition | None = None,
 ) -> MetaTensor:
     """Read one radiograph as the network's input, ``(1, *detector_shape)`` float32 in [0, 1].
 
@@ -431,6 +424,9 @@ def load_radiograph(
         quantize: round to 8-bit levels as the training PNGs.
         pixel_spacing_mm: ``(row, column)`` spacing in mm to use instead of the file's (e.g. for a JPEG
             whose spacing is known); None: the DICOM spacing if any, else the image fills the detector.
+        acquisition: the view's own acquisition (:func:`scripts.projection.acquisition.read_acquisition`): the
+            image is turned into the display convention (PatientOrientation) and, when the view has its own
+            detector, taken whole as that detector (no crop or pad to ``geometry``'s).
 
     Returns:
         a ``MetaTensor`` with meta ``filename_or_obj``, ``view``, ``source_shape`` and, when a spacing
@@ -441,6 +437,10 @@ def load_radiograph(
         32 px, constant image.
     """
     arr, spacing = read_radiograph_array(path, view)
+    if acquisition is not None:
+        arr = acquisition.orient(arr)
+        if acquisition.own_detector:
+            spacing = None  # the image is the view's whole detector (its size is in the view's geometry)
     if pixel_spacing_mm is not None:
         if len(pixel_spacing_mm) != 2 or min(float(s) for s in pixel_spacing_mm) <= 0:
             raise ValueError(f"pixel_spacing_mm must be (row, column) > 0 mm, got {pixel_spacing_mm!r}")
@@ -500,6 +500,10 @@ class LoadRadiographsd(MapTransform):
         keys: the view keys, in channel order.
         output_key: where the stacked image goes.
         detector_shape, geometry, normalize, quantize: as :func:`load_radiograph`.
+        acquisition_key: optional key of the views' acquisitions (JSON text or mapping, view ->
+            :meth:`scripts.projection.acquisition.Acquisition.to_dict`, written by
+            :class:`scripts.transforms.acquisition.ReadAcquisitiond`): each file is read with its view's
+            (:func:`load_radiograph`'s ``acquisition``).
     """
 
     def __init__(
@@ -510,20 +514,39 @@ class LoadRadiographsd(MapTransform):
         geometry: Any = None,
         normalize: bool = True,
         quantize: bool = True,
+        acquisition_key: str | None = None,
     ) -> None:
         super().__init__(keys, allow_missing_keys=False)
         self.output_key = output_key
+        self.acquisition_key = acquisition_key
         self.loaders = {k: LoadRadiograph(str(k), detector_shape, geometry, normalize, quantize) for k in self.keys}
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         channels = []
+        acqs = d.get(self.acquisition_key) if self.acquisition_key else None
+        acqs = json.loads(acqs) if isinstance(acqs, str) and acqs else (acqs or {})
         for key in self.keys:
             if d.get(key) is None:
                 raise RadiographError(
                     f"{key} view missing: the item has no {key!r} radiograph (keys present: {sorted(map(str, d))}); "
                     f"PerX2CT needs one image per view {[str(k) for k in self.keys]}"
                 )
+            acq = acqs.get(str(key))
+            if acq is not None and isinstance(d[key], (str, Path)):
+                ld = self.loaders[key]
+                channels.append(
+                    load_radiograph(
+                        d[key],
+                        ld.view,
+                        ld.detector_shape,
+                        ld.geometry,
+                        ld.normalize,
+                        ld.quantize,
+                        acquisition=Acquisition(**acq),
+                    )
+                )
+                continue
             channels.append(self.loaders[key](d[key]))
         image = torch.cat([c.as_tensor() for c in channels], dim=0)
         meta = {
