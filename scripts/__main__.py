@@ -2,31 +2,36 @@
 
 Run ``python -m scripts --help`` for the list of commands and ``python -m scripts <command> --help``
 for one command's flags.
+
+Only the module of the command that runs is imported (``python -m scripts drr`` never imports the networks,
+MONAI or the example-data downloader): whole-command time is part of what a user waits for.
 """
 
 from __future__ import annotations
 
+import importlib
+import sys
+
 import fire
+from scripts import errors
+
+#: command name -> (module, function); imported only when that command runs (or for the top-level help).
+COMMANDS = {
+    "download_example": ("scripts.assets.example_data", "download_example_cli"),
+    "download_weights": ("scripts.assets.pretrained", "download_weights_cli"),
+    "drr": ("scripts.projection.drr", "drr_cli"),
+    "import_official": ("scripts.networks.import_official", "import_official_cli"),
+}
 
 
-def _commands() -> dict:
-    # imported when the command line runs, not when the package is imported
-    from scripts.assets.example_data import download_example_cli
-    from scripts.assets.pretrained import download_weights_cli
-    from scripts.networks.import_official import import_official_cli
-    from scripts.projection.drr import drr_cli
-
-    return {
-        "download_example": download_example_cli,
-        "download_weights": download_weights_cli,
-        "drr": drr_cli,
-        "import_official": import_official_cli,
-    }
+def _commands(argv: list[str] | None = None) -> dict:
+    """The commands fire needs for ``argv``: the one named by its first argument, else all (help, typos)."""
+    argv = sys.argv[1:] if argv is None else argv
+    names = [argv[0]] if argv and argv[0] in COMMANDS else list(COMMANDS)
+    return {name: getattr(importlib.import_module(COMMANDS[name][0]), COMMANDS[name][1]) for name in names}
 
 
 def main() -> None:
-    from scripts import errors
-
     errors.install()  # one line per expected error: installed by this entry point, never on import
     fire.Fire(_commands(), name="python -m scripts")
 

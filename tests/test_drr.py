@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from scripts.ct.loader import load_ct
 from scripts.ct.lps import affine_to_lps_grid
 from scripts.projection.drr import drr_cli
@@ -106,6 +105,7 @@ def _parity(case, view, exe, work_dir):
 
 
 # ------------------------------------------------------------------------------------ tests
+@pytest.mark.slow
 def test_plastimatch_orientation(plastimatch, work_dir):
     """A bead off-centre in all axes lands at the same pixel in plastimatch's (re-oriented) DRR and in
     ours, and where the geometry projects it: pins the PFM axis mapping."""
@@ -132,6 +132,7 @@ def test_plastimatch_orientation(plastimatch, work_dir):
 _THIN = [s for s in (*EXAMPLE_SERIES, *SHARED_SERIES) if s.name.startswith("LIDC-IDRI")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("view", ["pa", "lateral"])
 @pytest.mark.parametrize("series", _THIN, ids=[s.name for s in _THIN])
 def test_parity_real_series(series, request, plastimatch, work_dir, view):
@@ -203,6 +204,7 @@ def _cli_phantom(tmp_path: Path):
     return vol, spacing, origin, ct
 
 
+@pytest.mark.slow
 def test_drr_cli(tmp_path):
     import nibabel as nib
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from scripts.ct.lps import affine_to_lps_grid
 from scripts.frame import FRAME
 from scripts.projection.attenuation import hu_to_attenuation

@@ -43,14 +43,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from scripts.ct.chest_check import ChestCTCheck
 from scripts.ct.dicom_reader import read_dicom_series
 from scripts.ct.dicom_series import choose_ct_series, instance_number_direction, series_of_file
 from scripts.ct.lps import lps_affine, lps_to_ras, signed_permutation, to_lps_axis_aligned
 from scripts.errors import CTLoadError
 
-__all__ = ["load_ct", "PADDING_THRESHOLD_HU", "AIR_HU"]
+__all__ = ["load_ct", "load_ct_array", "PADDING_THRESHOLD_HU", "AIR_HU"]
 
 #: Voxels at or below this value are padding outside the scan circle.
 PADDING_THRESHOLD_HU = -2000.0
@@ -92,10 +91,9 @@ def _resample_axis_aligned(image, source: str):
     return f.GetOutput()
 
 
-def _itk_to_metatensor(image, filename_or_obj: str, extra_meta: dict[str, Any], source: str):
+def _itk_to_array(image, filename_or_obj: str, extra_meta: dict[str, Any], source: str):
+    """An ITK image -> ``(array (X, Y, Z) float32 LPS HU, affine (4, 4) RAS float64, meta)``: no torch, no MONAI."""
     import itk
-    import torch
-    from monai.data import MetaTensor
 
     d = np.asarray(itk.array_from_matrix(image.GetDirection()), dtype=np.float64)
     if signed_permutation(d) is None:
@@ -124,7 +122,7 @@ def _itk_to_metatensor(image, filename_or_obj: str, extra_meta: dict[str, Any], 
         "axcodes": "LPS",
         **extra_meta,
     }
-    return MetaTensor(torch.from_numpy(arr[None]), affine=torch.as_tensor(affine, dtype=torch.float64), meta=meta)
+    return arr, affine, meta
 
 
 def _check_nifti_finite(path: Path) -> None:
@@ -196,6 +194,21 @@ def load_ct(path: str | os.PathLike, check: ChestCTCheck | None = None):
             truncated file, non-CT modality, missing slices, non-uniform spacing, NaN/inf values,
             not a 3D volume).
     """
+    import torch  # torch and MONAI here, not at the top: load_ct_array (the DRR command) needs neither
+    from monai.data import MetaTensor
+
+    arr, affine, meta = load_ct_array(path, check)
+    return MetaTensor(torch.from_numpy(arr[None]), affine=torch.as_tensor(affine, dtype=torch.float64), meta=meta)
+
+
+def load_ct_array(path: str | os.PathLike, check: ChestCTCheck | None = None):
+    """:func:`load_ct` without torch or MONAI (what ``python -m scripts drr`` needs, and faster to import).
+
+    Returns:
+        ``(array, affine, meta)``: ``(X, Y, Z)`` float32 HU (no channel axis), axes toward Left, Posterior,
+        Superior; ``affine`` the (4, 4) float64 RAS affine; ``meta`` the dict :func:`load_ct` attaches.
+        Same inputs, checks and errors as :func:`load_ct`.
+    """
     import itk
 
     p = Path(path)
@@ -217,7 +230,7 @@ def load_ct(path: str | os.PathLike, check: ChestCTCheck | None = None):
         ndim = image.GetImageDimension()
         if ndim != 3:
             raise CTLoadError(f"{p}: image has {ndim} dimensions; need a 3D CT volume")
-        return _itk_to_metatensor(image, str(p), extra, str(p))
+        return _itk_to_array(image, str(p), extra, str(p))
     if p.is_file():
         found = series_of_file(p)
         if found is None:
@@ -250,4 +263,4 @@ def load_ct(path: str | os.PathLike, check: ChestCTCheck | None = None):
         geometry_note=note,
         instance_number_increases_toward=instance_number_direction(series),
     )
-    return _itk_to_metatensor(image, str(p), extra, series.folder)
+    return _itk_to_array(image, str(p), extra, series.folder)

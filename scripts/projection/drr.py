@@ -17,8 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-
-from scripts.ct.loader import load_ct
+from scripts.ct.loader import load_ct_array
 from scripts.ct.lps import affine_to_lps_grid, lps_to_ras
 from scripts.projection.attenuation import hu_to_attenuation
 from scripts.projection.geometry import ProjectionGeometry
@@ -91,7 +90,7 @@ def drr_cli(
     """Raw DRR (line integrals, no normalisation or resampling) of one CT, written as NIfTI.
 
     Args:
-        ct: CT file (NIfTI/MHA/NRRD/DICOM) or DICOM series / patient folder (see :func:`scripts.ct.loader.load_ct`).
+        ct: CT file (NIfTI/MHA/NRRD/DICOM) or DICOM series / patient folder (see :func:`scripts.ct.loader.load_ct_array`).
         view: ``pa`` or ``lateral`` (any view of the preset).
         preset: geometry preset (``perx2ct`` or ``x2ctgan``).
         output: output path (``.nii`` or ``.nii.gz``), written atomically (temp file + rename).
@@ -109,9 +108,8 @@ def drr_cli(
 
     if backend not in BACKENDS:
         raise ValueError(f"--backend must be one of {list(BACKENDS)}, got {backend!r}")
-    vol = load_ct(ct)
-    spacing, origin = affine_to_lps_grid(vol.affine)
-    arr = vol.array[0] if hasattr(vol, "array") else np.asarray(vol[0])
+    arr, affine, _ = load_ct_array(ct)  # no MetaTensor: the command needs the array and its grid only
+    spacing, origin = affine_to_lps_grid(affine)
     iso = _parse_isocentre(isocentre)
     geometry = ProjectionGeometry.from_preset(preset)
     if view not in geometry.views:
@@ -125,7 +123,7 @@ def drr_cli(
     # NIfTI data axes (i, j, k) = (column, row, normal): a 3D image with a singleton k axis and a full direction
     a_ijk = a[:, [1, 0, 2, 3]]
     img = nib.Nifti1Image(np.ascontiguousarray(drr.T[:, :, None], dtype=np.float32), lps_to_ras(a_ijk))
-    sr, sc = geometry.pixel_spacing_mm
+    sr, sc = geometry.view_pixel_spacing_mm(view)
     img.header.set_zooms((sc, sr, 1.0))
     img.header["descrip"] = f"raw DRR {view} {preset} iso {[round(x, 2) for x in iso]}"[:79].encode()
     return str(save_nifti_atomic(img, output))

@@ -15,8 +15,9 @@ the sum is the line integral of the attenuation. Lengths in mm are divided by 10
 cm the result is dimensionless (per cm x cm), the same unit as the ITK backend.
 
 Memory: rays are processed in chunks of at most ``max_samples`` samples (plane crossings), default
-``2**22``. Beyond the input and output, one call holds one permuted copy of one volume (``X*Y*Z``
-values; none for the lateral view, whose dominant axis is already first) and, per chunk, about
+``2**22``. Beyond the input and output, one call holds at most one permuted copy of one volume (``X*Y*Z``
+values; none for the lateral view, whose dominant axis is already first, nor when the rays fit in two chunks:
+``grid_sample`` then reads the planes as a strided view) and, per chunk, about
 ``16 * max_samples`` bytes (a float32 grid of 2 values and the samples, plus temporaries), i.e. about
 64 MiB with the default; float64 inputs double that. When the volume requires grad, each chunk is
 recomputed in the backward pass (``torch.utils.checkpoint``), so training memory stays at the same bound
@@ -40,11 +41,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
-from torch.utils.checkpoint import checkpoint
-
 from scripts.projection.attenuation import HU_THRESHOLD, MU_WATER_PER_CM, hu_to_attenuation
 from scripts.projection.geometry import ProjectionGeometry
+from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 __all__ = ["DEFAULT_MAX_SAMPLES", "project", "project_hu", "Projector", "rigid_motion"]
 
@@ -201,8 +201,12 @@ def project(
             mask = None
             if bool((lo >= 0).any()) or bool((hi <= n - 1).any()):
                 mask = torch.stack((torch.floor(lo) + 1, torch.ceil(hi) - 1)).to(cdtype)
-            planes = vol[k, 0].movedim(axis, 0).contiguous()[:, None]  # (n, 1, A, C)
             chunk = max(1, max_samples // n)
+            # (n, 1, A, C): grid_sample reads any strides, so up to 2 chunks sample the strided view (no copy of the
+            # volume: the fixed cost of a small DRR); more chunks revisit every plane more often and get compact
+            # planes (measured on 2 CPU cores, 320^3: 128^2 view 0.045 s vs copy 0.07 s; 320^2 copy 0.21 s vs view 0.45 s)
+            planes = vol[k, 0].movedim(axis, 0)
+            planes = (planes if -(-d.shape[0] // chunk) <= 2 else planes.contiguous())[:, None]
             line = []
             for start in range(0, d.shape[0], chunk):
                 sl = slice(start, start + chunk)

@@ -62,7 +62,6 @@ def _postprocess(raw: np.ndarray, pieces: dict) -> np.ndarray:
     """One 320 x 320 raw DRR -> 128 x 128 grey levels with the chosen pieces of the official pipeline."""
     import torch
     from PIL import Image
-
     from scripts.transforms.radiograph import matplotlib_gray_levels, postprocess_radiograph
 
     x = torch.as_tensor(raw, dtype=torch.float32)
@@ -83,7 +82,6 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
-
     from scripts.projection.drr import render_drr
     from scripts.projection.geometry import ProjectionGeometry
     from scripts.projection.itk_renderer import volume_centre_mm
@@ -128,7 +126,6 @@ def _network_effect(inputs: list[np.ndarray]) -> None:
     """Three axial slices of the legacy network (oracle weights) on each row's input, against the first row."""
     import torch
     from official_weights import official_state_dict
-
     from scripts.networks import PerspectiveSampler, build_perx2ct
     from scripts.networks.import_official import convert_state_dict
     from scripts.projection.geometry import ProjectionGeometry

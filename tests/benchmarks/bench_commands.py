@@ -1,0 +1,165 @@
+"""Whole-command speed of ``python -m scripts drr`` (ITK and torch backends) beside ``plastimatch drr``, with the
+in-process times of each stage, in one run on the same CT.
+
+Run from the repository root (not collected by pytest; a few tens of seconds)::
+
+    python tests/benchmarks/bench_commands.py --ct ../shared/data/LIDC-IDRI-0003 [--repeat 3] [--view pa]
+
+What is timed (best of ``--repeat``, wall clock, ``--threads`` for torch and ITK; the load average is printed,
+since other processes on the machine inflate every figure):
+
+* whole processes, each command as a user types it, on two inputs: the DICOM series as given (``--ct``) and the
+  same volume written once as MHA (LPS, identity direction; writing not timed):
+  ``python -m scripts drr --ct CT --view V --preset perx2ct --output OUT.nii.gz [--backend torch]`` and
+  ``plastimatch drr -t pfm -n N --sad 700 --sid 949 -r "320 320" -z "500 500" -o ISO -I CT -O PREFIX``
+  (the bundle's ``perx2ct`` preset, isocentre at the volume centre for both); plus a bare ``python -c pass``
+  (interpreter start) and ``python -c "import scripts.projection.drr"`` (the command's imports);
+* in process (imports already done): loading the CT (:func:`scripts.ct.loader.load_ct_array`), the HU ->
+  attenuation conversion, the DRR by each backend (:func:`scripts.projection.drr.render_drr` with the attenuation
+  given), and writing the NIfTI.
+
+The target of issue 23: each ``python -m scripts drr`` within 2x of ``plastimatch drr`` on the same input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+PLASTIMATCH_NORMALS = {"pa": "0 1 0", "lateral": "1 0 0"}
+
+
+def _best(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def _run(cmd: list[str], env: dict) -> None:
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    if r.returncode != 0:
+        raise SystemExit(f"command failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr[-2000:]}")
+
+
+def plastimatch_cmd(exe: str, ct: str, view: str, iso, out_prefix: str) -> list[str]:
+    """``plastimatch drr`` with the bundle's ``perx2ct`` geometry (REFERENCE.md section 2)."""
+    return [exe, "drr", "-t", "pfm", "-n", PLASTIMATCH_NORMALS[view], "--sad", "700", "--sid", "949",
+            "-r", "320 320", "-z", "500 500", "-o", " ".join(f"{v:.4f}" for v in iso), "-I", ct, "-O", out_prefix]  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ct", required=True, help="CT: DICOM series or patient folder, or a volume file")
+    ap.add_argument("--view", default="pa", choices=sorted(PLASTIMATCH_NORMALS))
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    args = ap.parse_args()
+
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(args.threads),
+        "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": str(args.threads),
+    }
+    py = sys.executable
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    print(f"cpus {os.cpu_count()}, threads {args.threads}, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+
+    t0 = time.perf_counter()
+    import itk
+    import torch
+    from scripts.ct.dicom_series import choose_ct_series
+    from scripts.ct.loader import load_ct_array
+    from scripts.ct.lps import affine_to_lps_grid
+    from scripts.projection.attenuation import hu_to_attenuation
+    from scripts.projection.drr import drr_cli, render_drr
+    from scripts.projection.geometry import ProjectionGeometry
+    from scripts.projection.itk_renderer import volume_centre_mm
+
+    t_import = time.perf_counter() - t0
+    torch.set_num_threads(args.threads)
+    itk.MultiThreaderBase.SetGlobalDefaultNumberOfThreads(args.threads)
+
+    # ---------------------------------------------------------------- in process
+    stages: dict[str, float] = {}
+    t = time.perf_counter()
+    arr, affine, meta = load_ct_array(args.ct)
+    stages["load CT (load_ct_array, first call: ITK IO modules load)"] = time.perf_counter() - t
+    stages["load CT again"] = _best(lambda: load_ct_array(args.ct), args.repeat)
+    spacing, origin = affine_to_lps_grid(affine)
+    iso = volume_centre_mm(arr.shape, spacing, origin)
+    g = ProjectionGeometry.from_preset("perx2ct").with_isocentre(iso)
+    stages["HU -> attenuation"] = _best(lambda: hu_to_attenuation(arr), args.repeat)
+    mu = hu_to_attenuation(arr)
+    for backend in ("itk", "torch"):
+        t = time.perf_counter()
+        render_drr(arr, spacing, origin, g, args.view, backend=backend, attenuation=mu)
+        first = time.perf_counter() - t
+        best = _best(
+            lambda: render_drr(arr, spacing, origin, g, args.view, backend=backend, attenuation=mu), args.repeat
+        )
+        stages[f"DRR {backend} (ray casting; first call {first:.2f} s)"] = best
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        stages["whole drr_cli in process (torch; load + render + write)"] = _best(
+            lambda: drr_cli(args.ct, view=args.view, output=str(tmp / "inproc.nii.gz"), backend="torch"), args.repeat
+        )
+        print(f"CT {args.ct}: shape {arr.shape}, spacing {np.round(spacing, 3).tolist()} mm, view {args.view}")
+        print(f"imports of the benchmark (torch, ITK lazy, scripts): {t_import:.2f} s")
+        print("in process (seconds, best of %d)" % args.repeat)
+        for k, v in stages.items():
+            print(f"  {k:<62s} {v:7.3f}")
+
+        # ------------------------------------------------------------ whole processes
+        mha = tmp / "ct.mha"
+        img = itk.image_from_array(np.ascontiguousarray(arr.transpose(2, 1, 0)))
+        img.SetSpacing([float(s) for s in spacing])
+        img.SetOrigin([float(o) for o in origin])
+        itk.imwrite(img, str(mha))
+        inputs = {"as given": args.ct, "MHA": str(mha)}
+        if Path(args.ct).is_dir():  # plastimatch reads one series folder
+            inputs["as given"] = choose_ct_series(args.ct)[0].folder
+        rows = [("python -c pass (interpreter start)", [py, "-c", "pass"], None)]
+        rows.append(("python -c 'import scripts.projection.drr'", [py, "-c", "import scripts.projection.drr"], None))
+        exe = shutil.which("plastimatch")
+        for label, ct in inputs.items():
+            ours_ct = args.ct if label == "as given" else ct
+            for backend in ("itk", "torch"):
+                cmd = [py, "-m", "scripts", "drr", "--ct", ours_ct, "--view", args.view, "--preset", "perx2ct",
+                       "--output", str(tmp / f"{backend}.nii.gz"), "--backend", backend]  # fmt: skip
+                rows.append((f"python -m scripts drr --backend {backend} ({label})", cmd, label))
+            if exe:
+                rows.append(
+                    (f"plastimatch drr ({label})", plastimatch_cmd(exe, ct, args.view, iso, str(tmp / "p")), label)
+                )
+        results: dict[str, float] = {}
+        for name, cmd, _ in rows:
+            _run(cmd, env)  # warm the page cache and the byte-code cache
+            results[name] = _best(lambda: _run(cmd, env), args.repeat)
+        print("whole processes (seconds, best of %d)" % args.repeat)
+        for name, cmd, label in rows:
+            ratio = ""
+            ref = results.get(f"plastimatch drr ({label})") if label else None
+            if ref and not name.startswith("plastimatch"):
+                ratio = f"   {results[name] / ref:5.1f} x plastimatch (target <= 2)"
+            print(f"  {name:<62s} {results[name]:7.2f}{ratio}")
+        if not exe:
+            print("  plastimatch: not installed (apt-get install plastimatch)")
+
+
+if __name__ == "__main__":
+    main()
