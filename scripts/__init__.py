@@ -23,4 +23,6 @@ Cross-cutting, in the package root: :mod:`scripts.frame` (the output volume's fr
 by the entry points: ``python -m scripts`` and each config's ``initialize``, never on import).
 """
 
-__version__ = "0.3.0"
+from scripts.utils.bundle_paths import bundle_version
+
+__version__ = bundle_version()  # configs/metadata.json, the one place that holds it

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from scripts.networks import PerspectiveSampler, build_perx2ct
 from scripts.networks.encoder import ResNetEncoder
 from scripts.projection.geometry import ProjectionGeometry

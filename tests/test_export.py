@@ -6,7 +6,7 @@ the repository root), on the ``small`` preset so that they fit a 2-core CPU.
 * ``verify_net_in_out`` builds ``torch.rand(1, 2, 128, 128)`` from ``configs/metadata.json`` and checks
   the output's channel count and dtype.
 
-``bundle/verify.py`` (tests/test_bundle_tools.py) runs the same checks in-process.
+``bundle/tools/verify.py`` (tests/test_bundle_tools.py) runs the same checks in-process.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,6 +39,8 @@ def _ckpt_export(ckpt: Path, ts_file: Path, *args: str) -> torch.jit.ScriptModul
         str(ts_file),
         "--ckpt_file",
         str(ckpt),
+        "--ckpt_path",  # the network follows this checkpoint's sidecar (ckpt_export keeps --ckpt_file to itself)
+        str(ckpt),
         "--meta_file",
         META,
         "--config_file",
@@ -48,6 +51,7 @@ def _ckpt_export(ckpt: Path, ts_file: Path, *args: str) -> torch.jit.ScriptModul
     return torch.jit.load(str(ts_file))
 
 
+@pytest.mark.slow
 def test_ckpt_export_matches_the_eager_network(tmp_path, small_network):
     net = small_network().eval()
     ckpt, ts_file = tmp_path / "model.pt", tmp_path / "model.ts"
@@ -69,6 +73,7 @@ def test_ckpt_export_matches_the_eager_network(tmp_path, small_network):
     assert meta["network_data_format"]["inputs"]["image"]["num_channels"] == 2
 
 
+@pytest.mark.slow
 def test_verify_net_in_out_passes():
     res = _bundle(
         "verify_net_in_out", "network_def", "--meta_file", META, "--config_file", CONFIG, "--model_preset", "small"
@@ -77,6 +82,7 @@ def test_verify_net_in_out_passes():
     assert "data shape of network is verified with no error" in (res.stdout + res.stderr)
 
 
+@pytest.mark.slow
 def test_ckpt_export_of_the_default_paper_preset(tmp_path):
     """The configs' default (``paper``) scripts too; no forward pass here (minutes on a CPU)."""
     from monai.bundle import ConfigParser

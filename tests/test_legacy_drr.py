@@ -24,7 +24,6 @@ import pytest
 import torch
 from monai.data import MetaTensor
 from PIL import Image
-
 from scripts.ct.lps import lps_affine, lps_to_ras
 from scripts.projection.geometry import ProjectionGeometry, data_pipeline, drr_geometry, preset_name
 from scripts.transforms.ct import NormalizeCT

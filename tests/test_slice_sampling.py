@@ -253,7 +253,7 @@ def test_a_prepared_case_and_its_raw_ct_give_the_same_items(tmp_path, bundle_con
     target); validation drops the 1 mm cube in both modes."""
     from scripts.prepare.case_writer import prepare_case
 
-    raw_loading = bundle_config("train.json").get_parsed_content("case_loading#raw")
+    raw_loading = bundle_config("train.json").get_parsed_content("case_loading_by_mode#raw")
     result = prepare_case("A0001", str(example_lungdx), tmp_path, Compose(raw_loading))
     assert result["status"] == "prepared", result
     case = tmp_path / "A0001"

@@ -7,7 +7,6 @@ import logging
 
 import pytest
 import torch
-
 from scripts.data.slice_sampling import SliceBatch
 from scripts.inference.inferers import SliceInferer
 from scripts.networks.checkpoint import load_init_checkpoint
@@ -126,13 +125,13 @@ def test_imported_official_weights_may_start_a_bundle_convention_run(small_net, 
     assert "official code's conventions" in caplog.text and "'perx2ct_official'" in caplog.text
 
 
+@pytest.mark.slow  # a training run (20 iterations of SupervisedTrainer)
 def test_a_small_model_learns_from_independent_slice_samples(tmp_path):
     """SupervisedTrainer with the bundle's slice dataset, sampler, batch and inferer (L1, the paper's Adam betas):
     the loss on fixed held-back samples falls."""
     import numpy as np
     from monai.data import DataLoader
     from monai.engines import SupervisedTrainer
-
     from scripts.data.slice_sampling import SliceDataset, SliceSampler
     from scripts.frame import FRAME
     from scripts.networks import PerspectiveSampler, build_perx2ct

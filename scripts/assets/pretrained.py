@@ -25,7 +25,10 @@ torchvision publishes only the first 8 hex digits of each file's SHA-256 (in the
 torch.hub checks, and all this module can check for those two files. The LPIPS file's full SHA-256 was
 measured here (the wheel's member and the official repository's copy are byte-identical).
 Newer torchvision names a re-saved ResNet-101 file ``resnet101-63fe2227.pth`` (``IMAGENET1K_V1``): use
-``--url`` with :data:`RESNET101_V1_URL` to fetch that one instead (it is checked against prefix ``63fe2227``).
+``--url`` with :data:`RESNET101_V1_URL` to fetch that one instead. A ``--url`` whose file name follows torchvision's
+convention ``<name>-<8 hex digits>.<ext>`` is checked against *its own* prefix (those digits are the first 8 of the
+file's SHA-256, torch.hub's check) and kept under its own name (``resnet101-63fe2227.pth``: pass that path as
+``--encoder_weights``); any other URL is checked against the registered hash (:func:`entry_for_url`).
 
 Guarantees: each file is downloaded to a temporary file in ``output_dir``, verified, then moved into place
 (``os.replace``): a file with the final name is always complete and verified. Reruns skip files that
@@ -36,18 +39,21 @@ URLs work like remote ones (tests use them; nothing is fetched from the internet
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+from scripts.assets.hashing import sha256_file
 
 __all__ = [
     "WeightFile",
@@ -55,7 +61,7 @@ __all__ = [
     "DEFAULT_NAMES",
     "RESNET101_V1_URL",
     "WeightsDownloadError",
-    "sha256_of",
+    "entry_for_url",
     "verify",
     "weights_path",
     "find_weights",
@@ -147,19 +153,10 @@ WEIGHTS: dict[str, WeightFile] = {
 DEFAULT_NAMES: tuple[str, ...] = tuple(WEIGHTS)
 
 
-def sha256_of(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def verify(path: str | os.PathLike, entry: WeightFile) -> bool:
     """Whether ``path`` is a file whose hash is ``entry``'s."""
     p = Path(path)
-    return p.is_file() and entry.matches(sha256_of(p))
+    return p.is_file() and entry.matches(sha256_file(p))
 
 
 def weights_path(name: str, directory: str | os.PathLike = "models/pretrained") -> Path:
@@ -236,7 +233,27 @@ def download_weights(
     return done
 
 
+#: torchvision's file names: ``<name>-<first 8 hex digits of the SHA-256>.<ext>`` (what torch.hub checks).
+_TORCHVISION_NAME = re.compile(r"^[A-Za-z0-9_.]+-(?P<prefix>[0-9a-f]{8})\.(?:pth|pt)$")
+
+
+def entry_for_url(entry: WeightFile, url: str) -> WeightFile:
+    """The entry a ``--url`` download is checked against.
+
+    For a registered file checked by prefix (the torchvision files), a URL whose file name follows torchvision's
+    convention (``resnet101-63fe2227.pth``) names its own prefix: the check uses it and the file keeps that name.
+    Otherwise (another name, ``file:///path/to/copy.pth``, the LPIPS wheel) the registered entry applies.
+    """
+    name = urllib.parse.unquote(urllib.parse.urlparse(url).path).rsplit("/", 1)[-1]
+    m = _TORCHVISION_NAME.match(name)
+    if entry.hash_prefix is None or m is None or name == entry.filename:
+        return entry
+    return replace(entry, filename=name, urls=(url,), hash_prefix=m.group("prefix"))
+
+
 def _fetch_one(entry: WeightFile, out: Path, url: str | None, force: bool) -> Path:
+    if url:
+        entry = entry_for_url(entry, url)
     final = out / entry.filename
     if final.exists() and not force:
         if verify(final, entry):
@@ -276,7 +293,7 @@ def _download_verified(entry: WeightFile, url: str, final: Path) -> None:
         if entry.member and zipfile.is_zipfile(tmp):
             extracted = tmp.with_name(tmp.name + ".member")
             payload = _extract_member(tmp, entry, extracted)
-        digest = sha256_of(payload)
+        digest = sha256_file(payload)
         if not entry.matches(digest):
             expected = entry.sha256 or f"{entry.hash_prefix}... (prefix)"
             raise WeightsDownloadError(

@@ -1,12 +1,21 @@
 """Ignite handlers of the bundle's workflows (declared in the configs next to MONAI's own), one module per concern:
-``checkpoints``, ``console``, ``clean_stop``, ``images``, ``evaluation``, ``held_out``. Configs name them as
-``scripts.handlers.<Name>``.
+``checkpoints``, ``run_length``, ``console``, ``clean_stop``, ``images``, ``evaluation``, ``held_out``. Configs name
+them as ``scripts.handlers.<Name>``.
 
 Checkpoints:
 
 * :class:`LatestCheckpoint` - ``latest.pt`` (network, optimiser, trainer state, ...) written atomically at
   every epoch end (and by :class:`CleanStop`), with its sidecar (:func:`scripts.networks.checkpoint.write_info`).
-* :class:`CheckpointInfo` - the sidecar of the files MONAI's ``CheckpointSaver`` writes (``model.pt``).
+* :class:`ResumeFromLatest` - ``--resume true``: continue from ``latest.pt`` (checked to belong to this run).
+* :class:`CheckpointInfo` - the sidecar of the files MONAI's ``CheckpointSaver`` writes (``model.pt``), with how
+  the weights were chosen.
+* :class:`FinalWeights` - the final weights as ``model.pt`` when no validation chose any.
+* :class:`InitFromCheckpoint` - ``--init_ckpt FILE``: start from another checkpoint's weights.
+
+Run length:
+
+* :class:`IterationBudget` - ``--iterations N`` instead of the epochs.
+* :class:`EarlyStop` - ``--early_stop_patience N`` (0 = off).
 
 What the console shows:
 
@@ -31,6 +40,12 @@ from scripts.utils.exports import lazy_exports
 _EXPORTS = {
     "LatestCheckpoint": "checkpoints",
     "CheckpointInfo": "checkpoints",
+    "ResumeFromLatest": "checkpoints",
+    "check_resumable": "checkpoints",
+    "InitFromCheckpoint": "checkpoints",
+    "FinalWeights": "checkpoints",
+    "IterationBudget": "run_length",
+    "EarlyStop": "run_length",
     "TrainingProgress": "console",
     "TrainingMonitor": "console",
     "ValidationProgress": "console",

@@ -7,13 +7,13 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from ignite.engine import Engine, Events
-
 from scripts.frame import FRAME
+from scripts.training.defaults import preset_reason as why_preset
 from scripts.utils.shards import is_rank0
 
 __all__ = ["TrainingProgress", "TrainingMonitor", "ValidationProgress", "format_seconds"]
@@ -48,11 +48,13 @@ class TrainingMonitor:
 
     Size: the start-up block, the estimates and the validation timing share one run's timing state.
 
-    At start: device, model preset and why (``preset_reason``), training / validation cases, epochs,
-    iterations per epoch and whether the ImageNet encoder weights and the LPIPS weights are present
-    (read from the network's encoder and the loss). After ``warmup + measure`` iterations: the seconds per
-    iteration, the estimated time per epoch and for the rest of the run; after the first validation, its
-    time and the estimate including validation.
+    At start: device, model preset and why (``machine_preset``: the machine's default in train.json's
+    ``machine_defaults``, :mod:`scripts.training.defaults`; or set by a flag / config; ``preset_reason`` replaces
+    that sentence), training / validation cases,
+    epochs, iterations per epoch, whether the ImageNet encoder weights and the LPIPS weights are present (read from
+    the network's encoder and the loss) and the recipe line (``recipe``, :mod:`scripts.training.recipe`). After
+    ``warmup + measure`` iterations: the seconds per iteration, the estimated time per epoch and for the rest of the
+    run; after the first validation, its time and the estimate including validation.
     """
 
     def __init__(
@@ -61,21 +63,22 @@ class TrainingMonitor:
         loss: Any = None,
         device: Any = None,
         model_preset: str = "?",
-        preset_reason: str = "",
-        train_cases: int = 0,
-        val_cases: int = 0,
+        machine_preset: str | None = None,
+        preset_reason: str | None = None,
+        recipe: Mapping[str, Any] | None = None,
+        train_cases: int | Sequence[Any] = 0,
+        val_cases: int | Sequence[Any] = 0,
         val_interval: int = 1,
         validator: Engine | None = None,
         warmup: int = 1,
         measure: int = 2,
     ) -> None:
         self.network, self.loss, self.device = network, loss, device
-        self.model_preset, self.preset_reason = model_preset, preset_reason
-        self.train_cases, self.val_cases, self.val_interval = (
-            int(train_cases),
-            int(val_cases),
-            max(1, int(val_interval)),
-        )
+        self.model_preset = model_preset
+        self.preset_reason = preset_reason or why_preset(model_preset, machine_preset)
+        self.recipe = dict(recipe or {})
+        self.train_cases, self.val_cases = _count(train_cases), _count(val_cases)
+        self.val_interval = max(1, int(val_interval))
         self.validator = validator
         self.warmup, self.measure = int(warmup), max(1, int(measure))
         self._t0: float | None = None
@@ -124,6 +127,7 @@ class TrainingMonitor:
             f"iterations / epoch:  {s.epoch_length}",
             f"ImageNet encoder:    {yes(present['imagenet_encoder'], 'random initialisation: not the paper recipe')}",
             f"LPIPS weights:       {yes(present['lpips'], 'no calibrated LPIPS term: not the paper loss')}",
+            f"recipe:              {self.recipe.get('summary', 'not given')}",
         ]
 
     def started(self, engine: Engine) -> None:
@@ -239,6 +243,11 @@ class ValidationProgress:
 
     def _close(self, engine: Engine) -> None:
         self._done(engine)
+
+
+def _count(cases: int | Sequence[Any]) -> int:
+    """A number of cases, given as a number or as the list of cases."""
+    return len(cases) if isinstance(cases, Sequence) else int(cases)
 
 
 def format_seconds(s: float) -> str:

@@ -10,8 +10,14 @@ beside it, ``models/model.json`` says which network those weights belong to::
       "geometry_preset": "perx2ct",       # a key of scripts.projection.geometry.GEOMETRY_PRESETS
       "bundle_version": "0.3.0",
       "source": "training",               # or "import_official", ...
+      "recipe": {...},                    # training: loss, encoder init, precision, views (scripts.training.recipe)
+      "selection": "best val_loss ...",   # training: how these weights were chosen ("final ..." without validation)
       ...                                 # free extra keys (e.g. the run, the imported file's hash)
     }
+
+A training state (``latest.pt``: ``{"network", "optimizer", "trainer", "lr_scheduler"}``) has the same
+sidecar; evaluation and inference load its ``network`` entry (MONAI ``CheckpointLoader`` with
+``load_dict {"network": ...}``: a plain state dict is loaded whole, a training state by that key).
 
 The sidecar of ``X.pt`` is ``X.json`` (:func:`info_path`). Writers call :func:`write_info`; readers
 (evaluation, inference, export, MONAI Label, ``bundle verify``) call :func:`read_info`, or
@@ -19,7 +25,8 @@ The sidecar of ``X.pt`` is ``X.json`` (:func:`info_path`). Writers call :func:`w
 the checkpoint's) and refuses a contradiction in one line naming both. :func:`require_checkpoint`
 checks that a checkpoint file exists and is a readable ``torch.save`` archive before anything loads it,
 and :func:`check_resume` that ``latest.pt`` belongs to the run being resumed. :func:`load_init_checkpoint`
-starts a training run from another checkpoint's weights (``--init_ckpt``).
+starts a training run from another checkpoint's weights (``--init_ckpt``). :func:`recipe_line` is the line
+that evaluation, inference and ``bundle verify`` log about the checkpoint they use.
 """
 
 from __future__ import annotations
@@ -32,8 +39,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
+from scripts.networks import presets
 from scripts.utils.atomic import write_json_atomic
+from scripts.utils.bundle_paths import bundle_version
 
 __all__ = [
     "load_init_checkpoint",
@@ -43,11 +51,10 @@ __all__ = [
     "info_path",
     "write_info",
     "read_info",
-    "bundle_version",
     "require_checkpoint",
     "resolve_network",
     "check_resume",
-    "export_ckpt_file",
+    "recipe_line",
 ]
 
 logger = logging.getLogger(__name__)
@@ -63,15 +70,6 @@ class CheckpointInfoError(ValueError):
 
 class CheckpointError(ValueError):
     """A checkpoint file that is missing, empty, corrupt, or belongs to another network or run."""
-
-
-def bundle_version() -> str:
-    """The bundle version of ``configs/metadata.json`` beside this package ("unknown" if unreadable)."""
-    meta = Path(__file__).resolve().parents[1] / "configs" / "metadata.json"
-    try:
-        return str(json.loads(meta.read_text())["version"])
-    except (OSError, ValueError, KeyError):
-        return "unknown"
 
 
 def info_path(ckpt_path: str | os.PathLike) -> Path:
@@ -148,20 +146,6 @@ def require_checkpoint(ckpt_path: str | os.PathLike, what: str = "checkpoint (--
     return str(path)
 
 
-def export_ckpt_file(default: str) -> str:
-    """The checkpoint whose network ``python -m monai.bundle ckpt_export ... --ckpt_file FILE`` exports.
-
-    ``ckpt_export`` passes ``--ckpt_file`` to itself, not to the config, so a config that builds its network
-    from the checkpoint's sidecar (``ckpt_path``) reads it here; any other command gets ``default``.
-    """
-    import sys
-
-    argv = sys.argv[1:]
-    if "ckpt_export" in argv[:2] and "--ckpt_file" in argv[:-1]:
-        return argv[argv.index("--ckpt_file") + 1]
-    return default
-
-
 def resolve_network(
     ckpt_path: str | os.PathLike | None,
     model_preset: str | None = None,
@@ -176,6 +160,8 @@ def resolve_network(
     equal the sidecar's: a contradiction raises :class:`CheckpointError` naming both.
     """
     info = read_info(ckpt_path) if ckpt_path else None
+    if ckpt_path and os.path.isfile(ckpt_path):
+        logger.info("%s", recipe_line(info, ckpt_path))
     out: dict[str, Any] = {"info": info, "model_overrides": dict((info or {}).get("model_overrides") or {})}
     for key, asked, default in (
         ("model_preset", model_preset, default_model_preset),
@@ -189,6 +175,18 @@ def resolve_network(
             )
         out[key] = str(saved if asked in (None, "", "null") and saved is not None else (asked or default))
     return out
+
+
+def recipe_line(info: dict[str, Any] | None, ckpt_path: str | os.PathLike | None = None) -> str:
+    """One line describing a checkpoint from its sidecar ``info``: the training recipe it records
+    (:mod:`scripts.training.recipe`) and how its weights were chosen (``selection``)."""
+    name = str(ckpt_path) if ckpt_path else "checkpoint"
+    if not info:
+        return f"{name}: no sidecar ({info_path(name)}): recipe unknown"
+    recipe = info.get("recipe")
+    text = str(recipe.get("summary", "?")) if isinstance(recipe, dict) else "recipe not recorded (an older checkpoint)"
+    selection = info.get("selection")
+    return f"{name}: recipe {text}" + (f"; weights: {selection}" if selection else "")
 
 
 def check_resume(
@@ -218,7 +216,8 @@ def check_resume(
                 f"cannot resume from {ckpt_path}: it belongs to a run with {key} {info.get(key)!r}, this run has "
                 f"{value!r}; resume with the settings of that run, or train into another --ckpt_dir"
             )
-    if run is not None and info.get("run") not in (None, str(run)):
+    saved_run = info.get("run")
+    if run is not None and saved_run is not None and os.path.abspath(str(saved_run)) != os.path.abspath(str(run)):
         raise CheckpointError(
             f"cannot resume from {ckpt_path}: it belongs to the run in {info.get('run')}, not {run}; "
             f"pass the --output_dir of that run or train into another --ckpt_dir"
@@ -227,8 +226,6 @@ def check_resume(
 
 
 def _legacy_presets() -> dict[str, str]:
-    from scripts.networks import presets
-
     return dict(getattr(presets, "LEGACY_PRESETS", {}))
 
 

@@ -47,9 +47,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from scripts.assets.hashing import sha256_file
 from scripts.networks.checkpoint import write_info
+from scripts.networks.presets import build_perx2ct
+from scripts.networks.sampler import PerspectiveSampler
+from scripts.projection.geometry import ProjectionGeometry
 from scripts.utils.atomic import atomic_write_bytes
 
 __all__ = [
@@ -211,8 +213,6 @@ def load_official(path: str | Path) -> dict[str, torch.Tensor]:
 
 def _check_loads(state: dict[str, torch.Tensor], preset: str) -> None:
     """Strict load into the legacy preset's network (built on the meta device: shapes and names only)."""
-    from scripts.networks import PerspectiveSampler, build_perx2ct
-    from scripts.projection.geometry import ProjectionGeometry
 
     with torch.device("meta"):
         net = build_perx2ct(preset, PerspectiveSampler(ProjectionGeometry.from_preset(OFFICIAL_GEOMETRY_PRESET)))

@@ -30,7 +30,6 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
-
 from scripts.ct.chest_check import ChestCTCheck
 from scripts.ct.loader import AIR_HU, load_ct
 from scripts.ct.lps import lps_affine, lps_to_ras, to_lps_axis_aligned

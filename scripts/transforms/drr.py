@@ -15,7 +15,6 @@ import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
-
 from scripts.ct.lps import lps_to_ras
 from scripts.projection.drr import BACKENDS, render_drr
 from scripts.projection.geometry import ProjectionGeometry

@@ -1,6 +1,9 @@
 """The command line of the workflows: flags as they arrive (``python -m monai.bundle run ... --resume true`` passes
 them through ``fire`` as strings), and this process's command as a user would type it again (the resume command
-printed on Ctrl-C, the reason a model preset was chosen)."""
+that :class:`scripts.handlers.CleanStop` prints on Ctrl-C, read at the moment it is printed).
+
+No config value is computed from the process's command line: configs get their values from their own keys and
+the overrides MONAI applies to them."""
 
 from __future__ import annotations
 
@@ -10,9 +13,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-import torch
-
-__all__ = ["flag", "command_line", "shell_quote", "resume_command", "preset_source"]
+__all__ = ["flag", "command_line", "shell_quote", "resume_command"]
 
 
 def flag(value: Any, name: str = "flag") -> bool:
@@ -62,14 +63,3 @@ def shell_quote(arg: str) -> str:
 def resume_command() -> str:
     """This training's command with ``--resume true``."""
     return command_line({"--resume": "true"})
-
-
-def preset_source(model_preset: str, device_default: str) -> str:
-    """Why ``model_preset`` was chosen: the command line, the config files, or the device's default."""
-    if "--model_preset" in sys.argv:
-        return "from --model_preset"
-    if model_preset == device_default:
-        kind = "a CUDA GPU" if torch.cuda.is_available() else "no CUDA GPU"
-        other = "small" if model_preset != "small" else "paper"
-        return f"default for a machine with {kind}; override with --model_preset {other}"
-    return "set by the config files"

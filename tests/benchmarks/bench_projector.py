@@ -38,8 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from scripts.frame import FRAME  # noqa: E402
 from scripts.projection.attenuation import hu_to_attenuation  # noqa: E402
-from scripts.projection.itk_renderer import ray_cast_drr  # noqa: E402
 from scripts.projection.geometry import ProjectionGeometry  # noqa: E402
+from scripts.projection.itk_renderer import ray_cast_drr  # noqa: E402
 from scripts.projection.torch_renderer import project, project_hu  # noqa: E402
 
 VIEWS = ("pa", "lateral")
