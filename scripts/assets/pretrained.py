@@ -167,8 +167,7 @@ def weights_path(name: str, directory: str | os.PathLike = "models/pretrained") 
 def find_weights(name: str, directory: str | os.PathLike = "models/pretrained") -> str | None:
     """Path of weights ``name`` in ``directory`` if that file exists, else None.
 
-    Meant for configs: ``"lpips_vgg_weights": "$scripts.assets.pretrained.find_weights('vgg16', @pretrained_dir)"``
-    uses the downloaded file when there is one, and runs without it (saying so) when there is not. Only
+    :func:`scripts.training.recipe.pretrained_file` (train.json's weights) uses it before fetching a missing file. Only
     existence is checked here (hashing a 500 MB file at every start would be slow); the download command
     verified it.
     """

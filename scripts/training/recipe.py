@@ -41,7 +41,7 @@ from typing import Any
 
 import torch
 from scripts.assets.hashing import sha256_file
-from scripts.assets.pretrained import WeightsDownloadError, download_weights, weights_path
+from scripts.assets.pretrained import WeightsDownloadError, download_weights, find_weights, weights_path
 from scripts.utils.command_line import flag
 
 __all__ = ["RecipeError", "PAPER_WEIGHTS", "is_paper_preset", "pretrained_file", "training_recipe", "announce"]
@@ -74,13 +74,14 @@ def pretrained_file(name: str, model_preset: str | None, pretrained_dir: str, do
     paper = is_paper_preset(model_preset)
     if name == "resnet101" and not paper:
         return None
-    path = weights_path(name, pretrained_dir)
-    if not path.is_file() and paper and download:
+    found = find_weights(name, pretrained_dir)
+    if found is None and paper and download:
         try:
             download_weights(name, pretrained_dir)
         except WeightsDownloadError as e:
             logger.warning("%s: not downloaded (%s)", name, str(e).split(". ")[0])
-    return str(path) if path.is_file() else None
+        found = find_weights(name, pretrained_dir)
+    return found
 
 
 def _file(path: str | None, digest: bool = False) -> dict[str, str] | None:
