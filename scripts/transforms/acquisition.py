@@ -63,14 +63,11 @@ class ReadAcquisitiond(MapTransform):
         acqs: list[Acquisition] = []
         for key in self.key_iterator(d):
             view, src = str(key), d[key]
-            opts = d.get(f"{view}_geometry") or self.options.get(view)
+            own = d.get(f"{view}_geometry")
+            opts = parse_geometry_option(own, f"--{view}_geometry") if own else self.options.get(view)
             path = Path(str(src)) if isinstance(src, (str, Path)) else None
             shape = None
-            if (
-                opts
-                and path is not None
-                and not parse_geometry_option(opts, f"--{view}_geometry").get("detector_size_mm")
-            ):
+            if opts and path is not None and not opts.get("detector_size_mm"):
                 shape = read_radiograph_array(path, view)[0].shape  # a non-DICOM image's size in pixels
             acq = read_acquisition(path, view, self.geometry, opts, shape)
             if acq.source != "training":
