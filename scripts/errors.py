@@ -20,6 +20,7 @@ Set ``PERX2CT_DEBUG=1`` to always get the full traceback on the console.
 
 from __future__ import annotations
 
+import _thread
 import atexit
 import gc
 import os
@@ -27,6 +28,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 import traceback
 from pathlib import Path
 from types import TracebackType
@@ -38,6 +40,7 @@ __all__ = [
     "listen",
     "stop_requested",
     "check_stop",
+    "acknowledge",
     "install",
     "report",
     "chain",
@@ -88,6 +91,7 @@ def stop(message: str) -> Interrupted:
     loaded and would push the exit past the 2 s a stop is given.
     """
     global _stopping, _requested
+    acknowledge()  # printing can block on a full pipe: no re-raise meanwhile
     print(message, file=sys.stderr, flush=True)
     _stopping, _requested = True, None
     return Interrupted(message)
@@ -97,15 +101,58 @@ def stop(message: str) -> Interrupted:
 #: The signals that stop a run cleanly: Ctrl-C, and what ``kill``, job schedulers and container runtimes send.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _requested: int | None = None  # the signal of a stop request not yet answered by stop()
+_acknowledged = False  # a handler has taken the pending request (acknowledge()): the watchdog leaves it alone
+_watching = False  # the watchdog thread of the pending request runs
 _stopping = False  # stop() was called: the process is on its way out
 _exit_hook = False
+#: Seconds after a stop request without a handler taking it (:func:`acknowledge`) before the watchdog raises
+#: ``KeyboardInterrupt`` in the main thread again, and between repeats. A library that swallows the first one
+#: (ITK's lazy loading of its compiled modules does, and then loads for seconds) is interrupted again; the clean
+#: stop's 2 s budget holds. Handlers that save (:class:`scripts.handlers.CleanStop`) acknowledge first, so a
+#: save is never interrupted by the watchdog.
+REPEAT_S = 0.6
 
 
 def _on_signal(signum: int, frame: object) -> None:
     """The handler of :data:`STOP_SIGNALS`: record the request, then interrupt whatever the main thread runs."""
-    global _requested
-    _requested = signum
+    global _requested, _acknowledged
+    if _requested is None:
+        _requested, _acknowledged = signum, False
+    _watch()
     raise KeyboardInterrupt  # no message: Ignite's "terminating due to exception: " line is then recognised
+
+
+def acknowledge() -> None:
+    """A handler has taken the pending stop request (it saves and then calls :func:`stop`): no more re-raises.
+
+    Catch sites that act on a stop call it first, before anything slow. A ``KeyboardInterrupt`` that no handler
+    acknowledges within :data:`REPEAT_S` was swallowed on the way, and is raised again.
+    """
+    global _acknowledged
+    _acknowledged = True
+
+
+def _watch() -> None:
+    """Start the watchdog of the pending request (one thread per request; a daemon, so it never holds an exit)."""
+    global _watching
+    if _watching:
+        return
+    _watching = True
+    threading.Thread(target=_watchdog, name="perx2ct-stop-watchdog", daemon=True).start()
+
+
+def _watchdog() -> None:
+    global _watching
+    try:
+        while True:
+            time.sleep(REPEAT_S)
+            if _requested is None or _acknowledged or _stopping:
+                return
+            if signal.getsignal(signal.SIGINT) is not _on_signal:
+                return  # another tool's handler now: not ours to call
+            _thread.interrupt_main(signal.SIGINT)  # runs _on_signal in the main thread: KeyboardInterrupt again
+    finally:
+        _watching = False
 
 
 def _quick_exit() -> None:
@@ -123,7 +170,9 @@ def listen() -> None:
     SIGINT is taken over even when inherited as ignored: a run started in the background from a script (``cmd &``
     without job control) ignores SIGINT from birth, and ``kill -INT`` would otherwise never stop it. A handler that
     another tool installed (not the default, not "ignore") is left alone. Python runs the handler between bytecodes:
-    a single library call that holds the GIL (e.g. one ITK ray cast) delays it until that call returns.
+    a single library call that holds the GIL (e.g. one ITK ray cast) delays it until that call returns. A
+    ``KeyboardInterrupt`` swallowed on the way is raised again by a watchdog thread (:data:`REPEAT_S`) until a
+    handler acknowledges it (:func:`acknowledge`).
     """
     global _exit_hook
     if threading.current_thread() is not threading.main_thread():
@@ -249,6 +298,7 @@ def report(kind: type[BaseException], exc: BaseException, tb: TracebackType | No
     """``sys.excepthook``: one line for an expected error, the usual traceback otherwise."""
     debug = os.environ.get(DEBUG_ENV, "").lower() not in ("", "0", "false", "no")
     if isinstance(exc, KeyboardInterrupt) and not debug:
+        acknowledge()
         print("interrupted (before anything resumable was saved)", file=sys.stderr, flush=True)
         return  # Python then ends the process by SIGINT: exit status 130 in the shell
     cause = root_cause(exc)

@@ -96,6 +96,52 @@ def test_a_swallowed_interrupt_is_still_acted_on_by_check_stop():
     assert time.monotonic() - t0 < EXIT_S
 
 
+def test_an_interrupt_swallowed_before_long_work_is_raised_again():
+    # what ITK's lazy module loading does: the KeyboardInterrupt is swallowed, then seconds of work follow with
+    # no check_stop in sight; the watchdog (scripts.errors.REPEAT_S) raises it again until a handler takes it
+    body = "\n".join(
+        [
+            "try:",
+            "                time.sleep(0.01)",
+            "            except KeyboardInterrupt:",
+            "                t1 = time.monotonic()",
+            "                while time.monotonic() - t1 < 20:",
+            "                    sum(range(1000))",
+        ]
+    )
+    proc = _child(BUSY.format(body=body))
+    assert proc.stdout.readline().strip() == "ready"
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    took = time.monotonic() - t0
+    assert proc.returncode == 130 and err.strip() == "interrupted in the loop", (out, err)
+    assert took < EXIT_S, took
+
+
+def test_an_acknowledged_interrupt_is_not_raised_again():
+    # a handler that saves after acknowledging is never interrupted by the watchdog, however long the save takes
+    code = """
+    import time
+    from scripts.errors import REPEAT_S, acknowledge, listen, stop
+    listen()
+    try:
+        print("ready", flush=True)
+        time.sleep(30)
+    except KeyboardInterrupt:
+        acknowledge()
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 4 * REPEAT_S:
+            sum(range(1000))
+        raise stop("saved and stopped")
+    """
+    proc = _child(code)
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err.strip() == "saved and stopped", (out, err)
+
+
 def test_listen_leaves_another_tools_handler_alone():
     code = """
         import signal

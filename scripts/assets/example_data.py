@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scripts.assets.hashing import sha256_file
+from scripts.errors import acknowledge
 from scripts.utils.atomic import atomic_write_bytes
 
 __all__ = [
@@ -215,6 +216,7 @@ def download_example_cli(
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(1) from None
     except KeyboardInterrupt:
+        acknowledge()
         print("interrupted: no partial case folder was left behind; run the command again to finish.", file=sys.stderr)
         raise SystemExit(130) from None
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from ignite.engine import Engine, Events
-from scripts.errors import check_stop, listen, stop
+from scripts.errors import acknowledge, check_stop, listen, stop
 from scripts.handlers.checkpoints import LatestCheckpoint
 from scripts.utils.command_line import command_line, resume_command
 from scripts.utils.shards import is_rank0
@@ -68,6 +68,7 @@ class CleanStop:
     def _raised(self, engine: Engine, e: BaseException) -> None:
         if not isinstance(e, KeyboardInterrupt):
             raise e
+        acknowledge()  # taken: the stop watchdog must not interrupt the save below (scripts.errors.REPEAT_S)
         if self.role == "validate":
             setattr(e, _PHASE, "validation")
             raise e  # the trainer's CleanStop saves and reports

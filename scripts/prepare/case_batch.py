@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from scripts.errors import stop
+from scripts.errors import acknowledge, stop
 from scripts.prepare.case_writer import TMP_PREFIX, is_case_complete, prepare_case
 from scripts.utils.shards import Shards
 from scripts.utils.worker_pool import WorkerPool
@@ -90,6 +90,7 @@ def prepare_cases(
                     for (cid, src), ok, value in pool.run(todo):
                         done.append(bar.add(value if ok else _failed(cid, src, value, "WorkerDied")))
     except KeyboardInterrupt:
+        acknowledge()  # taken: the stop watchdog leaves the clean-up below alone
         pids = {str(p) for p in (os.getpid(), *(pool.pids if pool is not None else ()))}
         for e in os.scandir(output_dir):
             if e.name.startswith(TMP_PREFIX) and e.name.rsplit("-", 1)[-1] in pids:
