@@ -111,3 +111,14 @@ def test_inference_dataset_checks_its_inputs(tmp_path):
         empty.require_inputs()
     with pytest.raises(FileNotFoundError, match="datalist not found"):
         InferenceDataset(dataset_dir=str(tmp_path))
+
+
+def test_validation_axes_reach_the_inferer_and_every_validation_metric(bundle_config):
+    # --validation_axes "['axial','coronal','sagittal']" validates as the official run did (all three axes)
+    axes = ["axial", "coronal", "sagittal"]
+    parser = bundle_config("train.json", validation_axes=axes)
+    assert parser.get_parsed_content("validate#inferer").axes == [0, 1, 2]
+    assert parser.get_parsed_content("validate#metrics#val_loss").axes == [0, 1, 2]
+    for name in ("val_psnr", "val_psnr_paper"):
+        assert list(parser.get_parsed_content(f"validate#metrics#{name}").metric_fn.axes) == axes
+    assert bundle_config("train.json").get_parsed_content("validate#inferer").axes == [0]  # default: axial only

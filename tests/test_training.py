@@ -75,6 +75,32 @@ def test_validation_loss_is_the_mean_loss_over_axial_slices_in_eval_mode():
     assert loss.training  # the loss module is back in training mode
 
 
+class _ColumnWeightedL1(torch.nn.Module):
+    """L1 weighted by the column index: a slice compared in the wrong layout gives another value."""
+
+    def forward(self, pred, target):
+        w = torch.arange(1, pred.shape[-1] + 1, dtype=pred.dtype)
+        return ((pred - target).abs() * w).mean()
+
+
+def test_validation_loss_over_three_axes_compares_each_axis_slices_in_the_networks_layout():
+    # the official criterion (val/rec_loss over slices of all three axes): channel a is the volume rendered along
+    # axes[a]; axial slices fix k (rows i, cols j), coronal fix j (rows i, cols k), sagittal fix i (rows j, cols k)
+    loss = _ColumnWeightedL1()
+    metric = SliceLossMetric(loss, batch_size=4, axes=("axial", "coronal", "sagittal"))
+    metric.reset()
+    pred, label = torch.rand(2, 3, 4, 5, 7), torch.rand(2, 1, 4, 5, 7)
+    metric.update((pred, label))
+    want = []
+    for b in range(2):
+        want += [loss(pred[b, 0, :, :, k], label[b, 0, :, :, k]) for k in range(7)]
+        want += [loss(pred[b, 1, :, j, :], label[b, 0, :, j, :]) for j in range(5)]
+        want += [loss(pred[b, 2, i, :, :], label[b, 0, i, :, :]) for i in range(4)]
+    assert metric.compute() == pytest.approx(float(torch.stack(want).mean()), rel=1e-6)
+    with pytest.raises(ValueError, match="one per slicing axis"):
+        SliceLossMetric(loss, axes=("axial",)).update((pred, label))
+
+
 def test_checkpoint_criterion_lower_loss_or_higher_psnr():
     assert metric_cmp("val_loss")(0.4, 0.5) and not metric_cmp("val_loss")(0.6, 0.5)
     assert metric_cmp("val_psnr")(21.0, 20.0) and not metric_cmp("val_psnr")(19.0, 20.0)
