@@ -14,10 +14,16 @@ stands for the ray's length between two planes, ``|ray| / |ray's component along
 the sum is the line integral of the attenuation. Lengths in mm are divided by 10: with attenuation per
 cm the result is dimensionless (per cm x cm), the same unit as the ITK backend.
 
-Memory: rays are processed in chunks of at most ``max_samples`` samples (plane crossings), default
-``2**22``. Beyond the input and output, one call holds at most one permuted copy of one volume (``X*Y*Z``
-values; none for the lateral view, whose dominant axis is already first, nor when the rays fit in two chunks:
-``grid_sample`` then reads the planes as a strided view) and, per chunk, about
+Batches: the cases of a batch (each with its own motion and, optionally, its own geometry: a sequence of one
+:class:`~scripts.projection.geometry.ProjectionGeometry` per volume, e.g. the per-sample acquisitions of clinical
+training views) go through one march per view and per marching axis: their rays are set up per case (small float64
+arrays), then all their planes are sampled by one ``grid_sample`` per chunk. Each case's values are those it gets
+rendered alone (the same arithmetic; bit-exact with the default chunking).
+
+Memory: rays are processed in chunks of at most ``max_samples`` samples (plane crossings, over all cases of the
+march), default ``2**22``. Beyond the input and output, one call holds at most one permuted copy of the volumes of a
+march (``B*X*Y*Z`` values; for one case none for the lateral view, whose dominant axis is already first, nor when
+the rays fit in two chunks: ``grid_sample`` then reads the planes as a strided view) and, per chunk, about
 ``16 * max_samples`` bytes (a float32 grid of 2 values and the samples, plus temporaries), i.e. about
 64 MiB with the default; float64 inputs double that. When the volume requires grad, each chunk is
 recomputed in the backward pass (``torch.utils.checkpoint``), so training memory stays at the same bound
@@ -83,22 +89,29 @@ def _per_batch(value, batch: int, what: str, device) -> torch.Tensor:
 
 
 def _march(
-    planes: torch.Tensor, grid_a: torch.Tensor, grid_c: torch.Tensor, weight: torch.Tensor, mask: torch.Tensor | None
+    planes: torch.Tensor,
+    grid_a: torch.Tensor,
+    grid_c: torch.Tensor,
+    weight: torch.Tensor,
+    mask: torch.Tensor | None,
+    n: int,
 ):
-    """Line integrals of one chunk of rays through ``planes`` (n, 1, A, C).
+    """Line integrals of one chunk of rays of ``b`` cases through ``planes`` (b * n, 1, A, C) (case-major).
 
-    ``grid_a`` / ``grid_c``: (2, r) normalised in-plane position at plane 0 and its step per plane, for
-    the A (rows) and C (columns) axes. ``weight``: (r,) mm per plane step / 10. ``mask``: optional (2, r)
-    first and last plane index (inclusive) between source and detector. Returns (r,).
+    ``grid_a`` / ``grid_c``: (b, 2, r) normalised in-plane position at plane 0 and its step per plane, for
+    the A (rows) and C (columns) axes. ``weight``: (b, r) mm per plane step / 10. ``mask``: optional (b, 2, r)
+    first and last plane index (inclusive) between source and detector. Returns (b, r).
     """
-    n = planes.shape[0]
+    b = grid_a.shape[0]
     i = torch.arange(n, device=planes.device, dtype=grid_a.dtype)[:, None]
-    grid = torch.stack((grid_c[0] + i * grid_c[1], grid_a[0] + i * grid_a[1]), dim=-1)  # (n, r, 2): (x=C, y=A)
-    samples = F.grid_sample(planes, grid[:, :, None, :], mode="bilinear", padding_mode="zeros", align_corners=True)
-    samples = samples[:, 0, :, 0]  # (n, r)
+    # (b, n, r, 2): (x=C, y=A); per case the same elementwise arithmetic as one case alone (batching is bit-exact)
+    grid = torch.stack((grid_c[:, None, 0] + i * grid_c[:, None, 1], grid_a[:, None, 0] + i * grid_a[:, None, 1]), -1)
+    grid = grid.reshape(b * n, grid.shape[2], 1, 2)
+    samples = F.grid_sample(planes, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    samples = samples[:, 0, :, 0].reshape(b, n, -1)  # (b, n, r)
     if mask is not None:
-        samples = samples * ((i >= mask[0]) & (i <= mask[1])).to(samples.dtype)
-    return samples.sum(0) * weight
+        samples = samples * ((i >= mask[:, None, 0]) & (i <= mask[:, None, 1])).to(samples.dtype)
+    return samples.sum(1) * weight
 
 
 def _rays_mm(geometry: ProjectionGeometry, view: str, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,15 +123,53 @@ def _rays_mm(geometry: ProjectionGeometry, view: str, device) -> tuple[torch.Ten
     return (torch.as_tensor(geometry.source_mm(view), device=device), torch.as_tensor(pix, device=device))
 
 
+def _geometries(geometry, batch: int) -> list[ProjectionGeometry]:
+    """One geometry, or one per case -> a list of ``batch`` geometries of one ``detector_shape``."""
+    if isinstance(geometry, ProjectionGeometry):
+        return [geometry] * batch
+    geoms = list(geometry)
+    if len(geoms) != batch or not all(isinstance(g, ProjectionGeometry) for g in geoms):
+        raise ValueError(f"geometry must be a ProjectionGeometry or a sequence of {batch} (one per volume)")
+    if len({g.detector_shape for g in geoms}) != 1:
+        raise ValueError(
+            f"per-volume geometries need one detector_shape, got {sorted({g.detector_shape for g in geoms})}"
+        )
+    return geoms
+
+
+def _case_rays(src, pix, origin, spacing, inv, view: str, march_axis: int | None = None):
+    """One case's rays in its volume's voxel frame: ``(axis, other axes, source s (3,), ray d (R, 3) in voxels,
+    ray d_mm (R, 3) in mm, d along the axis (R,))``."""
+    if inv is not None:  # rays of the fixed machine, seen from the unmoved patient
+        rot, tr = inv[:3, :3], inv[:3, 3]
+        src, pix = src @ rot.T + tr, pix @ rot.T + tr
+    d_mm = pix - src  # (R, 3)
+    s = (src[0] - origin) / spacing  # voxel coordinates
+    d = d_mm / spacing
+    axis = int(d.abs().sum(0).argmax()) if march_axis is None else int(march_axis)
+    others = [a for a in range(3) if a != axis]
+    dk = d[:, axis]
+    if march_axis is not None:
+        if bool((d_mm[:, axis].abs() < 1e-9 * d_mm.norm(dim=1)).any()):
+            raise ValueError(f"view {view!r}: some rays run parallel to the planes of march axis {axis}")
+    elif bool((d[:, others].abs().max(1).values > dk.abs()).any()):
+        raise ValueError(
+            f"view {view!r}: its rays are not all closest to one volume axis (oblique beam); "
+            "the torch projector marches along one axis per view: use the ITK backend"
+        )
+    return axis, others, s, d, d_mm, dk
+
+
 def project(
     attenuation: torch.Tensor,
     spacing_mm,
     origin_mm,
-    geometry: ProjectionGeometry,
+    geometry: ProjectionGeometry | Sequence[ProjectionGeometry],
     views: Sequence[str] = ("pa", "lateral"),
     *,
     motion=None,
     max_samples: int = DEFAULT_MAX_SAMPLES,
+    march_axes: dict[str, int] | None = None,
 ) -> torch.Tensor:
     """Raw DRRs (line integrals) of a batch of attenuation volumes.
 
@@ -127,16 +178,24 @@ def project(
             of HU), LPS axis-aligned, float32 or float64, any device; each of X, Y, Z >= 2.
         spacing_mm: voxel size ``(3,)`` or per volume ``(B, 3)``, mm.
         origin_mm: LPS mm of the centre of voxel ``[0, 0, 0]``, ``(3,)`` or ``(B, 3)``.
-        geometry: the projection geometry; its ``isocentre_mm`` and ``detector_shape`` are used as they are.
+        geometry: the projection geometry (its ``isocentre_mm`` and ``detector_shape`` are used as they are), or a
+            sequence of ``B``, one per volume (each view's acquisition per case, e.g. the per-sample geometries of
+            clinical training views; one ``detector_shape``). The cases go through one batched march per view
+            (grouped by the axis their rays march along), not one call per case.
         views: views of ``geometry`` to render, in output order.
         motion: optional ``(4, 4)`` or ``(B, 4, 4)`` rigid motion of the patient in LPS mm
             (``x' = M x``, e.g. :func:`rigid_motion` about the isocentre composed with the isocentre
             shift): the DRR is that of the *moved* volume. Computed by moving the rays the other way,
             which is exact for a rigid motion (no resampling of the volume).
-        max_samples: samples per chunk (memory bound, see the module docstring).
+        max_samples: samples per chunk (memory bound, see the module docstring), over all cases of a march.
+        march_axes: optional array axis (0, 1, 2) to march along per view name, instead of the axis most parallel to
+            the rays in voxel units: for strongly anisotropic volumes whose coarse axis runs along the beam (e.g. a few
+            predicted coronal slices projected onto the PA view: one sample per slice plane, bilinear in the plane;
+            :class:`scripts.training.losses.ReprojectionConsistency`). No oblique-beam check for those views.
 
     Returns:
-        ``(B, V, H, W)`` line integrals (attenuation per cm x cm), in the input's dtype and device.
+        ``(B, V, H, W)`` line integrals (attenuation per cm x cm), in the input's dtype and device. Each case's
+        values are those of the case rendered alone (bit-exact: the batched march does the same arithmetic).
 
     Raises:
         ValueError: bad shapes, or a view whose rays are not all closer to one array axis than to the
@@ -151,6 +210,7 @@ def project(
     b, dev, dtype = attenuation.shape[0], attenuation.device, attenuation.dtype
     cdtype = torch.float64 if dtype == torch.float64 else torch.float32  # grid dtype (bf16 would lose positions)
     vol = attenuation if dtype == cdtype else attenuation.to(cdtype)
+    geoms = _geometries(geometry, b)
     spacing = _per_batch(spacing_mm, b, "spacing_mm", dev)
     origin = _per_batch(origin_mm, b, "origin_mm", dev)
     if bool((spacing <= 0).any()):
@@ -165,59 +225,64 @@ def project(
         inv = torch.linalg.inv(m)
     shape = torch.tensor(attenuation.shape[2:], device=dev, dtype=torch.float64)
     max_samples = max(1, int(max_samples))
-    rows, cols = geometry.detector_shape
-    out = []
-    for view in views:
-        src_w, pix_w = _rays_mm(geometry, view, dev)
-        per_b = []
-        for k in range(b):
-            src, pix = src_w[None], pix_w
-            if inv is not None:  # rays of the fixed machine, seen from the unmoved patient
-                rot, tr = inv[k, :3, :3], inv[k, :3, 3]
-                src, pix = src @ rot.T + tr, pix @ rot.T + tr
-            d_mm = pix - src  # (R, 3)
-            s = (src[0] - origin[k]) / spacing[k]  # voxel coordinates
-            d = d_mm / spacing[k]
-            axis = int(d.abs().sum(0).argmax())
-            others = [a for a in range(3) if a != axis]
-            dk = d[:, axis]
-            if bool((d[:, others].abs().max(1).values > dk.abs()).any()):
-                raise ValueError(
-                    f"view {view!r}: its rays are not all closest to one volume axis (oblique beam); "
-                    "the torch projector marches along one axis per view: use the ITK backend"
-                )
+    rows, cols = geoms[0].detector_shape
+    out = torch.empty((b, len(views), rows, cols), dtype=cdtype, device=dev)
+    for v_i, view in enumerate(views):
+        rays = {}
+        groups: dict[int, list[int]] = {}
+        for k in range(b):  # ray set-up per case (small float64 tensors); the march below is batched
+            if k == 0 or geoms[k] is not geoms[k - 1]:
+                src_w, pix_w = _rays_mm(geoms[k], view, dev)
+            axis_k = None if not march_axes else march_axes.get(view)
+            ray = _case_rays(src_w[None], pix_w, origin[k], spacing[k], None if inv is None else inv[k], view, axis_k)
+            rays[k] = ray
+            groups.setdefault(ray[0], []).append(k)
+        for axis, cases in groups.items():
             n = int(shape[axis])
-            # plane i is crossed at t = (i - s_axis) / d_axis; in-plane position there, normalised for grid_sample
-            grids = []
-            for a in others:
-                slope = d[:, a] / dk
-                at0 = s[a] - s[axis] * slope
-                scale = 2.0 / (shape[a] - 1)
-                grids.append(torch.stack((at0 * scale - 1.0, slope * scale)).to(cdtype))
-            weight = (d_mm.norm(dim=1) / dk.abs() / 10.0).to(cdtype)
-            # planes strictly between the source (t = 0) and the detector (t = 1)
-            t0, t1 = s[axis], s[axis] + dk
-            lo, hi = torch.minimum(t0, t1), torch.maximum(t0, t1)
-            mask = None
-            if bool((lo >= 0).any()) or bool((hi <= n - 1).any()):
-                mask = torch.stack((torch.floor(lo) + 1, torch.ceil(hi) - 1)).to(cdtype)
-            chunk = max(1, max_samples // n)
-            # (n, 1, A, C): grid_sample reads any strides, so up to 2 chunks sample the strided view (no copy of the
-            # volume: the fixed cost of a small DRR); more chunks revisit every plane more often and get compact
-            # planes (measured on 2 CPU cores, 320^3: 128^2 view 0.045 s vs copy 0.07 s; 320^2 copy 0.21 s vs view 0.45 s)
-            planes = vol[k, 0].movedim(axis, 0)
-            planes = (planes if -(-d.shape[0] // chunk) <= 2 else planes.contiguous())[:, None]
+            grid_a, grid_c, weights, masks, need_mask = [], [], [], [], False
+            for k in cases:
+                _, others, s, d, d_mm, dk = rays[k]
+                # plane i is crossed at t = (i - s_axis) / d_axis; in-plane position there, normalised for grid_sample
+                grids = []
+                for a in others:
+                    slope = d[:, a] / dk
+                    at0 = s[a] - s[axis] * slope
+                    scale = 2.0 / (shape[a] - 1)
+                    grids.append(torch.stack((at0 * scale - 1.0, slope * scale)).to(cdtype))
+                grid_a.append(grids[0])
+                grid_c.append(grids[1])
+                weights.append((d_mm.norm(dim=1) / dk.abs() / 10.0).to(cdtype))
+                # planes strictly between the source (t = 0) and the detector (t = 1)
+                t0, t1 = s[axis], s[axis] + dk
+                lo, hi = torch.minimum(t0, t1), torch.maximum(t0, t1)
+                need_mask = need_mask or bool((lo >= 0).any()) or bool((hi <= n - 1).any())
+                masks.append(torch.stack((torch.floor(lo) + 1, torch.ceil(hi) - 1)).to(cdtype))
+            ga, gc, weight = torch.stack(grid_a), torch.stack(grid_c), torch.stack(weights)
+            mask = torch.stack(masks) if need_mask else None  # a case that needs none gets all planes (x 1.0)
+            nb, n_rays = len(cases), ga.shape[-1]
+            chunk = max(1, max_samples // (n * nb))
+            # (nb * n, 1, A, C): grid_sample reads any strides, so one case in up to 2 chunks samples the strided view
+            # (no copy of the volume: the fixed cost of a small DRR); more chunks revisit every plane more often and
+            # get compact planes (measured on 2 CPU cores, 320^3: 128^2 view 0.045 s vs copy 0.07 s; 320^2 copy
+            # 0.21 s vs view 0.45 s); several cases are one compact stack of planes
+            idx = torch.as_tensor(cases, device=dev)
+            if nb == 1:
+                planes = vol[cases[0], 0].movedim(axis, 0)
+                planes = (planes if -(-n_rays // chunk) <= 2 else planes.contiguous())[:, None]
+            else:
+                planes = (
+                    vol[idx, 0].movedim(axis + 1, 1).reshape(nb * n, 1, *[int(shape[a]) for a in rays[cases[0]][1]])
+                )
             line = []
-            for start in range(0, d.shape[0], chunk):
+            for start in range(0, n_rays, chunk):
                 sl = slice(start, start + chunk)
-                args = (planes, grids[0][:, sl], grids[1][:, sl], weight[sl], None if mask is None else mask[:, sl])
+                args = (planes, ga[..., sl], gc[..., sl], weight[:, sl], None if mask is None else mask[..., sl], n)
                 if planes.requires_grad:
                     line.append(checkpoint(_march, *args, use_reentrant=False))
                 else:
                     line.append(_march(*args))
-            per_b.append(torch.cat(line).reshape(rows, cols))
-        out.append(torch.stack(per_b))
-    return torch.stack(out, dim=1).to(dtype)
+            out[idx, v_i] = torch.cat(line, dim=1).reshape(nb, rows, cols)
+    return out.to(dtype)
 
 
 def project_hu(

@@ -1,6 +1,6 @@
 """What training optimises and how it picks its checkpoint.
 
-* :mod:`.losses` - the official loss: L1 + LPIPS (VGG16), with its fallback.
+* :mod:`.losses` - the official loss: L1 + LPIPS (VGG16), with its fallback; the optional re-projection consistency.
 * :mod:`.model_selection` - the validation metric that picks ``models/model.pt`` and its direction.
 * :mod:`.defaults` - the defaults that depend on the machine (train.json's ``machine_defaults``) and the learning rate.
 * :mod:`.recipe` - the recipe a run really uses (recorded in the checkpoints' sidecars) and the paper's weights.
@@ -15,6 +15,8 @@ _EXPORTS = {
     "LPIPS_EPS": "losses",
     "LPIPSVGG": "losses",
     "PerX2CTLoss": "losses",
+    "ReprojectionConsistency": "losses",
+    "ConsistencySliceInferer": "losses",
     "SliceLossMetric": "model_selection",
     "LOWER_IS_BETTER": "model_selection",
     "metric_sign": "model_selection",

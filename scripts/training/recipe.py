@@ -23,12 +23,14 @@ Sidecar ``"recipe"``::
 
     {"summary": "...one line...",
      "paper_recipe": false,                         # the paper's loss and ImageNet encoder (paper presets only)
-     "loss": {"formula": "1 x L1 + 1 x (1 - SSIM)", "terms": {"l1": 1.0, "lpips": 0.0, "ssim": 1.0},
+     "loss": {"formula": "1 x L1 + 1 x (1 - SSIM)", "terms": {"l1": 1.0, "lpips": 0.0, "ssim": 1.0, "consistency": 0.0},
               "paper_loss": false, "deviations": [...], "lpips_vgg_weights": null, "lpips_lin_weights": null},
      "encoder_init": {"source": "random"},          # or {"source": "imagenet", "file", "sha256"}, or "checkpoint"
      "precision": "fp32",                           # or "amp (float16 autocast on CUDA)"
      "model_preset": "small", "geometry_preset": "perx2ct",
-     "view_randomisation": {"on_the_fly": false},   # configs/onthefly.json: true with its settings
+     "view_randomisation": {"on_the_fly": false},   # onthefly.json / clinical.json: true, the setting ("fixed" /
+                                                    # "clinical") and its ranges
+     "consistency": {"weight": 0.0, ...},           # the re-projection consistency term (train.json consistency)
      "fallback_accepted": false}                    # only for a paper preset trained with the fallback
 """
 
@@ -122,6 +124,7 @@ def training_recipe(
     init_ckpt: str | None = None,
     views: Mapping[str, Any] | None = None,
     allow_fallback: Any = False,
+    consistency: Any = None,
 ) -> dict[str, Any]:
     """The recipe of this run (JSON-able, see the module doc), from the built ``network`` and ``loss``.
 
@@ -132,6 +135,7 @@ def training_recipe(
         "l1": float(getattr(loss, "l1_weight", 0.0)),
         "lpips": float(getattr(loss, "lpips_weight", 0.0)) if getattr(loss, "lpips", None) is not None else 0.0,
         "ssim": float(getattr(loss, "ssim_weight", 0.0)),
+        "consistency": float(getattr(consistency, "weight", 0.0)),
     }
     described = dict(getattr(loss, "recipe", {}) or {})
     loss_info = {
@@ -152,7 +156,10 @@ def training_recipe(
         "precision": _precision(amp, device),
         "model_preset": str(model_preset),
         "geometry_preset": str(geometry_preset),
-        "view_randomisation": {"on_the_fly": True, **dict(views)} if views else {"on_the_fly": False},
+        "view_randomisation": (
+            {"on_the_fly": True, "setting": "fixed", **dict(views)} if views else {"on_the_fly": False}
+        ),
+        "consistency": dict(getattr(consistency, "recipe", None) or {"weight": 0.0}),
     }
     if paper and not paper_recipe:
         missing = [
@@ -192,7 +199,8 @@ def _summary(recipe: Mapping[str, Any]) -> str:
     return (
         f"{recipe.get('model_preset')} / {recipe.get('geometry_preset')}: loss {(recipe.get('loss') or {}).get('formula')}; "
         f"encoder init {enc_text}; precision {recipe.get('precision')}; "
-        f"views {'on-the-fly' if views.get('on_the_fly') else 'fixed (prepared DRRs)'} ({kind})"
+        f"views {'on-the-fly ' + str(views.get('setting')) if views.get('on_the_fly') else 'fixed (prepared DRRs)'}; "
+        f"re-projection consistency {float((recipe.get('consistency') or {}).get('weight', 0.0)):g} ({kind})"
     )
 
 

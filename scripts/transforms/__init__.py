@@ -5,6 +5,8 @@
 * :mod:`.drr` - ``DRR(d)``: the network-input image of each view.
 * :mod:`.radiograph` - reading radiographs (PNG/JPEG, NIfTI, DICOM DX/CR) into the network input.
 * :mod:`.rigid_views` - on-the-fly training views: random rigid motion, views re-rendered, target moved.
+* :mod:`.view_settings` - the named settings of those views (``fixed``, ``clinical``) and the acquisition draw.
+* :mod:`.appearance` - a processed-radiograph appearance (scatter, noise, blur, response, unsharp mask, collimation).
 """
 
 from scripts.utils.exports import lazy_exports
@@ -43,6 +45,22 @@ _EXPORTS = {
     "RandRigidViewsBatch": "rigid_views",
     "move_volume": "rigid_views",
     "vary_intensity": "rigid_views",
+    "GEOMETRY_KEY": "rigid_views",
+    "VIEW_SETTINGS": "view_settings",
+    "ACQUISITION_FIELDS": "view_settings",
+    "view_setting": "view_settings",
+    "draw_acquisitions": "view_settings",
+    "acquisition_array": "view_settings",
+    "geometry_from_array": "view_settings",
+    "APPEARANCE_RANGES": "appearance",
+    "APPEARANCE_FIELDS": "appearance",
+    "appearance_ranges": "appearance",
+    "draw_appearance": "appearance",
+    "gaussian_blur": "appearance",
+    "haze": "appearance",
+    "detector_physics": "appearance",
+    "display_processing": "appearance",
+    "collimate": "appearance",
 }
 __all__ = list(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

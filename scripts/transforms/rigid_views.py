@@ -21,6 +21,15 @@ radiograph post-processing (:func:`scripts.transforms.radiograph.postprocess_rad
 8 bits again (the network's input convention). The target (and any ``move_keys``) is resampled trilinearly
 at the moved positions (outside the cube: air).
 
+Named settings (:data:`scripts.transforms.view_settings.VIEW_SETTINGS`, :meth:`RandRigidViewsd.from_setting`):
+``fixed`` is the behaviour above, bit-exact (``configs/onthefly.json``); ``clinical`` (``configs/clinical.json``)
+also draws, per sample and per view, a clinical acquisition (SID, source-to-isocentre distance, detector size and
+offset) and a processed-radiograph appearance (:mod:`scripts.transforms.appearance`: scatter haze, quantum noise,
+detector blur, log or linear response, unsharp masking, collimation), renders the views with that per-view
+geometry (:meth:`RandRigidViewsd.sample_geometry`, one :class:`ProjectionGeometry`), and the item carries it
+(:data:`GEOMETRY_KEY`, ``(V, 6)``) so that :class:`RandRigidViewsBatch` hands the same geometry objects to the
+training step (keyword ``geometry``), whose inferer gives them to the network's sampler as its camera.
+
 Plugging in: the transform works on the items the training loader yields, ``{"image": (2, 128, 128),
 "label": (1, 128, 128, 128), "ct_1mm"?: (1, 320, 320, 320) HU}`` and is appended to the training
 preprocessing after the cached (deterministic) part; ``configs/onthefly.json`` does that over
@@ -30,7 +39,9 @@ fresh for every sample.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,14 +50,38 @@ import torch.nn.functional as F
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Randomizable
 from scripts.frame import FRAME, VolumeFrame
+from scripts.projection.attenuation import hu_to_attenuation
 from scripts.projection.geometry import ProjectionGeometry
-from scripts.projection.torch_renderer import DEFAULT_MAX_SAMPLES, project_hu, rigid_motion
+from scripts.projection.torch_renderer import DEFAULT_MAX_SAMPLES, project, rigid_motion
 from scripts.slicing import slice_positions
+from scripts.transforms.appearance import (
+    appearance_ranges,
+    collimate,
+    detector_physics,
+    display_processing,
+    draw_appearance,
+)
 from scripts.transforms.radiograph import VIEW_SHAPE, postprocess_radiograph, quantize
 from scripts.transforms.target import area_downsample
+from scripts.transforms.view_settings import acquisition_array, draw_acquisitions, geometry_from_array, view_setting
 from torch.utils.data import Dataset
 
-__all__ = ["RandRigidViewsd", "RandRigidViewsDataset", "RandRigidViewsBatch", "move_volume", "vary_intensity"]
+__all__ = [
+    "RandRigidViewsd",
+    "RandRigidViewsDataset",
+    "RandRigidViewsBatch",
+    "move_volume",
+    "vary_intensity",
+    "GEOMETRY_KEY",
+]
+
+#: Key of an item's / a batch's per-view acquisition ``(V, 6)`` / ``(N, V, 6)`` float64
+#: (:data:`scripts.transforms.view_settings.ACQUISITION_FIELDS`) when the views were rendered with drawn geometries.
+GEOMETRY_KEY = "view_geometry"
+#: Cases whose render cube (HU and attenuation, 16 MB at 128^3) a loader worker, and the batch renderer per device,
+#: keep; least recently used dropped first. Peak memory then stays flat in the number of cases (issue 23); a case
+#: loaded again costs one .npy read and a conversion (tens of ms), against ~0.1 s of rendering per sample.
+RENDER_CASES = 16
 
 
 def _plain(x) -> torch.Tensor:
@@ -134,7 +169,31 @@ class RandRigidViewsd(Randomizable, MapTransform):
         frame: the target's :class:`~scripts.frame.VolumeFrame` (default :data:`~scripts.frame.FRAME`).
         device: where to render and resample (default: where the data is); results come back there.
         max_samples: the projector's chunk bound (memory).
+        acquisition_ranges: per-view clinical acquisition ranges (a ``geometry`` entry of
+            :data:`scripts.transforms.view_settings.VIEW_SETTINGS`): each sample's views are rendered with their own
+            drawn SAD, SID, detector size and offset, and the item carries them (:data:`GEOMETRY_KEY`) for the
+            sampler. None (default): every view at ``geometry`` and nothing more drawn (the ``fixed`` setting).
+        appearance: processed-radiograph appearance ranges (a name or entry of
+            :data:`scripts.transforms.appearance.APPEARANCE_RANGES`); None (default): only gain, gamma and noise.
+        setting: the name of the :data:`~scripts.transforms.view_settings.VIEW_SETTINGS` entry it was built from
+            (:meth:`from_setting`; recorded, not used).
     """
+
+    @classmethod
+    def from_setting(cls, setting: str | Mapping[str, Any] = "fixed", **kwargs: Any) -> RandRigidViewsd:
+        """The transform of a named setting (:data:`scripts.transforms.view_settings.VIEW_SETTINGS`: ``fixed``,
+        ``clinical``) or a setting mapping; ``kwargs``: the other constructor arguments (and any override)."""
+        table = view_setting(setting)
+        fields = {
+            "max_shift_mm": table["max_shift_mm"],
+            "max_rotation_deg": table["max_rotation_deg"],
+            "gain_range": table["gain_range"],
+            "gamma_range": table["gamma_range"],
+            "noise_std": table["noise_std"],
+            "acquisition_ranges": table["geometry"],
+            "appearance": table["appearance"],
+        }
+        return cls(**{**fields, **kwargs, "setting": setting if isinstance(setting, str) else "custom"})
 
     def __init__(
         self,
@@ -155,6 +214,9 @@ class RandRigidViewsd(Randomizable, MapTransform):
         frame: VolumeFrame = FRAME,
         device: str | torch.device | None = None,
         max_samples: int = DEFAULT_MAX_SAMPLES,
+        acquisition_ranges: Mapping[str, Any] | None = None,
+        appearance: str | Mapping[str, Any] | None = None,
+        setting: str | None = None,
     ) -> None:
         super().__init__(keys)
         if len(self.keys) != 2:
@@ -188,6 +250,36 @@ class RandRigidViewsd(Randomizable, MapTransform):
         self._gain = np.ones(len(self.views))
         self._gamma = np.ones(len(self.views))
         self._noise_seed = 0
+        self.acquisition_ranges = None if acquisition_ranges is None else dict(acquisition_ranges)
+        self.appearance = None if appearance is None else appearance_ranges(appearance)
+        self.setting = setting
+        self._acquisition: np.ndarray | None = None
+        self._appearance: np.ndarray | None = None
+
+    def settings(self) -> dict[str, Any]:
+        """What the transform draws, as plain data (the recipe sidecar records it)."""
+        return {
+            "setting": self.setting,
+            "max_shift_mm": self.max_shift_mm.tolist(),
+            "max_rotation_deg": self.max_rotation_deg.tolist(),
+            "gain_range": list(self.gain_range),
+            "gamma_range": list(self.gamma_range),
+            "noise_std": self.noise_std,
+            "geometry": self.acquisition_ranges,
+            "appearance": self.appearance,
+            "render_shape": list(self.geometry.detector_shape),
+        }
+
+    def base_acquisition(self) -> np.ndarray:
+        """``(V, 6)``: every view's acquisition at the transform's own geometry (the network's training one)."""
+        return acquisition_array(self.geometry, self.views)
+
+    def sample_geometry(self, acquisition: Any = None) -> ProjectionGeometry:
+        """The geometry a sample's views are rendered with: ``geometry`` with the per-view ``acquisition`` (V, 6)
+        (None: the transform's own geometry)."""
+        if acquisition is None:
+            return self.geometry
+        return geometry_from_array(self.geometry, self.views, acquisition)
 
     def randomize(self, data: Any = None) -> None:
         self._do = self.R.rand() < self.prob
@@ -197,6 +289,11 @@ class RandRigidViewsd(Randomizable, MapTransform):
         self._gain = self.R.uniform(*self.gain_range, size=len(self.views))
         self._gamma = np.exp(self.R.uniform(*np.log(self.gamma_range), size=len(self.views)))
         self._noise_seed = int(self.R.randint(0, 2**31 - 1))
+        # drawn after the fixed setting's values, and only when set: the fixed stream and images stay as they were
+        if self.acquisition_ranges is not None:
+            self._acquisition = draw_acquisitions(self.R, self.acquisition_ranges, self.geometry, self.views)
+        if self.appearance is not None:
+            self._appearance = draw_appearance(self.R, self.appearance, len(self.views))
 
     def cube_to_render(self, data: Mapping[Hashable, Any]) -> tuple[torch.Tensor, float]:
         """``(HU cube (1, N, N, N) on the render device, voxel size mm)`` of an item: ``ct_key`` if present,
@@ -217,46 +314,82 @@ class RandRigidViewsd(Randomizable, MapTransform):
             spacing = self.frame.spacing_mm
         return hu, spacing
 
-    def render(self, hu: torch.Tensor, spacing_mm: float, motion: np.ndarray) -> torch.Tensor:
-        """Raw line integrals ``(V, rows, cols)`` of a centred HU cube ``(1, N, N, N)`` after ``motion``."""
+    def render(
+        self,
+        hu: torch.Tensor,
+        spacing_mm: float,
+        motion: np.ndarray,
+        geometry: ProjectionGeometry | None = None,
+        attenuation: bool = False,
+    ) -> torch.Tensor:
+        """Raw line integrals ``(V, rows, cols)`` of a centred HU cube ``(1, N, N, N)`` after ``motion``, through
+        ``geometry`` (default the transform's); ``attenuation=True``: the cube is already attenuation per cm
+        (:func:`scripts.projection.attenuation.hu_to_attenuation`, e.g. cached per case)."""
         if hu.ndim != 4 or hu.shape[0] != 1 or len(set(hu.shape[1:])) != 1:
             raise ValueError(f"expected a (1, N, N, N) cube to render, got {tuple(hu.shape)}")
         origin = [-(hu.shape[-1] - 1) / 2 * spacing_mm] * 3  # centred on the isocentre
         with torch.no_grad():
-            raw = project_hu(
-                hu[None],
+            mu = hu if attenuation else hu_to_attenuation(hu)
+            raw = project(
+                mu[None],
                 [spacing_mm] * 3,
                 origin,
-                self.geometry,
+                self.geometry if geometry is None else geometry,
                 self.views,
                 motion=motion,
                 max_samples=self.max_samples,
             )
         return raw[0]
 
-    def views_of(self, hu: torch.Tensor, spacing_mm: float) -> torch.Tensor:
-        """The network's views ``(V, H, W)`` of a centred HU cube under the drawn motion and intensity variation."""
-        return self.finish(self.render(hu, spacing_mm, self.motion), self._gain, self._gamma, self._noise_seed)
+    def views_of(self, hu: torch.Tensor, spacing_mm: float, attenuation: bool = False) -> torch.Tensor:
+        """The network's views ``(V, H, W)`` of a centred HU (or ``attenuation``) cube under the drawn motion,
+        acquisition and appearance."""
+        geometry = self.sample_geometry(self._acquisition)
+        raw = self.render(hu, spacing_mm, self.motion, geometry, attenuation)
+        return self.finish(raw, self._gain, self._gamma, self._noise_seed, self._appearance, geometry)
 
-    def finish(self, raw: torch.Tensor, gain, gamma, noise_seed: int) -> torch.Tensor:
-        """Raw line integrals ``(V, rows, cols)`` -> views ``(V, H, W)``: the radiograph post-processing, then
-        ``clip(gain * x ** gamma + noise, 0, 1)`` per view (noise from ``noise_seed``), quantised."""
+    def finish(
+        self,
+        raw: torch.Tensor,
+        gain,
+        gamma,
+        noise_seed: int,
+        appearance: Any = None,
+        geometry: ProjectionGeometry | None = None,
+    ) -> torch.Tensor:
+        """Raw line integrals ``(V, rows, cols)`` -> views ``(V, H, W)``: with ``appearance`` rows (V, P) the
+        detector physics first (:func:`scripts.transforms.appearance.detector_physics`, pixel pitch of
+        ``geometry``'s views); the radiograph post-processing; unsharp masking (``appearance``); then
+        ``clip(gain * x ** gamma + noise, 0, 1)`` per view (noise from ``noise_seed``), quantised; collimation
+        borders (``appearance``) last."""
         gen = torch.Generator(device="cpu").manual_seed(int(noise_seed))
+        geometry = self.geometry if geometry is None else geometry
         images = []
         for v in range(len(self.views)):
-            x = postprocess_radiograph(raw[v], self.output_shape, True, self.quantize_bits)
+            params = None if appearance is None else [float(a) for a in appearance[v]]
+            r = raw[v]
+            if params is not None:
+                r = detector_physics(r, params, geometry.view_pixel_spacing_mm(self.views[v]), gen)
+            x = postprocess_radiograph(r, self.output_shape, True, self.quantize_bits)
+            if params is not None:
+                x = display_processing(x, params)
             noise = torch.randn(x.shape, generator=gen).to(x.device) * self.noise_std if self.noise_std > 0 else None
-            images.append(vary_intensity(x, float(gain[v]), float(gamma[v]), noise, self.quantize_bits))
+            x = vary_intensity(x, float(gain[v]), float(gamma[v]), noise, self.quantize_bits)
+            images.append(x if params is None else collimate(x, params))
         return torch.stack(images)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         self.randomize()
         if not self._do:
+            if self.acquisition_ranges is not None:  # every item has the key (batches collate): the views' geometry
+                d[GEOMETRY_KEY] = torch.as_tensor(self.base_acquisition(), dtype=torch.float64)
             return d
         label = _plain(d[self.label_key])
         hu, spacing = self.cube_to_render(d)
         d[self.image_key] = self.views_of(hu, spacing).to(label.device)
+        if self._acquisition is not None:
+            d[GEOMETRY_KEY] = torch.as_tensor(self._acquisition, dtype=torch.float64)
         with torch.no_grad():
             moved = move_volume(label.to(hu.device), self.motion, self.frame.spacing_mm)
             d[self.label_key] = moved.to(label.device, label.dtype if label.is_floating_point() else torch.float32)
@@ -289,7 +422,10 @@ class RandRigidViewsDataset(Dataset):
         render_in_batch: only draw here and leave the rendering to :class:`RandRigidViewsBatch` (the trainer's
             ``prepare_batch``), which renders the whole batch in one projector call on the training device (GPU).
 
-    Items: as the wrapped dataset's (``image`` replaced, ``label`` resampled at the moved positions).
+    Items: as the wrapped dataset's (``image`` replaced, ``label`` resampled at the moved positions), plus, when the
+    views draw acquisitions (``clinical``), :data:`GEOMETRY_KEY` ``(V, 6)`` float64: the geometry the views were
+    rendered with (the training geometry's for samples the draw skipped). The case's cube is converted to attenuation
+    once per worker (:meth:`attenuation`), not per sample.
     """
 
     def __init__(
@@ -305,7 +441,18 @@ class RandRigidViewsDataset(Dataset):
         self.render_grid = None if render_grid is None else int(render_grid)
         self.render_in_batch = bool(render_in_batch)
         self.views.set_random_state(seed=int(seed))
-        self._cubes: dict[int, tuple[torch.Tensor, float]] = {}
+        # case -> [HU cube, voxel size (mm), attenuation or None]; at most RENDER_CASES kept, least recently used
+        # dropped first, so a worker's memory does not grow with the number of cases (16 MB per case at 128^3)
+        self._cubes: OrderedDict[int, list] = OrderedDict()
+
+    def attenuation(self, c: int) -> tuple[torch.Tensor, float]:
+        """:meth:`_cube` of case ``c`` converted once to attenuation per cm (kept per worker while the case stays
+        among the :data:`RENDER_CASES` most recently used), and its voxel size."""
+        hu, spacing = self._cube(c)
+        entry = self._cubes[c]
+        if entry[2] is None:
+            entry[2] = hu_to_attenuation(hu)
+        return entry[2], spacing
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -322,9 +469,9 @@ class RandRigidViewsDataset(Dataset):
     def _cube(self, c: int) -> tuple[torch.Tensor, float]:
         """The HU cube of case ``c`` to render from and its voxel size (kept per worker): the cached 128^3
         target when rendering from the target grid, else the case's ground-truth cube (1 mm HU or target)."""
-        if c not in self._cubes:
-            from pathlib import Path
-
+        if c in self._cubes:
+            self._cubes.move_to_end(c)
+        else:
             case = self.dataset.cases[c]
             folder = Path(case["dir"])
             frame = self.views.frame
@@ -337,14 +484,21 @@ class RandRigidViewsDataset(Dataset):
             size_mm = float(case.get("size_mm", frame.size_mm))
             if self.render_grid is not None and vol.shape[-1] > self.render_grid:
                 vol = area_downsample(vol, (self.render_grid,) * 3).as_tensor()
-            self._cubes[c] = (vol, size_mm / vol.shape[-1])
-        return self._cubes[c]
+            self._cubes[c] = [vol, size_mm / vol.shape[-1], None]
+            while len(self._cubes) > RENDER_CASES:
+                self._cubes.popitem(last=False)
+        hu, spacing, _ = self._cubes[c]
+        return hu, spacing
 
     def __getitem__(self, key: Any) -> dict[str, Any]:
         item = dict(self.dataset[key])
         k = int(key[0]) if isinstance(key, (tuple, list)) else int(key)
         c, _, _ = self.dataset.locate(k)
         self.views.randomize()
+        t = self.views
+        if t.acquisition_ranges is not None:  # the views' per-view geometry, for the sampler (every item: collation)
+            acquisition = t._acquisition if t._do else t.base_acquisition()
+            item[GEOMETRY_KEY] = torch.as_tensor(acquisition, dtype=torch.float64)
         if self.render_in_batch:  # drawn here, rendered on the training device by RandRigidViewsBatch
             item["onthefly_apply"] = torch.tensor(bool(self.views._do))  # every item has the keys: batches collate
             item["onthefly_case"] = torch.tensor(c, dtype=torch.long)
@@ -352,13 +506,15 @@ class RandRigidViewsDataset(Dataset):
             item["onthefly_gain"] = torch.as_tensor(self.views._gain, dtype=torch.float64)
             item["onthefly_gamma"] = torch.as_tensor(self.views._gamma, dtype=torch.float64)
             item["onthefly_noise_seed"] = torch.tensor(self.views._noise_seed, dtype=torch.long)
+            if t._appearance is not None:
+                item["onthefly_appearance"] = torch.as_tensor(t._appearance, dtype=torch.float64)
             if not self.views._do:
                 return item
         elif not self.views._do:
             return item
         else:
-            hu, spacing = self._cube(c)
-            item["image"] = self.views.views_of(hu, spacing).cpu()
+            mu, spacing = self.attenuation(c)
+            item["image"] = self.views.views_of(mu, spacing, attenuation=True).cpu()
         frame = self.dataset.frame
         positions = slice_positions(
             item["slice_axis"],
@@ -383,6 +539,13 @@ class RandRigidViewsBatch:
     the same post-processing and variation as the per-sample path, then calls ``prepare_batch`` (the usual
     :class:`scripts.data.slice_sampling.SliceBatch`). Items without the draw (``enabled`` False, or ``prob`` < 1 misses) pass.
 
+    Per-sample geometry: when the batch carries each sample's acquisition (:data:`GEOMETRY_KEY`, the ``clinical``
+    setting; rendered here or in the loader workers), the samples are rendered with it (one batched projector
+    call over all their geometries) and the training step gets the same geometry objects as the keyword
+    ``geometry`` (:meth:`geometries`), whether or not this renders (``enabled``): the training inferer
+    (:class:`scripts.training.losses.ConsistencySliceInferer`) hands them to the network's sampler as its camera,
+    as inference does with a radiograph's own geometry.
+
     Args:
         prepare_batch: the wrapped ``prepare_batch``.
         dataset: the :class:`RandRigidViewsDataset` the batches come from (its cubes and its views transform).
@@ -402,13 +565,19 @@ class RandRigidViewsBatch:
         self.prepare_batch = prepare_batch
         self.dataset = dataset
         self.enabled = bool(enabled)
-        self._cubes: dict[tuple[int, str], tuple[torch.Tensor, float]] = {}
+        self._cubes: OrderedDict[tuple[int, str], tuple[torch.Tensor, float]] = OrderedDict()
 
     def _cube(self, c: int, device: torch.device) -> tuple[torch.Tensor, float]:
+        """Case ``c``'s cube as attenuation per cm on ``device`` (converted once, kept while among the
+        :data:`RENDER_CASES` most recently used), and its voxel size."""
         key = (c, str(device))
-        if key not in self._cubes:
-            hu, spacing = self.dataset._cube(c)
-            self._cubes[key] = (hu.to(device), spacing)
+        if key in self._cubes:
+            self._cubes.move_to_end(key)
+        else:
+            mu, spacing = self.dataset.attenuation(c)
+            self._cubes[key] = (mu.to(device), spacing)
+            while len(self._cubes) > RENDER_CASES:
+                self._cubes.popitem(last=False)
         return self._cubes[key]
 
     def render(self, batchdata: dict, device: str | torch.device | None = None) -> torch.Tensor:
@@ -427,15 +596,30 @@ class RandRigidViewsBatch:
         n = hu.shape[-1]
         origin = [-(n - 1) / 2 * spacing] * 3
         motion = torch.as_tensor(batchdata["onthefly_motion"], dtype=torch.float64)[chosen]
+        acquisition = batchdata.get(GEOMETRY_KEY)
+        geometries = [t.sample_geometry(None if acquisition is None else acquisition[i]) for i in chosen]
+        appearance = batchdata.get("onthefly_appearance")
         with torch.no_grad():
-            raw = project_hu(hu, [spacing] * 3, origin, t.geometry, t.views, motion=motion, max_samples=t.max_samples)
+            raw = project(hu, [spacing] * 3, origin, geometries, t.views, motion=motion, max_samples=t.max_samples)
             for j, i in enumerate(chosen):
                 gain, gamma = batchdata["onthefly_gain"][i], batchdata["onthefly_gamma"][i]
-                image[i] = t.finish(raw[j], gain, gamma, int(batchdata["onthefly_noise_seed"][i])).to(dev)
+                look = None if appearance is None else appearance[i]
+                seed = int(batchdata["onthefly_noise_seed"][i])
+                image[i] = t.finish(raw[j], gain, gamma, seed, look, geometries[j]).to(dev)
         return image
 
     def __call__(self, batchdata: dict, device: str | torch.device | None = None, non_blocking: bool = False, **kwargs):
         if self.enabled and all(k in batchdata for k in self.keys):
             batchdata = dict(batchdata)
             batchdata["image"] = self.render(batchdata, device)
-        return self.prepare_batch(batchdata, device, non_blocking, **kwargs)
+        prepared = self.prepare_batch(batchdata, device, non_blocking, **kwargs)
+        if GEOMETRY_KEY not in batchdata:
+            return prepared
+        image, label, args, kw = prepared
+        return image, label, args, {**kw, "geometry": self.geometries(batchdata[GEOMETRY_KEY])}
+
+    def geometries(self, acquisitions) -> list[ProjectionGeometry]:
+        """Each sample's :class:`~scripts.projection.geometry.ProjectionGeometry` from its acquisition ``(N, V, 6)``:
+        the objects its views were rendered with (:meth:`RandRigidViewsd.sample_geometry`)."""
+        t = self.dataset.views
+        return [t.sample_geometry(a) for a in torch.as_tensor(acquisitions, dtype=torch.float64).cpu()]
