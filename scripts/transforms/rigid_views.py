@@ -39,7 +39,6 @@ fresh for every sample.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -64,6 +63,7 @@ from scripts.transforms.appearance import (
 from scripts.transforms.radiograph import VIEW_SHAPE, postprocess_radiograph, quantize
 from scripts.transforms.target import area_downsample
 from scripts.transforms.view_settings import acquisition_array, draw_acquisitions, geometry_from_array, view_setting
+from scripts.utils.recent import RecentCache
 from torch.utils.data import Dataset
 
 __all__ = [
@@ -441,9 +441,7 @@ class RandRigidViewsDataset(Dataset):
         self.render_grid = None if render_grid is None else int(render_grid)
         self.render_in_batch = bool(render_in_batch)
         self.views.set_random_state(seed=int(seed))
-        # case -> [HU cube, voxel size (mm), attenuation or None]; at most RENDER_CASES kept, least recently used
-        # dropped first, so a worker's memory does not grow with the number of cases (16 MB per case at 128^3)
-        self._cubes: OrderedDict[int, list] = OrderedDict()
+        self._cubes = RecentCache(RENDER_CASES)  # case -> [HU cube, voxel size (mm), attenuation or None]
 
     def attenuation(self, c: int) -> tuple[torch.Tensor, float]:
         """:meth:`_cube` of case ``c`` converted once to attenuation per cm (kept per worker while the case stays
@@ -469,26 +467,23 @@ class RandRigidViewsDataset(Dataset):
     def _cube(self, c: int) -> tuple[torch.Tensor, float]:
         """The HU cube of case ``c`` to render from and its voxel size (kept per worker): the cached 128^3
         target when rendering from the target grid, else the case's ground-truth cube (1 mm HU or target)."""
-        if c in self._cubes:
-            self._cubes.move_to_end(c)
-        else:
-            case = self.dataset.cases[c]
-            folder = Path(case["dir"])
-            frame = self.views.frame
-            names = [case.get("volume"), "ct_1mm.npy" if case["kind"] == "1mm" else "target.npy", "volume.npy"]
-            use_target = self.render_grid == frame.shape and (folder / "target.npy").is_file()
-            name = "target.npy" if use_target else next(n for n in names if n and (folder / n).is_file())
-            vol = torch.from_numpy(np.load(folder / name).astype(np.float32))[None]
-            if name == "target.npy" or case["kind"] != "1mm":
-                vol = frame.target_to_hu(vol)
-            size_mm = float(case.get("size_mm", frame.size_mm))
-            if self.render_grid is not None and vol.shape[-1] > self.render_grid:
-                vol = area_downsample(vol, (self.render_grid,) * 3).as_tensor()
-            self._cubes[c] = [vol, size_mm / vol.shape[-1], None]
-            while len(self._cubes) > RENDER_CASES:
-                self._cubes.popitem(last=False)
-        hu, spacing, _ = self._cubes[c]
+        hu, spacing, _ = self._cubes.get_or_make(c, lambda: [*self._load_cube(c), None])
         return hu, spacing
+
+    def _load_cube(self, c: int) -> tuple[torch.Tensor, float]:
+        case = self.dataset.cases[c]
+        folder = Path(case["dir"])
+        frame = self.views.frame
+        names = [case.get("volume"), "ct_1mm.npy" if case["kind"] == "1mm" else "target.npy", "volume.npy"]
+        use_target = self.render_grid == frame.shape and (folder / "target.npy").is_file()
+        name = "target.npy" if use_target else next(n for n in names if n and (folder / n).is_file())
+        vol = torch.from_numpy(np.load(folder / name).astype(np.float32))[None]
+        if name == "target.npy" or case["kind"] != "1mm":
+            vol = frame.target_to_hu(vol)
+        size_mm = float(case.get("size_mm", frame.size_mm))
+        if self.render_grid is not None and vol.shape[-1] > self.render_grid:
+            vol = area_downsample(vol, (self.render_grid,) * 3).as_tensor()
+        return vol, size_mm / vol.shape[-1]
 
     def __getitem__(self, key: Any) -> dict[str, Any]:
         item = dict(self.dataset[key])
@@ -565,20 +560,17 @@ class RandRigidViewsBatch:
         self.prepare_batch = prepare_batch
         self.dataset = dataset
         self.enabled = bool(enabled)
-        self._cubes: OrderedDict[tuple[int, str], tuple[torch.Tensor, float]] = OrderedDict()
+        self._cubes = RecentCache(RENDER_CASES)
 
     def _cube(self, c: int, device: torch.device) -> tuple[torch.Tensor, float]:
         """Case ``c``'s cube as attenuation per cm on ``device`` (converted once, kept while among the
         :data:`RENDER_CASES` most recently used), and its voxel size."""
-        key = (c, str(device))
-        if key in self._cubes:
-            self._cubes.move_to_end(key)
-        else:
+
+        def make() -> tuple[torch.Tensor, float]:
             mu, spacing = self.dataset.attenuation(c)
-            self._cubes[key] = (mu.to(device), spacing)
-            while len(self._cubes) > RENDER_CASES:
-                self._cubes.popitem(last=False)
-        return self._cubes[key]
+            return mu.to(device), spacing
+
+        return self._cubes.get_or_make((c, str(device)), make)
 
     def render(self, batchdata: dict, device: str | torch.device | None = None) -> torch.Tensor:
         """Views ``(N, V, H, W)`` of the batch: the drawn samples rendered on ``device``, the others as they came."""

@@ -1,5 +1,5 @@
 """Cross-cutting helpers of the bundle's workflows: atomic writes, the command line as the user typed it,
-torchrun shards, the worker pool, the configs' default ``bundle_root``, lazy re-exports.
+torchrun shards, the worker pool, the configs' default ``bundle_root``, caches of recent cases, lazy re-exports.
 """
 
 from scripts.utils.exports import lazy_exports
@@ -18,6 +18,7 @@ _EXPORTS = {
     "Shards": "shards",
     "RANK_FILE": "shards",
     "is_rank0": "shards",
+    "RecentCache": "recent",
     "WorkerPool": "worker_pool",
     "die_with_parent": "worker_pool",
 }
