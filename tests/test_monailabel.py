@@ -354,3 +354,40 @@ def test_refuses_a_png(server, study):
 def test_refuses_a_ct(server, dicom):
     status, detail = server.refused(dicom["ct"])
     assert status == 422 and "a CT (3 image(s)) is not an input of PerX2CT" in detail, (status, detail)
+
+
+def test_monailabel_converted_one_series_study_is_never_swapped(server, study, dicom_bytes, dicom_volume):
+    """Issue 20's silent wrong answer: a one-series DX study (lateral first) stacked into a 2-frame NIfTI the way
+    MONAI Label's DICOMweb datastore does with ``CONVERT_TO_NIFTI`` (``monailabel.datastore.utils.convert
+    .dicom_to_nifti``). Its frames carry no view, so the server must refuse it (4xx) or give the correctly paired CT;
+    before the fix it answered 200 with the views swapped (frame 0, the lateral, read as the PA)."""
+    from monailabel.client.client import MONAILabelClientException
+    from pydicom.uid import generate_uid
+
+    from bundle.monailabel_app.lib import compat
+
+    compat.install()  # MONAI Label's convert module imports pydicom_seg (see lib/compat.py)
+    from monailabel.datastore.utils.convert import dicom_to_nifti
+
+    px, folder = study["pixels"], study["root"] / "one_series_for_conversion"
+    folder.mkdir()
+    uid, one = generate_uid(), generate_uid()
+    (folder / "1.dcm").write_bytes(_dicom(dicom_bytes, px["lateral"], "LL", one, 1, uid, instance=1))
+    (folder / "2.dcm").write_bytes(_dicom(dicom_bytes, px["pa"], "PA", one, 1, uid, instance=2))
+    converted = Path(dicom_to_nifti(str(folder)))
+    stacked = np.asarray(nib.load(str(converted)).dataobj)
+    assert stacked.shape == (128, 128, 2), stacked.shape
+    # the reproduction holds: MONAI Label's conversion puts the lateral first
+    np.testing.assert_array_equal(stacked[..., 0].T, px["lateral"])
+    target = study["root"] / "converted_one_series.nii.gz"
+    converted.replace(target)
+    try:
+        out, _ = server.client.infer("perx2ct", "", {}, file=str(target))
+    except MONAILabelClientException as e:
+        m = re.fullmatch(r"Status: (\d+); Response: (.*)", e.msg, re.S)
+        assert m and 400 <= int(m.group(1)) < 500, e.msg
+        detail = json.loads(m.group(2))["detail"]
+        assert "does not say which frame is the PA" in detail and "make_study" in detail, detail
+        return
+    _, vol = _volume(server, out, "converted one-series study")
+    np.testing.assert_array_equal(vol, dicom_volume[1], err_msg="a swapped CT was returned")

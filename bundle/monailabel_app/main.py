@@ -13,10 +13,21 @@ Start (from the repository root; see ``docs/monailabel.md``)::
 * ``model_preset``: the network preset the checkpoint was trained with (default: the config's, ``paper``).
 * ``preload``: ``true`` to build the network at start-up instead of at the first request.
 
-Datastore: ``STUDIES`` holds one file per study (:mod:`lib.study`): ``<study_id>.nii.gz`` (2-frame
-NIfTI, frame 0 PA, frame 1 lateral) or ``<study_id>.zip`` (DICOM DX/CR radiographs, paired by view);
-only ``.nii.gz``, ``.nii`` and ``.zip`` files are listed. A DICOMweb datastore (``--studies http://...``)
-serves DICOM series as folders; a folder holding both views is accepted the same way.
+Datastore:
+
+* a folder: ``STUDIES`` holds one file per study (:mod:`lib.study`): ``<study_id>.nii.gz`` (2-frame NIfTI made by
+  ``make_study``, whose header names the view of each frame) or ``<study_id>.zip`` (DICOM DX/CR radiographs, paired
+  by view); only ``.nii.gz``, ``.nii`` and ``.zip`` files are listed. The result is a NIfTI volume.
+* a DICOMweb root (``--studies http://HOST:PORT/dicom-web``, no environment variable needed): the items are
+  *studies* holding a PA/AP and a lateral DX/CR image, in one series or two (:class:`lib.dicomweb.StudyDatastore`);
+  ``image=`` takes a StudyInstanceUID or a SeriesInstanceUID of the study. The reconstruction is stored into the
+  same study as a DICOM CT series (STOW-RS, :mod:`scripts.inference.dicom_ct_series`) and the answer is JSON with
+  ``series_instance_uid`` and the self-check scores (``selfcheck``).
+
+The server starts offline: MONAI Label 0.8.5 downloads dcmqi (a DICOM SEG converter) from GitHub whenever the
+studies are a DICOMweb root (``monailabel/interfaces/app.py``, ``_init_dicomweb_datastore`` line 176 calls
+``_download_dcmqi_tools``, lines 556-580); a reconstruction writes no SEG, so this app builds its own datastore
+and never calls it (:meth:`PerX2CTApp._download_dcmqi_tools` is a no-op in case another path does).
 """
 
 from __future__ import annotations
@@ -29,12 +40,18 @@ from lib import compat
 
 compat.install()  # harmless when already installed by the launcher; see lib/compat.py
 
+import requests  # noqa: E402
+from fastapi import HTTPException  # noqa: E402
+from lib.dicom_study import StudyError  # noqa: E402
+from lib.dicomweb import StoreError, StudyDatastore  # noqa: E402
 from lib.infer import PerX2CTInfer  # noqa: E402
 from monailabel.config import settings  # noqa: E402
+from monailabel.datastore.dicom import DICOMwebClientX  # noqa: E402
 from monailabel.datastore.local import LocalDatastore  # noqa: E402
 from monailabel.interfaces.app import MONAILabelApp  # noqa: E402
 from monailabel.interfaces.datastore import Datastore  # noqa: E402
 from monailabel.interfaces.tasks.infer_v2 import InferTask  # noqa: E402
+from viewer import install as install_viewer  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -72,13 +89,51 @@ class PerX2CTApp(MONAILabelApp):
 
     def init_datastore(self) -> Datastore:
         if self.studies.startswith(("http://", "https://")):
-            return super().init_datastore()
+            self.studies = self.studies.rstrip("/").strip()
+            return self._init_study_datastore()
         return LocalDatastore(
             self.studies,
             extensions=STUDY_EXTENSIONS,
             auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
             read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
         )
+
+    def _init_study_datastore(self) -> StudyDatastore:
+        """The DICOMweb client as MONAI Label builds it (``interfaces/app.py`` ``_init_dicomweb_datastore``, lines
+        155-189: credentials and QIDO/WADO/STOW prefixes from its settings) in a study datastore; no dcmqi."""
+        session = None
+        user = settings.MONAI_LABEL_DATASTORE_USERNAME or settings.MONAI_LABEL_DICOMWEB_USERNAME
+        password = settings.MONAI_LABEL_DATASTORE_PASSWORD or settings.MONAI_LABEL_DICOMWEB_PASSWORD
+        if user and password:
+            from dicomweb_client.session_utils import create_session_from_user_pass
+
+            session = create_session_from_user_pass(user, password)
+        client = DICOMwebClientX(
+            url=self.studies,
+            session=session,
+            qido_url_prefix=settings.MONAI_LABEL_QIDO_PREFIX,
+            wado_url_prefix=settings.MONAI_LABEL_WADO_PREFIX,
+            stow_url_prefix=settings.MONAI_LABEL_STOW_PREFIX,
+        )
+        cache = (settings.MONAI_LABEL_DATASTORE_CACHE_PATH or settings.MONAI_LABEL_DICOMWEB_CACHE_PATH or "").strip()
+        return StudyDatastore(client, cache_path=cache or None)
+
+    def _download_dcmqi_tools(self) -> None:
+        """No dcmqi: MONAI Label (``interfaces/app.py`` lines 556-580) downloads it from GitHub to write DICOM SEG,
+        which a reconstruction never writes; skipping it lets the server start offline."""
+        logger.info("PerX2CT: dcmqi (DICOM SEG) not needed, not downloaded")
+
+    def infer(self, request, datastore=None):
+        """MONAI Label's ``infer``; a study the datastore cannot resolve is a 4xx with the reason, not a 500, and an
+        unreachable or failing DICOMweb server a 502 naming it."""
+        try:
+            return super().infer(request, datastore)
+        except StudyError as e:
+            logger.warning("PerX2CT refused %s: %s", request.get("image"), e)
+            raise HTTPException(status_code=e.status_code, detail=str(e)) from None
+        except (requests.RequestException, StoreError) as e:
+            logger.error("PerX2CT: DICOMweb server %s failed: %s", self.studies, e)
+            raise HTTPException(status_code=502, detail=f"DICOMweb server {self.studies} failed: {e}") from None
 
     def init_infers(self) -> Dict[str, InferTask]:
         infers: Dict[str, Any] = {}
@@ -88,6 +143,7 @@ class PerX2CTApp(MONAILabelApp):
                 ckpt_path=self.conf.get("ckpt_path") or None,
                 model_preset=self.conf.get("model_preset") or None,
                 preload=self.conf.get("preload", "false").lower() in ("1", "true", "yes"),
+                dicomweb=self._datastore if isinstance(self._datastore, StudyDatastore) else None,
             )
             logger.info(
                 "PerX2CT: bundle %s, checkpoint %s, preset %s",
@@ -102,3 +158,8 @@ class PerX2CTApp(MONAILabelApp):
 
     def init_scoring_methods(self) -> Dict[str, Any]:
         return {}
+
+    def on_init_complete(self) -> None:
+        super().on_init_complete()
+        if self._server_mode:  # the study page /perx2ct/ (viewer/): Reconstruct CT, then open the series in OHIF
+            install_viewer()

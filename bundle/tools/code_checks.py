@@ -68,6 +68,7 @@ ALLOWED_NUMBERS: tuple[tuple[str, float, str, str], ...] = (
         "the network input's radiograph pixel grid (the owner of the input views' shape), not the output cube",
     ),
     ("bundle/monailabel_app/lib/study.py", 128, 'head[128:132] == b"DICM"', "DICOM file magic: 128-byte preamble"),
+    ("scripts/inference/dicom_ct_series.py", 128, "_PREAMBLE = 128", "DICOM File Preamble: 128 bytes (PS3.10 7.1)"),
     ("scripts/assets/example_data.py", 128, "f.seek(128)", "DICOM file magic: skipping the 128-byte preamble"),
     (
         "scripts/ct/loader.py",

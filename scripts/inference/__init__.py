@@ -2,6 +2,7 @@
 
 * :mod:`.inferers` - how the trainer, evaluator and inference call the network (slices, volumes, zoom).
 * :mod:`.items` - the items to reconstruct and the NIfTI writer with the output frame.
+* :mod:`.dicom_ct_series` - a reconstruction as a DICOM CT series of the radiographs' study (for a PACS).
 """
 
 from scripts.utils.exports import lazy_exports
@@ -16,6 +17,8 @@ _EXPORTS = {
     "zoom_affine": "items",
     "check_zoom": "items",
     "SaveReconstructiond": "items",
+    "ct_series": "dicom_ct_series",
+    "write_ct_series": "dicom_ct_series",
 }
 __all__ = list(_EXPORTS)
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

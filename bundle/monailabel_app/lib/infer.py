@@ -16,7 +16,12 @@ bundle's loader and writer by its own. This task instead
 * runs the bundle's ``inferer`` with the bundle's network and checkpoint,
 * writes the result with the bundle's own ``SaveReconstructiond`` (only its ``output_dir`` moved to a
   temporary folder), so the returned NIfTI carries the reconstruction's affine: 128^3 voxels of 2.5 mm
-  centred on the isocentre (the origin unless the request passes ``isocentre_mm``).
+  centred on the isocentre (the origin unless the request passes ``isocentre_mm``),
+* returns the self-check of the bundle's ``SelfCheckd`` (re-projection scores per view) under ``selfcheck``,
+* for a study of the DICOMweb datastore (:class:`lib.dicomweb.StudyDatastore`), turns that NIfTI into a DICOM CT
+  series of the source study (:func:`scripts.inference.dicom_ct_series.ct_series`), stores it by STOW-RS and answers
+  with JSON only (``series_instance_uid``, ``study_instance_uid``, ``selfcheck``, ...); file-based studies keep
+  receiving the NIfTI.
 """
 
 from __future__ import annotations
@@ -24,11 +29,13 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 from fastapi import HTTPException
 from lib.scripts_path import scripts_on_path
@@ -70,6 +77,8 @@ class PerX2CTInfer(BasicInferTask):
         model_preset: the network preset; default: the checkpoint's sidecar ``model.json``
             (:func:`scripts.networks.checkpoint.read_info`), else the config's. Given explicitly, it must match it.
         config_file: the inference config, relative to ``bundle_root`` or absolute.
+        dicomweb: the app's :class:`lib.dicomweb.StudyDatastore` when the studies are a DICOMweb root: its
+            studies' reconstructions are stored back into them as DICOM CT series.
     """
 
     def __init__(
@@ -79,7 +88,9 @@ class PerX2CTInfer(BasicInferTask):
         model_preset: str | None = None,
         config_file: str = "configs/inference.json",
         preload: bool = False,
+        dicomweb=None,
     ) -> None:
+        self.dicomweb = dicomweb
         self.bundle_root = str(Path(bundle_root).resolve())
         config = Path(config_file) if Path(config_file).is_absolute() else Path(self.bundle_root) / config_file
         meta_file = Path(self.bundle_root) / "configs" / "metadata.json"
@@ -150,7 +161,10 @@ class PerX2CTInfer(BasicInferTask):
         c = frame.centre_voxel
         lo, hi = frame.target_to_hu(0.0), frame.target_to_hu(1.0)
         i["output"] = {
-            "format": "NIfTI (.nii.gz), float32",
+            "format": (
+                "NIfTI (.nii.gz), float32; for a study of a DICOMweb datastore, a DICOM CT series stored into that "
+                "study (STOW-RS) and a JSON answer with its series_instance_uid"
+            ),
             "shape": [int(frame.shape)] * 3,
             "spacing_mm": float(frame.spacing_mm),
             "size_mm": float(frame.size_mm),
@@ -163,35 +177,73 @@ class PerX2CTInfer(BasicInferTask):
             ),
             "as": "a new image volume (not a label map): load it as a volume in the viewer",
         }
-        i["call"] = "POST /infer/perx2ct?image=<study id>&output=image (or a study file upload: file=@study.zip)"
+        i["call"] = (
+            "POST /infer/perx2ct?image=<study id>&output=image (or a study file upload: file=@study.zip); DICOMweb: "
+            "POST /infer/perx2ct?image=<StudyInstanceUID or a SeriesInstanceUID of the study> -> JSON"
+        )
         return i
 
     def __call__(self, request, callbacks=None):
         """Resolve the study into its two views, then run the bundle's pipeline; refusals are HTTP 4xx."""
         folder = tempfile.mkdtemp(prefix="perx2ct_study_")
+        study = request.get("image")
+        pacs = isinstance(study, str) and self.dicomweb is not None and self.dicomweb.owns(study)
         try:
-            study = request.get("image")
             if not isinstance(study, str):
                 raise StudyError(f"PerX2CT expects a study (a file or a folder), got {type(study).__name__}")
             views = resolve_study(study, folder)
             name = Path(study.rstrip("/")).name
             case_id = name[: -len(".nii.gz")] if name.endswith(".nii.gz") else Path(name).stem
+            if pacs:
+                case_id = name  # the StudyInstanceUID (Path.stem would cut its last component)
             logger.info(
                 "PerX2CT study %s (%s): PA %s, lateral %s", name, views["layout"], views["pa"], views["lateral"]
             )
             request = {**request, "pa": views["pa"], "lateral": views["lateral"], "case_id": case_id}
+            request["perx2ct_workdir"] = folder  # SelfCheckd's files go there, not into the bundle
             try:
-                return super().__call__(request, callbacks)
+                result_file, result_json = super().__call__(request, callbacks)
             except Exception as e:  # the bundle's reader refusing a radiograph is the client's error too
                 reason = _radiograph_error(e)
                 if reason is None:
                     raise
                 raise StudyError(f"{name}: {reason}") from e
+            if pacs:
+                try:
+                    result_json = self._store(result_file, views, result_json)
+                finally:
+                    os.unlink(result_file)
+                return None, result_json  # JSON only: the CT is in the study
+            return result_file, result_json
         except StudyError as e:
             logger.warning("PerX2CT refused %s: %s", request.get("image"), e)
             raise HTTPException(status_code=e.status_code, detail=str(e)) from None
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+            if pacs:
+                self.dicomweb.release(study)
+
+    def _store(self, nifti: str, views: dict, result: dict) -> dict:
+        """The reconstruction ``nifti`` as a DICOM CT series of the radiographs' study, stored by STOW-RS."""
+        import nibabel as nib
+        import pydicom
+
+        # the served bundle's package: importable once scripts_on_path has loaded it
+        from scripts.inference.dicom_ct_series import ct_series
+
+        img = nib.load(nifti)
+        sources = [pydicom.dcmread(views[v], stop_before_pixels=True) for v in ("pa", "lateral")]
+        datasets = ct_series(np.asarray(img.dataobj, dtype=np.float32), img.affine, sources)
+        series = self.dicomweb.store(datasets)
+        study = str(sources[0].StudyInstanceUID)
+        logger.info("PerX2CT: stored CT series %s (%d slices) into study %s", series, len(datasets), study)
+        return {
+            **result,
+            "series_instance_uid": series,
+            "study_instance_uid": study,
+            "instances": len(datasets),
+            "source_sop_instance_uids": {v: str(s.SOPInstanceUID) for v, s in zip(("pa", "lateral"), sources)},
+        }
 
     def _find_writer(self):
         # the served bundle's package: importable once scripts_on_path has loaded it
@@ -223,7 +275,12 @@ class PerX2CTInfer(BasicInferTask):
         # the served bundle's package: importable once scripts_on_path has loaded it
         from scripts.inference.items import SaveReconstructiond
 
-        return [t for t in self._parsed_list("postprocessing") if not isinstance(t, SaveReconstructiond)]
+        transforms = [t for t in self._parsed_list("postprocessing") if not isinstance(t, SaveReconstructiond)]
+        workdir = (data or {}).get("perx2ct_workdir")
+        for t in transforms:
+            if workdir and hasattr(t, "output_dir"):  # SelfCheckd: its JSON/PNG into the request's folder
+                t.output_dir = Path(workdir) / "selfcheck"
+        return transforms
 
     def writer(self, data: dict[str, Any], extension=None, dtype=None):
         """Write with the bundle's ``SaveReconstructiond`` into a temporary folder; return the NIfTI."""
@@ -242,10 +299,12 @@ class PerX2CTInfer(BasicInferTask):
         iso = [float(v) for v in (iso.tolist() if hasattr(iso, "tolist") else iso)]
         pred = data[key]
         shape = list(pred.shape[-3:]) if torch.is_tensor(pred) or hasattr(pred, "shape") else None
+        selfcheck = data.get("selfcheck")
         return result, {
             "case_id": str(data.get("case_id", "")),
             "shape": shape,
             "spacing_mm": float(writer.frame.spacing_mm),
             "isocentre_mm": iso,
             "units": "HU" if writer.output_hu else "target scale [0, 1]",
+            "selfcheck": json.loads(json.dumps(selfcheck, default=float)) if selfcheck is not None else None,
         }

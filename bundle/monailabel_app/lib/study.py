@@ -11,9 +11,12 @@
 The 2-frame NIfTI:
 
 Layout: ``STUDIES/<study_id>.nii.gz`` holds an array of shape (W, H, 2): frame 0 is the PA radiograph,
-frame 1 the lateral one. Each frame is stored the way MONAI's ``LoadImage`` returns a 2D image: the
-first array axis runs along image columns (left to right as displayed), the second along rows (top to
-bottom). 8-bit grey images keep their raw ``uint8`` pixels (the PNGs the prepare workflow writes);
+frame 1 the lateral one, and its header says so: ``descrip`` is :data:`VIEW_ORDER` (written by :func:`make_study`).
+A 2-frame NIfTI without it is refused (422): nothing else tells its frames apart, and a NIfTI stacked by other tools
+has its own order (MONAI Label's DICOMweb datastore with ``CONVERT_TO_NIFTI`` stacks a one-series study's two images
+lateral first; read by frame order it gave a wrong, confident CT). Each frame is stored the way MONAI's
+``LoadImage`` returns a 2D image: the first array axis runs along image columns (left to right as displayed), the
+second along rows (top to bottom). 8-bit grey images keep their raw ``uint8`` pixels (the PNGs the prepare workflow writes);
 anything else is stored as the network input the bundle's loader makes of it (``float32`` in [0, 1],
 128 x 128). The affine is a plain
 in-plane pixel-spacing diagonal (1 mm unless given); it is informative only, the bundle's loader
@@ -42,9 +45,20 @@ from scripts.utils.atomic import save_nifti_atomic
 
 from .dicom_study import StudyError, pair_views, scan_dicom
 
-__all__ = ["FRAMES", "StudyError", "make_study", "read_radiograph", "read_study", "resolve_study", "split_study"]
+__all__ = [
+    "FRAMES",
+    "VIEW_ORDER",
+    "StudyError",
+    "make_study",
+    "read_radiograph",
+    "read_study",
+    "resolve_study",
+    "split_study",
+]
 
 FRAMES = ("pa", "lateral")  # frame order along the last axis of a study
+#: NIfTI header ``descrip`` of a study made by :func:`make_study`: the view order of its frames (79 bytes at most)
+VIEW_ORDER = "PerX2CT study: frame 0 PA, frame 1 lateral"
 
 
 def _read_8bit(path: Path) -> np.ndarray | None:
@@ -101,7 +115,7 @@ def make_study(pa: str, lateral: str, output: str, pixel_spacing_mm: float = 1.0
     data = np.stack(frames, axis=-1)
     affine = np.diag([pixel_spacing_mm, pixel_spacing_mm, 1.0, 1.0])
     img = nib.Nifti1Image(data, affine)
-    img.header["descrip"] = b"PerX2CT study: frame 0 PA, frame 1 lateral"
+    img.header["descrip"] = VIEW_ORDER.encode()
     if not str(output).endswith((".nii.gz", ".nii")):
         raise ValueError(f"study file must end with .nii.gz (or .nii): {output}")
     return str(save_nifti_atomic(img, output))
@@ -116,7 +130,8 @@ def _as_network_input(frame: np.ndarray) -> np.ndarray:
 def read_study(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """The two frames of a study: ``{"pa": (W, H), "lateral": (W, H)}``; :class:`StudyError` otherwise."""
     try:
-        data = np.asarray(nib.load(str(path)).dataobj)
+        img = nib.load(str(path))
+        data = np.asarray(img.dataobj)
     except Exception as e:  # noqa: BLE001 - nibabel's many error types
         raise StudyError(f"{Path(path).name}: not a readable NIfTI file ({e})") from None
     if data.ndim == 4 and data.shape[2] == 1:  # (W, H, 1, 2): tolerate an explicit singleton z
@@ -132,6 +147,14 @@ def read_study(path: str | os.PathLike) -> dict[str, np.ndarray]:
             f"{Path(path).name}: {what} of shape {data.shape}; a PerX2CT study is a (W, H, 2) NIfTI (frame 0 PA, "
             "frame 1 lateral) or DICOM PA + lateral radiographs; make one with "
             "`python -m bundle make_study --pa PA --lateral LATERAL --output STUDY.nii.gz`"
+        )
+    descrip = bytes(np.asarray(img.header.get("descrip", b""), dtype="S80").item()).rstrip(b"\0").decode("latin-1")
+    if descrip.strip() != VIEW_ORDER:
+        raise StudyError(
+            f"{Path(path).name}: a 2-frame NIfTI whose header does not say which frame is the PA and which the lateral "
+            f"(descrip {descrip.strip()!r}, expected {VIEW_ORDER!r}); frames are never paired by their order. Make the "
+            "study with `python -m bundle make_study --pa PA --lateral LATERAL --output STUDY.nii.gz`, or send the "
+            "DICOM radiographs (paired by ViewPosition)"
         )
     return {name: data[..., i] for i, name in enumerate(FRAMES)}
 
