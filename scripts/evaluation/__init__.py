@@ -6,6 +6,8 @@
   fit).
 * :mod:`.metric_handler` - one metric class and one Ignite handler, parameterised by the metric's name, for the
   evaluator's key and additional metrics.
+* :mod:`.case_checks` - each case's own DRR geometry handed to the network, and the self-check as per-case
+  columns.
 * :mod:`.montage` - labelled PNG montages (case, planes, ground truth / prediction / error, HU window).
 * :mod:`.volumes` - how the metric functions read a volume and a (prediction, target) pair.
 """
@@ -22,7 +24,16 @@ _EXPORTS = {
     "mae_hu": "honest_metrics",
     "METRICS": "metric_handler",
     "CTVolumeMetric": "metric_handler",
+    "CaseValuesMixin": "metric_handler",
     "CTMetricHandler": "metric_handler",
+    "CaseGeometryd": "case_checks",
+    "view_geometry_text": "case_checks",
+    "CaseViewGeometryd": "case_checks",
+    "PrepareBatchWithCaseGeometry": "case_checks",
+    "SELFCHECK_COLUMNS": "case_checks",
+    "selfcheck_value": "case_checks",
+    "SelfCheckValue": "case_checks",
+    "SelfCheckMetricHandler": "case_checks",
     "PLANES": "montage",
     "label_grid": "montage",
     "reconstruction_montage": "montage",

@@ -30,7 +30,7 @@ from scripts.evaluation.honest_metrics import mae_hu, psnr_true, ssim_true
 from scripts.evaluation.paper_metrics import lpips_model, lpips_paper, psnr_paper, ssim_paper
 from scripts.slicing import AXES, axis_code
 
-__all__ = ["METRICS", "CTVolumeMetric", "CTMetricHandler"]
+__all__ = ["METRICS", "CTVolumeMetric", "CaseValuesMixin", "CTMetricHandler"]
 
 #: Metric name -> function ``(pred, target, ...) -> float`` on one ``(X, Y, Z)`` volume pair. The paper metrics
 #: (``*_paper``) take the slicing ``axis`` (``lpips_paper`` also the LPIPS model); the honest ones take ``clip``.
@@ -114,7 +114,33 @@ class CTVolumeMetric(CumulativeIterationMetric):
         return finite.mean() if finite.numel() else torch.tensor(math.nan, dtype=torch.float64)
 
 
-class CTMetricHandler(IgniteMetricHandler):
+class CaseValuesMixin:
+    """For an ``IgniteMetricHandler`` subclass: each iteration's per-case values published in
+    ``engine.state.case_metrics[name]`` (a list, one float per case of the batch), so handlers attached after the
+    metrics (the per-case log, the montages) show them without computing anything."""
+
+    def attach(self, engine: Any, name: str) -> None:  # type: ignore[override]
+        super().attach(engine, name)  # type: ignore[misc]
+        if not hasattr(engine.state, "case_metrics"):
+            engine.state.case_metrics = {}
+        engine.add_event_handler(Events.ITERATION_STARTED, self._new_iteration)
+
+    def _new_iteration(self, engine: Any) -> None:
+        engine.state.case_metrics[self._name] = []  # type: ignore[attr-defined]
+
+    @reinit__is_reduced
+    def update(self, output: Sequence[torch.Tensor]) -> None:
+        # ignite calls this once per iteration with a batch, or once per case with decollated lists
+        if len(output) != 2:
+            raise ValueError(f"output must be (y_pred, y), got {len(output)} items")
+        values = self.metric_fn(*output)  # type: ignore[attr-defined]
+        if self._engine is not None and self._name is not None:  # type: ignore[attr-defined]
+            self._engine.state.case_metrics.setdefault(self._name, []).extend(  # type: ignore[attr-defined]
+                float(v) for v in values.flatten()
+            )
+
+
+class CTMetricHandler(CaseValuesMixin, IgniteMetricHandler):
     """Ignite handler of the metric named ``metric`` (:class:`CTVolumeMetric`) for a ``SupervisedEvaluator``'s
     ``key_val_metric`` / ``additional_metrics``: one value per case, the mean over the slicing axes of its
     reconstructions.
@@ -161,21 +187,3 @@ class CTMetricHandler(IgniteMetricHandler):
             output_transform=output_transform,
             save_details=save_details,
         )
-
-    def attach(self, engine: Any, name: str) -> None:  # type: ignore[override]
-        super().attach(engine, name)
-        if not hasattr(engine.state, "case_metrics"):
-            engine.state.case_metrics = {}
-        engine.add_event_handler(Events.ITERATION_STARTED, self._new_iteration)
-
-    def _new_iteration(self, engine: Any) -> None:
-        engine.state.case_metrics[self._name] = []
-
-    @reinit__is_reduced
-    def update(self, output: Sequence[torch.Tensor]) -> None:
-        # ignite calls this once per iteration with a batch, or once per case with decollated lists
-        if len(output) != 2:
-            raise ValueError(f"output must be (y_pred, y), got {len(output)} items")
-        values = self.metric_fn(*output)
-        if self._engine is not None and self._name is not None:
-            self._engine.state.case_metrics.setdefault(self._name, []).extend(float(v) for v in values.flatten())
