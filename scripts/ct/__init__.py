@@ -5,6 +5,7 @@
 * :mod:`.dicom_reader` - one DICOM series read: checks, geometry from the header, pixels.
 * :mod:`.chest_check` - whether a CT can be a chest CT (plausibility limits on its header).
 * :mod:`.lps` - LPS axis-aligned grids: LPS/RAS affines, re-orienting onto such a grid.
+* :mod:`.itk_modules` - ITK classes loaded one wrapper module at a time (fast start of a command), numpy <-> ITK.
 
 Every problem raises :class:`scripts.errors.CTLoadError`.
 """
@@ -27,6 +28,13 @@ _EXPORTS = {
     "series_geometry": "dicom_reader",
     "read_dicom_series": "dicom_reader",
     "load_ct": "loader",
+    "load_ct_array": "loader",
+    "itk_class": "itk_modules",
+    "itk_without_torch": "itk_modules",
+    "matrix_to_array": "itk_modules",
+    "array_to_matrix": "itk_modules",
+    "image_array_view": "itk_modules",
+    "array_image_view": "itk_modules",
     "PADDING_THRESHOLD_HU": "loader",
     "AIR_HU": "loader",
 }

@@ -28,6 +28,7 @@ import os
 import numpy as np
 from scripts.ct.chest_check import ChestCTCheck
 from scripts.ct.dicom_series import DicomSeries
+from scripts.ct.itk_modules import array_to_matrix, itk_class, matrix_to_array
 from scripts.errors import CTLoadError
 
 __all__ = ["series_geometry", "read_dicom_series"]
@@ -162,9 +163,13 @@ def read_dicom_series(series: DicomSeries, check: ChestCTCheck | None = None):
     origin, spacing, direction = series_geometry(series)
     if check is not None:
         check((series.headers[0].Columns, series.headers[0].Rows, series.num_slices), spacing, series.folder)
-    image_type = itk.Image[itk.F, 3]
-    io = itk.GDCMImageIO.New()
-    reader = itk.ImageSeriesReader[image_type].New(ImageIO=io)
+    # each class from its own wrapper module (scripts.ct.itk_modules: ITK's lazy loader would load every IO module)
+    io = itk_class("itkGDCMImageIOPython", "itkGDCMImageIO", lambda: itk.GDCMImageIO).New()
+    reader_type = itk_class(
+        "itkImageSeriesReaderPython", "itkImageSeriesReaderIF3", lambda: itk.ImageSeriesReader[itk.Image[itk.F, 3]]
+    )
+    reader = reader_type.New()
+    reader.SetImageIO(io)
     reader.SetFileNames([str(f) for f in series.files])
     reader.SetMetaDataDictionaryArrayUpdate(False)
     try:
@@ -187,7 +192,7 @@ def read_dicom_series(series: DicomSeries, check: ChestCTCheck | None = None):
     itk_geometry = (
         np.asarray(image.GetOrigin()),
         np.asarray(image.GetSpacing()),
-        np.asarray(itk.array_from_matrix(image.GetDirection()), dtype=np.float64),
+        matrix_to_array(image.GetDirection()),
     )
     note = ""
     itk_last = itk_geometry[0] + itk_geometry[2] @ (itk_geometry[1] * (np.asarray(size) - 1))
@@ -200,5 +205,5 @@ def read_dicom_series(series: DicomSeries, check: ChestCTCheck | None = None):
         logger.warning("%s: %s", series.folder, note)
     image.SetOrigin(origin.tolist())
     image.SetSpacing(spacing.tolist())
-    image.SetDirection(itk.matrix_from_array(np.ascontiguousarray(direction)))
+    image.SetDirection(array_to_matrix(direction))
     return image, note

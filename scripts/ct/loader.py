@@ -46,6 +46,7 @@ import numpy as np
 from scripts.ct.chest_check import ChestCTCheck
 from scripts.ct.dicom_reader import read_dicom_series
 from scripts.ct.dicom_series import choose_ct_series, instance_number_direction, series_of_file
+from scripts.ct.itk_modules import array_to_matrix, image_array_view, itk_class, matrix_to_array
 from scripts.ct.lps import lps_affine, lps_to_ras, signed_permutation, to_lps_axis_aligned
 from scripts.errors import CTLoadError
 
@@ -71,7 +72,7 @@ def _resample_axis_aligned(image, source: str):
 
     size = np.asarray(image.GetLargestPossibleRegion().GetSize(), dtype=np.int64)
     spacing = np.asarray(image.GetSpacing(), dtype=np.float64)
-    d = np.asarray(itk.array_from_matrix(image.GetDirection()), dtype=np.float64)
+    d = matrix_to_array(image.GetDirection())
     origin = np.asarray(image.GetOrigin(), dtype=np.float64)
     corners = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], dtype=np.float64) * (size - 1)
     world = origin + (d @ (corners * spacing).T).T
@@ -85,30 +86,31 @@ def _resample_axis_aligned(image, source: str):
     f.SetOutputOrigin(lo.tolist())
     f.SetOutputSpacing(new_spacing.tolist())
     f.SetSize([int(s) for s in new_size])
-    f.SetOutputDirection(itk.matrix_from_array(np.eye(3)))
+    f.SetOutputDirection(array_to_matrix(np.eye(3)))
     f.SetDefaultPixelValue(AIR_HU)
     f.Update()
     return f.GetOutput()
 
 
-def _itk_to_array(image, filename_or_obj: str, extra_meta: dict[str, Any], source: str):
-    """An ITK image -> ``(array (X, Y, Z) float32 LPS HU, affine (4, 4) RAS float64, meta)``: no torch, no MONAI."""
-    import itk
-
-    d = np.asarray(itk.array_from_matrix(image.GetDirection()), dtype=np.float64)
+def _itk_to_array(image, filename_or_obj: str, extra_meta: dict[str, Any], source: str, c_order: bool = True):
+    """An ITK image -> ``(array (X, Y, Z) float32 LPS HU, affine (4, 4) RAS float64, meta)``: no torch, no MONAI.
+    ``c_order=False``: the array is left in the memory order the re-orientation gives (no transposing copy)."""
+    d = matrix_to_array(image.GetDirection())
     if signed_permutation(d) is None:
         image = _resample_axis_aligned(image, source)
         d = np.eye(3)
-    arr_kji = itk.array_view_from_image(image)
+    arr_kji = image_array_view(image)
     arr, spacing, origin = to_lps_axis_aligned(
-        np.transpose(arr_kji, (2, 1, 0)), image.GetSpacing(), image.GetOrigin(), d, source=source
+        np.transpose(arr_kji, (2, 1, 0)), image.GetSpacing(), image.GetOrigin(), d, source=source, contiguous=False
     )
-    arr = arr.astype(np.float32, copy=True)
-    if not np.all(np.isfinite(arr)):
+    # one copy (a buffer of its own, not the ITK image's), transposing into C order only when asked
+    arr = np.array(arr, dtype=np.float32, order="C" if c_order else "K")
+    if not np.isfinite(arr.sum(dtype=np.float64)):  # one pass; any NaN or inf makes the sum non-finite
         n_bad = int((~np.isfinite(arr)).sum())
-        raise CTLoadError(
-            f"{source}: {n_bad} voxels are NaN or inf; fix or mask them (e.g. set them to -1024 HU) and save again"
-        )
+        if n_bad:
+            raise CTLoadError(
+                f"{source}: {n_bad} voxels are NaN or inf; fix or mask them (e.g. set them to -1024 HU) and save again"
+            )
     arr[arr <= PADDING_THRESHOLD_HU] = AIR_HU
     affine_lps = lps_affine(spacing, origin)
     affine = lps_to_ras(affine_lps)
@@ -143,6 +145,52 @@ def _check_nifti_finite(path: Path) -> None:
         )
 
 
+#: volume file suffix -> ITK ImageIO (wrapper module, class) that reads it
+_VOLUME_IO = {
+    ".nii": ("itkNiftiImageIOPython", "itkNiftiImageIO"),
+    ".nii.gz": ("itkNiftiImageIOPython", "itkNiftiImageIO"),
+    ".mha": ("itkMetaImageIOPython", "itkMetaImageIO"),
+    ".mhd": ("itkMetaImageIOPython", "itkMetaImageIO"),
+    ".nrrd": ("itkNrrdImageIOPython", "itkNrrdImageIO"),
+    ".nhdr": ("itkNrrdImageIOPython", "itkNrrdImageIO"),
+}
+
+
+def _volume_io(path: Path):
+    """The ImageIO of a 3D volume file, named up front by its suffix (``itk.imread`` and ``itk.ImageFileReader``
+    would load every IO module and factory first: :mod:`scripts.ct.itk_modules`), with the header read; ``None``
+    when the file is not 3D, has a zero spacing or that reader cannot take it: the callers then do what they did
+    before, through ITK's lazy loader (``itk.imread`` reads the file or says why)."""
+    name = path.name.lower()
+    module, cls = next(v for k, v in sorted(_VOLUME_IO.items(), key=lambda kv: -len(kv[0])) if name.endswith(k))
+    io_type = itk_class(module, cls, lambda: None)
+    if io_type is None:
+        return None
+    io = io_type.New()
+    if not io.CanReadFile(str(path)):
+        return None
+    io.SetFileName(str(path))
+    try:
+        io.ReadImageInformation()
+    except RuntimeError:
+        return None
+    if io.GetNumberOfDimensions() != 3 or any(io.GetSpacing(i) == 0 for i in range(3)):
+        return None
+    return io
+
+
+def _read_3d_volume(path: Path, io):
+    """A 3D volume file as a float ITK image, read through ``io`` (:func:`_volume_io`), or ``None``."""
+    reader_type = itk_class("itkImageFileReaderPython", "itkImageFileReaderIF3", lambda: None)
+    if io is None or reader_type is None:
+        return None
+    reader = reader_type.New()
+    reader.SetImageIO(io)
+    reader.SetFileName(str(path))
+    reader.Update()
+    return reader.GetOutput()
+
+
 def _case_id(path: Path) -> str:
     name = path.name
     for s in _VOLUME_SUFFIXES + (".dcm",):
@@ -151,19 +199,26 @@ def _case_id(path: Path) -> str:
     return name
 
 
-def _check_volume_file(p: Path, check: ChestCTCheck) -> None:
-    """Apply ``check`` to a volume file's header (ITK reads the header only)."""
-    import itk
+def _check_volume_file(p: Path, check: ChestCTCheck, io=None) -> None:
+    """Apply ``check`` to a volume file's header (ITK reads the header only): from ``io`` (:func:`_volume_io`) when
+    given, as ``ImageFileReader`` would give it (a negative spacing becomes positive, its axis flipped), else
+    through ITK's ``ImageFileReader``."""
+    if io is not None:
+        size = np.asarray([io.GetDimensions(i) for i in range(3)], dtype=np.int64)
+        spacing = np.abs(np.asarray([io.GetSpacing(i) for i in range(3)], dtype=np.float64))
+        d = np.abs(np.asarray([list(io.GetDirection(i))[:3] for i in range(3)], dtype=np.float64).T)
+    else:
+        import itk
 
-    try:
-        reader = itk.ImageFileReader[itk.Image[itk.F, 3]].New(FileName=str(p))
-        reader.UpdateOutputInformation()
-    except Exception:  # noqa: BLE001 - the full read reports the problem with its own message
-        return
-    image = reader.GetOutput()
-    size = np.asarray(image.GetLargestPossibleRegion().GetSize(), dtype=np.int64)
-    spacing = np.asarray(image.GetSpacing(), dtype=np.float64)
-    d = np.abs(np.asarray(itk.array_from_matrix(image.GetDirection()), dtype=np.float64))
+        try:
+            reader = itk.ImageFileReader[itk.Image[itk.F, 3]].New(FileName=str(p))
+            reader.UpdateOutputInformation()
+        except Exception:  # noqa: BLE001 - the full read reports the problem with its own message
+            return
+        image = reader.GetOutput()
+        size = np.asarray(image.GetLargestPossibleRegion().GetSize(), dtype=np.int64)
+        spacing = np.asarray(image.GetSpacing(), dtype=np.float64)
+        d = np.abs(matrix_to_array(image.GetDirection()))
     axis = np.argmax(d, axis=1)  # image axis nearest to each world axis (L, P, S)
     if sorted(axis.tolist()) != [0, 1, 2]:
         return
@@ -201,8 +256,11 @@ def load_ct(path: str | os.PathLike, check: ChestCTCheck | None = None):
     return MetaTensor(torch.from_numpy(arr[None]), affine=torch.as_tensor(affine, dtype=torch.float64), meta=meta)
 
 
-def load_ct_array(path: str | os.PathLike, check: ChestCTCheck | None = None):
+def load_ct_array(path: str | os.PathLike, check: ChestCTCheck | None = None, *, c_order: bool = True):
     """:func:`load_ct` without torch or MONAI (what ``python -m scripts drr`` needs, and faster to import).
+
+    ``c_order=False`` skips the transposing copy into C order: the ``(X, Y, Z)`` array then usually lies in Fortran
+    order (x fastest, ITK's own layout, which the ITK ray caster views without a copy); same values.
 
     Returns:
         ``(array, affine, meta)``: ``(X, Y, Z)`` float32 HU (no channel axis), axes toward Left, Posterior,
@@ -216,12 +274,15 @@ def load_ct_array(path: str | os.PathLike, check: ChestCTCheck | None = None):
         raise CTLoadError(f"{p}: no such file or folder; give a DICOM folder, a patient folder or a NIfTI/MHA file")
     extra: dict[str, Any] = {"case_id": _case_id(p.resolve())}
     if p.is_file() and _is_volume_file(p):
+        io = _volume_io(p)
         if check is not None:
-            _check_volume_file(p, check)
+            _check_volume_file(p, check, io)
         if p.name.lower().endswith((".nii", ".nii.gz")):
             _check_nifti_finite(p)
         try:
-            image = itk.imread(str(p), itk.F)
+            image = _read_3d_volume(p, io)
+            if image is None:  # not a plain 3D file of its format's reader: ITK picks the reader (and reports)
+                image = itk.imread(str(p), itk.F)
         except Exception as e:  # noqa: BLE001 - ITK raises several types
             msg = str(e).strip()[-300:]
             if "Image dimension" in msg or "dimension" in msg.lower():
@@ -230,7 +291,7 @@ def load_ct_array(path: str | os.PathLike, check: ChestCTCheck | None = None):
         ndim = image.GetImageDimension()
         if ndim != 3:
             raise CTLoadError(f"{p}: image has {ndim} dimensions; need a 3D CT volume")
-        return _itk_to_array(image, str(p), extra, str(p))
+        return _itk_to_array(image, str(p), extra, str(p), c_order)
     if p.is_file():
         found = series_of_file(p)
         if found is None:
@@ -249,7 +310,7 @@ def load_ct_array(path: str | os.PathLike, check: ChestCTCheck | None = None):
             "; ".join(f"{s.modality} series {s.series_uid} ({s.num_slices} slices)" for s in left_out),
         )
     image, note = read_dicom_series(series, check=check)
-    d = np.asarray(itk.array_from_matrix(image.GetDirection()), dtype=np.float64)
+    d = matrix_to_array(image.GetDirection())
     normal = np.cross(d[:, 0], d[:, 1])
     extra.update(
         series_dir=series.folder,
@@ -263,4 +324,4 @@ def load_ct_array(path: str | os.PathLike, check: ChestCTCheck | None = None):
         geometry_note=note,
         instance_number_increases_toward=instance_number_direction(series),
     )
-    return _itk_to_array(image, str(p), extra, series.folder)
+    return _itk_to_array(image, str(p), extra, series.folder, c_order)

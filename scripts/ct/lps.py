@@ -74,7 +74,7 @@ def signed_permutation(direction: np.ndarray, tol: float = 1e-3) -> tuple[np.nda
 
 
 def to_lps_axis_aligned(
-    array_ijk: np.ndarray, spacing_mm, origin_mm, direction, source: str = "volume"
+    array_ijk: np.ndarray, spacing_mm, origin_mm, direction, source: str = "volume", contiguous: bool = True
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Re-orient an image whose direction matrix is a signed permutation to the LPS axis-aligned grid.
 
@@ -82,6 +82,7 @@ def to_lps_axis_aligned(
         array_ijk: array indexed ``[i, j, k]`` along the image's own axes (ITK order reversed).
         spacing_mm, origin_mm, direction: ITK geometry (direction columns = image axes in LPS).
         source: name used in error messages.
+        contiguous: return a C-contiguous copy (default); ``False``: a view of ``array_ijk`` where it can be.
 
     Returns:
         ``(array_xyz, spacing_mm, origin_mm)``: array indexed ``[x, y, z]`` (L, P, S), positive
@@ -105,4 +106,4 @@ def to_lps_axis_aligned(
             out = np.flip(out, axis=w)
             first_index[axis[w]] = array_ijk.shape[axis[w]] - 1
     new_origin = origin + d @ (spacing * first_index)
-    return np.ascontiguousarray(out), spacing[axis].copy(), new_origin
+    return (np.ascontiguousarray(out) if contiguous else out), spacing[axis].copy(), new_origin

@@ -11,8 +11,9 @@ an ITK cast with 0.0209 and plastimatch is 1.057 (MAD 2-3 % of the maximum); wit
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
-import torch
 
 __all__ = ["MU_WATER_PER_CM", "HU_THRESHOLD", "hu_to_attenuation"]
 
@@ -26,10 +27,17 @@ def hu_to_attenuation(volume_hu, mu_water_per_cm: float = MU_WATER_PER_CM, hu_th
     """plastimatch's default HU -> linear attenuation (per cm): ``mu_w * (1 + HU/1000)`` where
     ``HU > hu_threshold``, else 0. Same shape; numpy in -> float32 numpy; torch in -> torch (same dtype
     and device for floating input, float32 otherwise; differentiable where ``HU > hu_threshold``)."""
-    if isinstance(volume_hu, torch.Tensor):
+    torch = sys.modules.get("torch")  # a tensor implies torch is imported; numpy callers (the DRR command) skip it
+    if torch is not None and isinstance(volume_hu, torch.Tensor):
         hu = volume_hu if volume_hu.is_floating_point() else volume_hu.float()
         mu = mu_water_per_cm * (1.0 + hu / 1000.0)
         return torch.where(hu > hu_threshold, mu, torch.zeros_like(mu))
     hu = np.asarray(volume_hu, dtype=np.float32)
-    mu = np.float32(mu_water_per_cm) * (np.float32(1.0) + hu / np.float32(1000.0))
-    return np.where(hu > hu_threshold, mu, np.float32(0.0)).astype(np.float32, copy=False)
+    # mu_w * (1 + HU / 1000) in float32, the same operations in the same order as ever, in one buffer that keeps
+    # the input's memory order (a Fortran-ordered CT stays Fortran-ordered: ITK's layout)
+    mu = np.array(hu, dtype=np.float32, order="K")
+    mu /= np.float32(1000.0)
+    mu += np.float32(1.0)
+    mu *= np.float32(mu_water_per_cm)
+    np.copyto(mu, np.float32(0.0), where=~(hu > np.float32(hu_threshold)))
+    return mu

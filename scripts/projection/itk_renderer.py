@@ -14,9 +14,12 @@ of the geometry's detector, rows top to bottom (head to feet), columns in the ge
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from types import SimpleNamespace
 
 import numpy as np
+from scripts.ct.itk_modules import array_image_view, array_to_matrix, image_array_view, itk_class
 from scripts.projection.attenuation import HU_THRESHOLD, MU_WATER_PER_CM, hu_to_attenuation
 from scripts.projection.geometry import ProjectionGeometry
 
@@ -40,6 +43,28 @@ def detector_affine_lps(geometry: ProjectionGeometry, view: str) -> np.ndarray:
     a[:3, 2] = normal
     a[:3, 3] = origin
     return a
+
+
+@functools.lru_cache(maxsize=1)
+def _ray_caster_types() -> SimpleNamespace:
+    """The ITK classes of the ray caster (float 3D image, double transform), each from its own wrapper module
+    (:func:`scripts.ct.itk_modules.itk_class`): ``euler``, ``ray_cast``, ``resample``."""
+    import itk
+
+    image = itk_class("itkImagePython", "itkImageF3", lambda: itk.Image[itk.F, 3])
+    return SimpleNamespace(
+        euler=itk_class("itkEuler3DTransformPython", "itkEuler3DTransformD", lambda: itk.Euler3DTransform[itk.D]),
+        ray_cast=itk_class(
+            "itkRayCastInterpolateImageFunctionPython",
+            "itkRayCastInterpolateImageFunctionIF3D",
+            lambda: itk.RayCastInterpolateImageFunction[image, itk.D],
+        ),
+        resample=itk_class(
+            "itkResampleImageFilterPython",
+            "itkResampleImageFilterIF3IF3",
+            lambda: itk.ResampleImageFilter[image, image],
+        ),
+    )
 
 
 def ray_cast_drr(
@@ -70,8 +95,6 @@ def ray_cast_drr(
         ``(rows, cols)`` float32 line integrals (attenuation per cm x length in cm) at the
         geometry's ``detector_shape``; pixel ``[r, c]`` is the ray through ``pixel_to_world(view, (c, r))``.
     """
-    import itk
-
     geometry.view(view)  # raises on an unknown view
     mu = attenuation if attenuation is not None else hu_to_attenuation(volume_hu, mu_water_per_cm, hu_threshold)
     mu = np.asarray(mu, dtype=np.float32)
@@ -80,15 +103,16 @@ def ray_cast_drr(
     spacing = [float(s) for s in spacing_mm]
     if len(spacing) != 3 or min(spacing) <= 0:
         raise ValueError(f"spacing_mm must be three positive numbers, got {spacing_mm!r}")
-    image_type = itk.Image[itk.F, 3]
-    # ITK arrays are (z, y, x); the image keeps identity direction (the ray caster ignores it anyway)
-    image = itk.image_from_array(np.ascontiguousarray(mu.transpose(2, 1, 0)))
+    itk_types = _ray_caster_types()
+    # ITK arrays are (z, y, x): an (X, Y, Z) array in Fortran order (what load_ct_array(c_order=False) gives) is
+    # viewed as is, any other is copied once; the image keeps identity direction (the ray caster ignores it anyway)
+    mu_zyx = np.ascontiguousarray(mu.transpose(2, 1, 0))
+    image = array_image_view(mu_zyx)
     image.SetSpacing(spacing)
     image.SetOrigin([float(o) for o in origin_mm])
-    image.SetDirection(itk.matrix_from_array(np.eye(3)))
 
-    transform = itk.Euler3DTransform[itk.D].New()  # identity: the volume stays where it is
-    interp = itk.RayCastInterpolateImageFunction[image_type, itk.D].New()
+    transform = itk_types.euler.New()  # identity: the volume stays where it is
+    interp = itk_types.ray_cast.New()
     interp.SetTransform(transform)
     interp.SetThreshold(0.0)
     interp.SetFocalPoint([float(v) for v in geometry.source_mm(view)])
@@ -99,15 +123,17 @@ def ray_cast_drr(
     v = geometry.view(view)
     direction = np.stack([np.asarray(v.col), np.asarray(v.row), np.asarray(v.normal)], axis=1)
 
-    resample = itk.ResampleImageFilter[image_type, image_type].New(Input=image)
+    resample = itk_types.resample.New()
+    resample.SetInput(image)
     resample.SetInterpolator(interp)
     resample.SetTransform(transform)
     resample.SetDefaultPixelValue(0.0)
     resample.SetSize([int(cols), int(rows), 1])
     resample.SetOutputSpacing([float(sc), float(sr), 1.0])
     resample.SetOutputOrigin([float(x) for x in det_origin])
-    resample.SetOutputDirection(itk.matrix_from_array(np.ascontiguousarray(direction)))
+    resample.SetOutputDirection(array_to_matrix(direction))
     resample.Update()
-    out = itk.array_from_image(resample.GetOutput())[0]  # (rows, cols)
+    output = resample.GetOutput()
+    out = image_array_view(output)[0].copy()  # (rows, cols)
     # integral of mu (per cm) over steps in mm -> per cm x cm
     return (out.astype(np.float64) / 10.0).astype(np.float32)

@@ -13,12 +13,18 @@ since other processes on the machine inflate every figure):
   ``python -m scripts drr --ct CT --view V --preset perx2ct --output OUT.nii.gz [--backend torch]`` and
   ``plastimatch drr -t pfm -n N --sad 700 --sid 949 -r "320 320" -z "500 500" -o ISO -I CT -O PREFIX``
   (the bundle's ``perx2ct`` preset, isocentre at the volume centre for both); plus a bare ``python -c pass``
-  (interpreter start) and ``python -c "import scripts.projection.drr"`` (the command's imports);
-* in process (imports already done): loading the CT (:func:`scripts.ct.loader.load_ct_array`), the HU ->
+  (interpreter start), ``python -c "import scripts.projection.drr"`` (the command's imports), the ITK classes the
+  ITK backend loads (ray caster and DICOM series reader, one wrapper module each: :mod:`scripts.ct.itk_modules`)
+  and ``import torch`` (what the torch backend pays before any work);
+* in process (imports already done): loading the CT (:func:`scripts.ct.loader.load_ct_array` in ITK's memory
+  order, as the command does), the HU ->
   attenuation conversion, the DRR by each backend (:func:`scripts.projection.drr.render_drr` with the attenuation
   given), and writing the NIfTI.
 
 The target of issue 23: each ``python -m scripts drr`` within 2x of ``plastimatch drr`` on the same input.
+Whole processes are timed in rounds (every row once per round, ``--repeat`` rounds, best kept), so a change of
+load on a shared machine hits every row alike; ``--baseline DIR`` adds the same commands run from another
+version's ``scripts/`` (before/after in one run).
 """
 
 from __future__ import annotations
@@ -49,8 +55,8 @@ def _best(fn, repeat: int) -> float:
     return min(times)
 
 
-def _run(cmd: list[str], env: dict) -> None:
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+def _run(cmd: list[str], env: dict, cwd: Path = ROOT) -> None:
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd)
     if r.returncode != 0:
         raise SystemExit(f"command failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr[-2000:]}")
 
@@ -67,7 +73,14 @@ def main() -> None:
     ap.add_argument("--view", default="pa", choices=sorted(PLASTIMATCH_NORMALS))
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    ap.add_argument(
+        "--baseline",
+        default=None,
+        help="a folder holding another version's scripts/ (e.g. git archive HEAD scripts | tar -x -C DIR): its "
+        "python -m scripts drr rows are timed in the same rounds",
+    )
     args = ap.parse_args()
+    args.ct = str(Path(args.ct).resolve())  # the baseline's commands run in another folder
 
     env = {
         **os.environ,
@@ -96,9 +109,9 @@ def main() -> None:
     # ---------------------------------------------------------------- in process
     stages: dict[str, float] = {}
     t = time.perf_counter()
-    arr, affine, meta = load_ct_array(args.ct)
+    arr, affine, meta = load_ct_array(args.ct, c_order=False)
     stages["load CT (load_ct_array, first call: ITK IO modules load)"] = time.perf_counter() - t
-    stages["load CT again"] = _best(lambda: load_ct_array(args.ct), args.repeat)
+    stages["load CT again"] = _best(lambda: load_ct_array(args.ct, c_order=False), args.repeat)
     spacing, origin = affine_to_lps_grid(affine)
     iso = volume_centre_mm(arr.shape, spacing, origin)
     g = ProjectionGeometry.from_preset("perx2ct").with_isocentre(iso)
@@ -135,6 +148,13 @@ def main() -> None:
             inputs["as given"] = choose_ct_series(args.ct)[0].folder
         rows = [("python -c pass (interpreter start)", [py, "-c", "pass"], None)]
         rows.append(("python -c 'import scripts.projection.drr'", [py, "-c", "import scripts.projection.drr"], None))
+        itk_classes = (
+            "from scripts.ct.itk_modules import itk_without_torch; itk_without_torch(); "
+            "from scripts.projection.itk_renderer import _ray_caster_types; _ray_caster_types(); "
+            "import itk.itkImageSeriesReaderPython, itk.itkGDCMImageIOPython"
+        )
+        rows.append(("ITK classes of the ITK backend (no torch)", [py, "-c", itk_classes], None))
+        rows.append(("python -c 'import torch'", [py, "-c", "import torch"], None))
         exe = shutil.which("plastimatch")
         for label, ct in inputs.items():
             ours_ct = args.ct if label == "as given" else ct
@@ -142,16 +162,31 @@ def main() -> None:
                 cmd = [py, "-m", "scripts", "drr", "--ct", ours_ct, "--view", args.view, "--preset", "perx2ct",
                        "--output", str(tmp / f"{backend}.nii.gz"), "--backend", backend]  # fmt: skip
                 rows.append((f"python -m scripts drr --backend {backend} ({label})", cmd, label))
+                if args.baseline:
+                    rows.append(
+                        (
+                            f"  same, baseline {Path(args.baseline).name} --backend {backend} ({label})",
+                            cmd,
+                            label,
+                            args.baseline,
+                        )
+                    )
             if exe:
                 rows.append(
                     (f"plastimatch drr ({label})", plastimatch_cmd(exe, ct, args.view, iso, str(tmp / "p")), label)
                 )
         results: dict[str, float] = {}
-        for name, cmd, _ in rows:
-            _run(cmd, env)  # warm the page cache and the byte-code cache
-            results[name] = _best(lambda: _run(cmd, env), args.repeat)
-        print("whole processes (seconds, best of %d)" % args.repeat)
-        for name, cmd, label in rows:
+        rows = [(r + (ROOT,))[:4] for r in rows]
+        for _name, cmd, _, cwd in rows:
+            _run(cmd, env, Path(cwd))  # warm the page cache and the byte-code cache
+        for _ in range(args.repeat):  # rounds over all rows: a change of load hits every row alike
+            for name, cmd, _, cwd in rows:
+                t = time.perf_counter()
+                _run(cmd, env, Path(cwd))
+                results[name] = min(results.get(name, float("inf")), time.perf_counter() - t)
+        load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+        print(f"whole processes (seconds, best of {args.repeat} rounds; load average now {load[0]:.2f})")
+        for name, _cmd, label, _ in rows:
             ratio = ""
             ref = results.get(f"plastimatch drr ({label})") if label else None
             if ref and not name.startswith("plastimatch"):

@@ -17,7 +17,12 @@ without changing the others. For each N:
 * slice-cache build (``cache_cases`` with train.json's ``train#preprocessing``): seconds per case;
 * training loader (train.json's ``SliceDataset`` + ``SliceSampler`` + ``DataLoader``, 2 workers, batch 20):
   start-up to the first batch, peak RSS of each loader worker (``VmHWM``: includes the pages of the memory-mapped
-  cubes it touched, shared page cache) and its own memory (``RssAnon``), samples/s over the next batches;
+  cubes it touched, shared page cache) and its own memory (``RssAnon``, which includes what it inherits from this
+  process at fork: after a smaller N's training measurement that is more, so for a clean per-worker figure run
+  again with ``--skip prepare,onthefly,train`` on the ``--keep``'d folder), samples/s over the next batches;
+  ``--loader_n 64,256``: the same loader measurement over that many cases made of hard links to the largest N's
+  cached cases (what N costs the loader itself, without preparing N cases; the page cache is warmer than with N
+  distinct cubes, so samples/s is an upper bound there);
 * on-the-fly views (``RandRigidViewsDataset`` over the same ``SliceDataset``, rendered per sample at 128^2 from
   128^3 on the CPU, as ``configs/onthefly.json`` does without a GPU): samples/s in process;
 * training step: seconds per iteration of the ``small`` preset (MONAI ``SupervisedTrainer`` with the loader above,
@@ -90,6 +95,22 @@ def link_dataset(cases: list[Path], folder: Path) -> Path:
         except OSError:
             shutil.copy2(c, folder / c.name)
     return folder
+
+
+def linked_cases(cases: list, m: int, folder: Path) -> list[dict]:
+    """``m`` slice-cache cases for a loader-only row: case ``i`` is a new folder of hard links to the files of
+    ``cases[i % len(cases)]`` (no disk, no decoding; every case its own files to open and memory-map, so the
+    loader's per-case costs are those of ``m`` cases, while the page cache holds only ``len(cases)`` cubes)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    out = []
+    for i in range(m):
+        src = Path(cases[i % len(cases)]["dir"])
+        d = folder / f"{i:05d}"
+        d.mkdir(parents=True)
+        for f in src.iterdir():
+            os.link(f, d / f.name)
+        out.append({**cases[i % len(cases)], "dir": str(d), "case_id": f"linked{i:05d}"})
+    return out
 
 
 def timed_run(cmd: list[str], env: dict | None = None) -> float:
@@ -225,7 +246,10 @@ def main() -> None:
     ap.add_argument("--loader_batches", type=int, default=10)
     ap.add_argument("--onthefly_samples", type=int, default=10)
     ap.add_argument("--train_iters", type=int, default=6)
-    ap.add_argument("--skip", default="", help="comma list: prepare, loader, onthefly, train")
+    ap.add_argument(
+        "--skip", default="", help="comma list: prepare (reuse a --keep'd work folder), loader, onthefly, train"
+    )
+    ap.add_argument("--loader_n", default="", help="comma list: loader-only rows over this many linked cache cases")
     ap.add_argument("--work_dir", default="/tmp/perx2ct-scaling")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     args = ap.parse_args()
@@ -250,14 +274,16 @@ def main() -> None:
         raw = link_dataset(pool[:n], work / f"raw{n}")
         row["raw_mb"] = np.mean([du_mb(p) for p in pool[:n]])
         prepared = work / f"prepared{n}"
-        for w in workers:
+        reuse = "prepare" in skip and (prepared / "datalist.json").is_file()  # --keep'd work folder: no timings
+        for w in [] if reuse else workers:
             row[f"prep_s_w{w}"] = prepare(raw, prepared, w) / n
-        if args.torchrun:
+        if args.torchrun and not reuse:
             row["prep_s_torchrun2"] = prepare(raw, prepared, 1, torchrun=True) / n
         cases_dirs = [d for d in prepared.iterdir() if d.is_dir()]
         row["prepared_mb"] = np.mean([du_mb(d) for d in cases_dirs])
         cache = work / f"cache{n}"
-        shutil.rmtree(cache, ignore_errors=True)
+        if not reuse:
+            shutil.rmtree(cache, ignore_errors=True)
         datalist, chain = train_parts(prepared, cache)
         t = time.perf_counter()
         cases = cache_cases(datalist["training"], chain, cache, datalist["mode"])
@@ -274,11 +300,23 @@ def main() -> None:
         rows.append(row)
         print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
 
+    for m in [int(x) for x in args.loader_n.split(",") if x]:
+        row = {"N": m, "linked_from": ns[-1]}
+        row.update(measure_loader(linked_cases(cases, m, work / f"linked{m}"), args.batch, args.loader_workers,
+                                  args.loader_batches))  # fmt: skip
+        rows.append(row)
+        print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
+
     keys = [k for k in rows[0] if k not in ("N", "kinds")]
     print("\n" + f"{'':<24}" + "".join(f"{'N=' + str(r['N']):>12}" for r in rows))
     for k in keys:
         print(f"{k:<24}" + "".join(f"{r.get(k, float('nan')):>12.3f}" for r in rows))
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    rows = [r for r in rows if "linked_from" not in r]  # the extrapolation: measured (prepared) rows only
     last = rows[-1]
+    if not any(k.startswith("prep_s_w") for k in last):
+        return
     prep = min(v for k, v in last.items() if k.startswith("prep_s_w"))
     w_best = min((k for k in last if k.startswith("prep_s_w")), key=lambda k: last[k])
     cores = int(w_best[len("prep_s_w") :])
@@ -296,8 +334,6 @@ def main() -> None:
     if "s_per_it" in last:
         print(f"  training step (small, batch {args.batch}): " + ", ".join(f"N={r['N']}: {r['s_per_it']:.2f} s/it "
               f"(data wait {r['data_wait_s']:.2f} s)" for r in rows) + " - should be flat in N")  # fmt: skip
-    if not args.keep:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

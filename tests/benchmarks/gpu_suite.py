@@ -19,9 +19,11 @@ It prints, one line each (``--json`` also writes them):
    bundle's ``SliceBatch``, ``SliceInferer``, ``PerX2CTLoss`` (LPIPS-VGG when its weights are in
    ``models/pretrained``, else its SSIM fallback, said so) and Adam (betas 0.5, 0.9), batch 20, fp32 and AMP
    (``amp=True``: fp16 autocast with a grad scaler, as ``--amp true`` on ``configs/train.json``);
-4. on-the-fly views: the cost of one batch's views as :class:`scripts.transforms.rigid_views.RandRigidViewsBatch`
-   renders them (per-sample draws of :class:`~scripts.transforms.rigid_views.RandRigidViewsd`, one
-   ``project_hu`` call with the motions on the device, 320^2 on CUDA, then ``finish``), as a share of a step;
+4. on-the-fly views: the cost of one batch's views rendered by
+   :meth:`scripts.transforms.rigid_views.RandRigidViewsBatch.render` itself (per-sample draws of
+   :class:`~scripts.transforms.rigid_views.RandRigidViewsd`, made in the loader workers in training and not timed;
+   one batched projector call with the motions on the device, 320^2 on CUDA, then ``finish`` per sample), as a
+   share of a step;
 5. inference: seconds per 128^3 volume (``ReconstructionInferer``, axial) in fp32, bf16 and fp16 autocast, and
    the max / mean |difference| in HU of each against fp32, on a trained checkpoint (``--ckpt``, with its ``.json``
    sidecar) or on the network the training measurement just trained, then trained on for ``--train_seconds`` in
@@ -41,6 +43,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -58,7 +61,7 @@ from scripts.projection.attenuation import hu_to_attenuation  # noqa: E402
 from scripts.projection.geometry import ProjectionGeometry  # noqa: E402
 from scripts.projection.torch_renderer import project, project_hu  # noqa: E402
 from scripts.transforms.radiograph import postprocess_radiograph  # noqa: E402
-from scripts.transforms.rigid_views import RandRigidViewsd  # noqa: E402
+from scripts.transforms.rigid_views import RandRigidViewsBatch, RandRigidViewsd  # noqa: E402
 
 RESULTS: list[dict] = []
 
@@ -199,30 +202,36 @@ def bench_training(args, device, net, batches, preset: str) -> float:
 
 
 def bench_onthefly(args, device, hu128: np.ndarray, s_step: float) -> None:
-    """One batch of on-the-fly views as RandRigidViewsBatch renders them, as a share of a training step."""
+    """One batch of on-the-fly views rendered by :meth:`RandRigidViewsBatch.render` itself (the ``prepare_batch`` of
+    ``configs/onthefly.json``), as a share of a training step. The per-sample draws (motion, gain, gamma, noise
+    seed: :meth:`RandRigidViewsd.randomize`) happen in the loader workers in training, so they are not timed; the
+    case's attenuation cube is kept on the device after its first use, as in training."""
     render_shape = None if device.type == "cuda" else (FRAME.shape, FRAME.shape)  # rigid_views.json's choice
     views = RandRigidViewsd(
         geometry=ProjectionGeometry.from_preset("perx2ct"), render_shape=render_shape, device=device
     )
     views.set_random_state(seed=0)
+    mu = hu_to_attenuation(torch.from_numpy(hu128)[None])  # (1, N, N, N): one case, as the dataset keeps it
+    cases = SimpleNamespace(views=views, attenuation=lambda c: (mu, FRAME.spacing_mm))
+    renderer = RandRigidViewsBatch(None, cases)
     b = args.batch
-    hu = torch.from_numpy(hu128).to(device)[None]
-    origin = [-FRAME.centre_voxel * FRAME.spacing_mm] * 3
-
-    def onthefly():
-        draws = []
-        for _ in range(b):
-            views.randomize()
-            draws.append((views.motion.copy(), views._gain.copy(), views._gamma.copy(), views._noise_seed))
-        with torch.no_grad():
-            raw = project_hu(hu[None].expand(b, 1, *hu.shape[1:]), [FRAME.spacing_mm] * 3, origin, views.geometry,
-                             views.views, motion=np.stack([d[0] for d in draws]))  # fmt: skip
-        return torch.stack([views.finish(raw[i], *draws[i][1:]) for i in range(b)])
-
-    t = _best(onthefly, device)
+    draws = []
+    for _ in range(b):
+        views.randomize()
+        draws.append((views.motion.copy(), views._gain.copy(), views._gamma.copy(), views._noise_seed))
+    batch = {
+        "image": torch.zeros(b, len(views.views), *views.output_shape),
+        "onthefly_apply": torch.ones(b, dtype=torch.bool),
+        "onthefly_case": torch.zeros(b, dtype=torch.long),
+        "onthefly_motion": torch.as_tensor(np.stack([d[0] for d in draws])),
+        "onthefly_gain": torch.as_tensor(np.stack([d[1] for d in draws])),
+        "onthefly_gamma": torch.as_tensor(np.stack([d[2] for d in draws])),
+        "onthefly_noise_seed": torch.as_tensor([d[3] for d in draws]),
+    }
+    t = _best(lambda: renderer.render(batch, device), device)
     shape = "x".join(str(s) for s in views.geometry.detector_shape)
-    report("onthefly", f"on-the-fly views ({b} samples x 2 views, {shape} from 128^3): {t:.3f} s per batch = "
-           f"{100 * t / s_step:.1f} % of a {s_step:.3f} s step (target < 10 % on a GPU)",
+    report("onthefly", f"on-the-fly views ({b} samples x 2 views, {shape} from 128^3, RandRigidViewsBatch.render): "
+           f"{t:.3f} s per batch = {100 * t / s_step:.1f} % of a {s_step:.3f} s step (target < 10 % on a GPU)",
            seconds=t, share=t / s_step)  # fmt: skip
 
 
