@@ -19,8 +19,8 @@ checks that
 
 and that a study the app refuses (three DX images) shows the server's 422 and reason in its row, storing nothing.
 
-Set ``PERX2CT_OHIF_SCREENSHOT=docs/images/monailabel_ohif.png`` to keep the OHIF screenshot (the docs' figure,
-in 64 colours).
+Set ``PERX2CT_OHIF_SCREENSHOT=PATH`` to keep the OHIF screenshot (64 colours). The docs' figure
+(``docs/images/monailabel_ohif.png``) was taken the same way with a trained checkpoint, stepped to a middle slice.
 """
 
 from __future__ import annotations
