@@ -342,7 +342,7 @@ def rates(rows: list[dict]) -> tuple[list[str], dict]:
         summary[name] = {"false_alarm": fa, "detection": det, "n_unperturbed": len(normal)}
         lines.append(f"| {name} | {fa:.0%} of {len(normal)} | " + " | ".join(f"{det[k]:.0%}" for k in kinds) + " |")
 
-    rule = " and ".join(f"{k} >= {v:g}" for k, v in THRESHOLDS.items())
+    rule = " and ".join(f"{k} >= {v:g}" for k, v in THRESHOLDS.items()) + " and plausible views"
     line(f"bundle rule: {rule}", lambda r: not r["consistent"])
     for key in SCORE_KEYS:
         vals = sorted(r["score"][key] for r in normal if np.isfinite(r["score"][key]))
