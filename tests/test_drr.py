@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from plastimatch_tools import NORMALS, plastimatch_to_display, read_pfm, write_mha
 from scripts.ct.loader import load_ct
 from scripts.ct.lps import affine_to_lps_grid
 from scripts.projection.drr import drr_cli
@@ -18,42 +19,8 @@ from scripts.projection.geometry import ProjectionGeometry
 from scripts.projection.itk_renderer import ray_cast_drr, volume_centre_mm
 from scripts.transforms.drr import DRR, DRRd
 
-NORMALS = {"pa": "0 1 0", "lateral": "1 0 0"}
-
 
 # ------------------------------------------------------------------------------------ plastimatch helpers
-def read_pfm(path: Path) -> np.ndarray:
-    """A greyscale PFM as stored: rows in file order (PFM stores the image bottom-up)."""
-    with open(path, "rb") as f:
-        if f.readline().strip() != b"Pf":
-            raise ValueError(f"{path}: not a greyscale PFM")
-        w, h = (int(v) for v in f.readline().split())
-        scale = float(f.readline())
-        data = np.frombuffer(f.read(4 * w * h), dtype="<f4" if scale < 0 else ">f4")
-    return data.reshape(h, w).astype(np.float32)
-
-
-def plastimatch_to_display(pfm_rows: np.ndarray, view: str) -> np.ndarray:
-    """plastimatch 1.9.4's DRR (rows as stored in the PFM file) -> our display orientation.
-
-    Worked out once with beads (and pinned by ``test_plastimatch_orientation``): read in file order,
-    plastimatch's lateral (``-n "1 0 0"``) is already in our orientation (rows head to feet, anterior
-    on the left); its PA (``-n "0 1 0"``) is mirrored left-right (patient's left on the left), so its
-    columns are reversed.
-    """
-    return np.ascontiguousarray(pfm_rows[:, ::-1] if view == "pa" else pfm_rows)
-
-
-def write_mha(volume_xyz: np.ndarray, spacing, origin, path: Path) -> None:
-    """LPS axis-aligned volume -> MHA with identity direction (ITK array order is z, y, x)."""
-    import itk
-
-    img = itk.image_from_array(np.ascontiguousarray(volume_xyz.transpose(2, 1, 0).astype(np.float32)))
-    img.SetSpacing([float(s) for s in spacing])
-    img.SetOrigin([float(o) for o in origin])
-    itk.imwrite(img, str(path))
-
-
 def plastimatch_drr(exe: str, mha: Path, view: str, isocentre, out_dir: Path, preset: str = "perx2ct") -> np.ndarray:
     g = ProjectionGeometry.from_preset(preset)
     rows, cols = g.detector_shape

@@ -42,8 +42,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # the plastimatch helpers shared with tests/test_drr.py
 
-PLASTIMATCH_NORMALS = {"pa": "0 1 0", "lateral": "1 0 0"}
+from plastimatch_tools import NORMALS  # noqa: E402
 
 
 def _best(fn, repeat: int) -> float:
@@ -63,14 +64,14 @@ def _run(cmd: list[str], env: dict, cwd: Path = ROOT) -> None:
 
 def plastimatch_cmd(exe: str, ct: str, view: str, iso, out_prefix: str) -> list[str]:
     """``plastimatch drr`` with the bundle's ``perx2ct`` geometry (REFERENCE.md section 2)."""
-    return [exe, "drr", "-t", "pfm", "-n", PLASTIMATCH_NORMALS[view], "--sad", "700", "--sid", "949",
+    return [exe, "drr", "-t", "pfm", "-n", NORMALS[view], "--sad", "700", "--sid", "949",
             "-r", "320 320", "-z", "500 500", "-o", " ".join(f"{v:.4f}" for v in iso), "-I", ct, "-O", out_prefix]  # fmt: skip
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--ct", required=True, help="CT: DICOM series or patient folder, or a volume file")
-    ap.add_argument("--view", default="pa", choices=sorted(PLASTIMATCH_NORMALS))
+    ap.add_argument("--view", default="pa", choices=sorted(NORMALS))
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument(

@@ -61,7 +61,9 @@ import torch
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))  # the plastimatch helpers shared with tests/test_drr.py
 
+from plastimatch_tools import NORMALS, plastimatch_to_display, read_pfm, write_mha  # noqa: E402
 from scripts.ct.loader import load_ct_array  # noqa: E402
 from scripts.ct.lps import affine_to_lps_grid  # noqa: E402
 from scripts.evaluation.honest_metrics import mae_hu, psnr_true, ssim_true  # noqa: E402
@@ -73,7 +75,6 @@ from scripts.projection.torch_renderer import project_hu  # noqa: E402
 from scripts.transforms.radiograph import postprocess_radiograph, process_radiograph  # noqa: E402
 
 TRAINING = ProjectionGeometry.from_preset("perx2ct")
-NORMALS = {"pa": "0 1 0", "lateral": "1 0 0"}
 #: The test CTs when ../shared/data is present (else the example data's second case).
 TEST_CASES = ("LungDx-A0001", "LIDC-IDRI-0003")
 #: Set-ups: per view (SAD, SID, detector side) in mm, the patient's shift from the beams' centre (LPS mm), and
@@ -183,27 +184,6 @@ def load_network(model: Path) -> torch.nn.Module:
 
 
 # ------------------------------------------------------------------------------------------------ rendering
-def read_pfm(path: Path) -> np.ndarray:
-    """A greyscale PFM as stored (rows in file order)."""
-    with open(path, "rb") as f:
-        if f.readline().strip() != b"Pf":
-            raise ValueError(f"{path}: not a greyscale PFM")
-        w, h = (int(v) for v in f.readline().split())
-        scale = float(f.readline())
-        data = np.frombuffer(f.read(4 * w * h), dtype="<f4" if scale < 0 else ">f4")
-    return data.reshape(h, w).astype(np.float32)
-
-
-def write_mha(volume_xyz: np.ndarray, spacing, origin, path: Path) -> None:
-    """LPS axis-aligned volume -> MHA with identity direction (ITK array order z, y, x)."""
-    import itk
-
-    img = itk.image_from_array(np.ascontiguousarray(volume_xyz.transpose(2, 1, 0).astype(np.float32)))
-    img.SetSpacing([float(s) for s in spacing])
-    img.SetOrigin([float(o) for o in origin])
-    itk.imwrite(img, str(path))
-
-
 def plastimatch_view(exe: str, mha: Path, view: str, sad: float, sid: float, size: float, iso, out: Path) -> np.ndarray:
     """One plastimatch DRR (raw line integrals, RENDER_PX^2) in the bundle's display orientation (tests/test_drr.py:
     plastimatch's PA is mirrored left-right, its lateral already displayed as ours)."""
@@ -216,8 +196,7 @@ def plastimatch_view(exe: str, mha: Path, view: str, sad: float, sid: float, siz
     res = subprocess.run(cmd, capture_output=True, encoding="utf-8", errors="replace", timeout=600)
     if res.returncode != 0:
         raise RuntimeError(f"plastimatch failed: {res.stderr[-2000:]}")
-    img = read_pfm(Path(f"{prefix}0000.pfm"))
-    return np.ascontiguousarray(img[:, ::-1] if view == "pa" else img)
+    return plastimatch_to_display(read_pfm(Path(f"{prefix}0000.pfm")), view)
 
 
 def _blur(img: np.ndarray, sigma: float) -> np.ndarray:

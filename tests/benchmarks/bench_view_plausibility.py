@@ -21,15 +21,16 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "benchmarks"))
+sys.path.insert(0, str(REPO / "tests"))
 
 from bench_real_radiographs import (  # noqa: E402
     SETUPS,
     ct_folders,
     network_inputs,
     processed_appearance,
-    read_pfm,
     setup_geometry,
 )
+from plastimatch_tools import plastimatch_to_display, read_pfm  # noqa: E402
 from scripts.ct.loader import load_ct_array  # noqa: E402
 from scripts.ct.lps import affine_to_lps_grid  # noqa: E402
 from scripts.inference.view_plausibility import PLAUSIBILITY_MARGINS, PLAUSIBILITY_SCORES, views_plausible  # noqa: E402
@@ -82,7 +83,7 @@ def plastimatch_pairs(renders: Path) -> dict[str, torch.Tensor]:
             lat = "pm_lateral_{:g}_{:g}_{:g}_".format(*setup["lateral"]) + iso + "_0000.pfm"
             if lat not in files or (("shift" in setup) != _is_shifted(iso, files)):
                 continue
-            raws = {"pa": read_pfm(files[fname])[:, ::-1].copy(), "lateral": read_pfm(files[lat])}
+            raws = {v: plastimatch_to_display(read_pfm(files[f]), v) for v, f in (("pa", fname), ("lateral", lat))}
             if setup.get("processed"):
                 raws = {v: processed_appearance(r, seed=len(v)) for v, r in raws.items()}
             for with_geometry in (True, False):
