@@ -33,7 +33,7 @@ from monai.config import KeysCollection
 from monai.handlers import IgniteMetricHandler
 from monai.metrics import CumulativeIterationMetric
 from monai.transforms import MapTransform
-from scripts.evaluation.metric_handler import CaseValuesMixin
+from scripts.evaluation.metric_handler import CaseValuesMixin, finite_mean
 from scripts.inference.view_geometry import PrepareBatchWithGeometry, batch_geometry
 from scripts.projection.geometry import VIEW_ACQUISITION_FIELDS, ProjectionGeometry, drr_geometry
 
@@ -197,11 +197,7 @@ class _Value(CumulativeIterationMetric):
         return y_pred.detach().double().reshape(-1, 1)
 
     def aggregate(self) -> torch.Tensor:
-        data = self.get_buffer()
-        if not isinstance(data, torch.Tensor) or data.numel() == 0:
-            return torch.tensor(math.nan, dtype=torch.float64)
-        finite = data[torch.isfinite(data)]
-        return finite.mean() if finite.numel() else torch.tensor(math.nan, dtype=torch.float64)
+        return finite_mean(self.get_buffer())
 
 
 class SelfCheckMetricHandler(CaseValuesMixin, IgniteMetricHandler):

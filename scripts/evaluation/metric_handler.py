@@ -107,11 +107,16 @@ class CTVolumeMetric(CumulativeIterationMetric):
         return torch.tensor(out, dtype=torch.float64).unsqueeze(1)
 
     def aggregate(self) -> torch.Tensor:
-        data = self.get_buffer()
-        if not isinstance(data, torch.Tensor) or data.numel() == 0:
-            return torch.tensor(math.nan, dtype=torch.float64)
-        finite = data[torch.isfinite(data)]
-        return finite.mean() if finite.numel() else torch.tensor(math.nan, dtype=torch.float64)
+        return finite_mean(self.get_buffer())
+
+
+def finite_mean(values: Any) -> torch.Tensor:
+    """The mean of the finite values of a metric's buffer (float64 scalar); NaN when there are none (no case, or
+    every case undefined): the summary of one per-case value over the cases."""
+    if not isinstance(values, torch.Tensor) or values.numel() == 0:
+        return torch.tensor(math.nan, dtype=torch.float64)
+    finite = values[torch.isfinite(values)]
+    return finite.mean() if finite.numel() else torch.tensor(math.nan, dtype=torch.float64)
 
 
 class CaseValuesMixin:
