@@ -117,6 +117,27 @@ def example_lungdx(example_raw_dir) -> Path:
     return example_raw_dir / "LungDx-A0001"
 
 
+@pytest.fixture(scope="session")
+def example_lungdx_in_frame(example_lungdx):
+    """LungDx-A0001: the full CT (HU, LPS grid: ``arr, spacing, origin``), its centre ``iso`` (mm) and the same CT
+    resampled (trilinear) into the 128^3 output frame around it (``cube``, HU)."""
+    from scipy.ndimage import map_coordinates
+    from scripts.ct.loader import load_ct_array
+    from scripts.ct.lps import affine_to_lps_grid
+    from scripts.frame import FRAME
+    from scripts.projection.itk_renderer import volume_centre_mm
+
+    arr, affine, _ = load_ct_array(example_lungdx)
+    spacing, origin = affine_to_lps_grid(affine)
+    arr = np.asarray(arr, dtype=np.float32)
+    iso = volume_centre_mm(arr.shape, spacing, origin)
+    mm = FRAME.voxel_to_mm(np.arange(FRAME.shape, dtype=np.float64))
+    grid = np.stack(np.meshgrid(mm, mm, mm, indexing="ij")) + iso[:, None, None, None]
+    vox = (grid - np.asarray(origin)[:, None, None, None]) / np.asarray(spacing)[:, None, None, None]
+    cube = map_coordinates(arr, vox, order=1, cval=-1024.0).astype(np.float32)
+    return arr, spacing, origin, iso, cube
+
+
 def pytest_generate_tests(metafunc):
     if "real_series" in metafunc.fixturenames:
         cases = EXAMPLE_SERIES + SHARED_SERIES

@@ -9,12 +9,9 @@ import json
 import numpy as np
 import pytest
 import torch
-from scripts.ct.loader import load_ct_array
-from scripts.ct.lps import affine_to_lps_grid
 from scripts.frame import FRAME
 from scripts.inference.selfcheck import NCC_THRESHOLD, SCORE_KEYS, THRESHOLDS, SelfCheckd, self_check
 from scripts.projection.geometry import ProjectionGeometry
-from scripts.projection.itk_renderer import volume_centre_mm
 from scripts.projection.torch_renderer import project_hu
 from scripts.transforms.radiograph import postprocess_radiograph
 
@@ -25,19 +22,9 @@ CLINICAL = TRAINING.with_view("pa", sad_mm=1650.0, sid_mm=1800.0, detector_size_
 
 
 @pytest.fixture(scope="module")
-def example_ct(example_lungdx):
+def example_ct(example_lungdx_in_frame):
     """LungDx-A0001: the full CT (HU, LPS grid) and the same CT resampled (trilinear) into the output frame."""
-    from scipy.ndimage import map_coordinates
-
-    arr, affine, _ = load_ct_array(example_lungdx)
-    spacing, origin = affine_to_lps_grid(affine)
-    arr = np.asarray(arr, dtype=np.float32)
-    iso = volume_centre_mm(arr.shape, spacing, origin)
-    mm = FRAME.voxel_to_mm(np.arange(FRAME.shape, dtype=np.float64))
-    grid = np.stack(np.meshgrid(mm, mm, mm, indexing="ij")) + iso[:, None, None, None]
-    vox = (grid - np.asarray(origin)[:, None, None, None]) / np.asarray(spacing)[:, None, None, None]
-    cube = map_coordinates(arr, vox, order=1, cval=-1024.0).astype(np.float32)
-    return arr, spacing, origin, iso, cube
+    return example_lungdx_in_frame
 
 
 def _inputs(example_ct, geometry):

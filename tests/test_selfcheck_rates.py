@@ -10,12 +10,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from scripts.ct.loader import load_ct_array
-from scripts.ct.lps import affine_to_lps_grid
-from scripts.frame import FRAME
 from scripts.inference.selfcheck import SCORE_KEYS, THRESHOLDS, is_consistent, self_check, view_scores
 from scripts.projection.geometry import ProjectionGeometry
-from scripts.projection.itk_renderer import volume_centre_mm
 from scripts.projection.torch_renderer import project_hu
 from scripts.transforms.radiograph import postprocess_radiograph
 
@@ -26,18 +22,9 @@ CLINICAL = TRAINING.with_view("pa", sad_mm=1650.0, sid_mm=1800.0, detector_size_
 
 
 @pytest.fixture(scope="module")
-def case(example_lungdx):
+def case(example_lungdx_in_frame):
     """LungDx-A0001 resampled into the output frame (HU) and its full CT's DRRs at the clinical set-up (2, 128, 128)."""
-    from scipy.ndimage import map_coordinates
-
-    arr, affine, _ = load_ct_array(example_lungdx)
-    spacing, origin = affine_to_lps_grid(affine)
-    arr = np.asarray(arr, dtype=np.float32)
-    iso = volume_centre_mm(arr.shape, spacing, origin)
-    mm = FRAME.voxel_to_mm(np.arange(FRAME.shape, dtype=np.float64))
-    grid = np.stack(np.meshgrid(mm, mm, mm, indexing="ij")) + iso[:, None, None, None]
-    vox = (grid - np.asarray(origin)[:, None, None, None]) / np.asarray(spacing)[:, None, None, None]
-    cube = map_coordinates(arr, vox, order=1, cval=-1024.0).astype(np.float32)
+    arr, spacing, origin, iso, cube = example_lungdx_in_frame
     raw = project_hu(torch.from_numpy(arr)[None, None], spacing, origin, CLINICAL.with_isocentre(iso))[0]
     return cube, torch.stack([postprocess_radiograph(r) for r in raw])
 
