@@ -68,6 +68,7 @@ from __future__ import annotations
 
 import json
 import logging
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -310,6 +311,10 @@ def self_check(
     }
 
 
+#: Characters per title line of the self-check PNG (the montage's font: about 6 px each; panels 3 x 128 px).
+TITLE_CHARS = 72
+
+
 def _score_line(result: Mapping[str, Any]) -> str:
     """The scores in one line: per view NCC and SSIM, then the swap and mirror margins."""
     views = ", ".join(f"{v} NCC {s['ncc']:.3f} SSIM {s['ssim']:.3f}" for v, s in result["views"].items())
@@ -321,9 +326,11 @@ def _score_line(result: Mapping[str, Any]) -> str:
     return line
 
 
-def _rule(thresholds: Mapping[str, float]) -> str:
-    """The rule in words, e.g. ``ncc_min >= 0.90``."""
-    return " and ".join(f"{k} >= {v:.2f}" for k, v in thresholds.items())
+def _rule(result: Mapping[str, Any]) -> str:
+    """The rule a result was judged by, in words, e.g. ``ncc_min >= 0.55 and mirror_margin >= 0.00 and plausible
+    views`` (the last when the inputs' plausibility was checked)."""
+    rule = " and ".join(f"{k} >= {v:.2f}" for k, v in result["threshold"].items())
+    return rule + (" and plausible views" if result.get("views_plausible") is not None else "")
 
 
 class SelfCheckd(MapTransform):
@@ -403,7 +410,7 @@ class SelfCheckd(MapTransform):
                 "consistent" if result["consistent"] else "NOT consistent: check the views, their order and geometry"
             )
             (logger.info if result["consistent"] else logger.warning)(
-                "self-check %s: %s (rule %s): %s", case_id, scores, _rule(result["threshold"]), verdict
+                "self-check %s: %s (rule %s): %s", case_id, scores, _rule(result), verdict
             )
             d["selfcheck"], d["selfcheck_path"] = result, str(path)
         return d
@@ -415,6 +422,8 @@ class SelfCheckd(MapTransform):
             labels.append(view)
         verdict = "consistent" if result["consistent"] else "NOT consistent"
         scores = _score_line(result)
-        title = [f"self-check {case_id}: {verdict} ({_rule(result['threshold'])})", scores, "difference: grey = 0"]
+        # wrapped to about the panels' width (three 128 px panels, ~6 px per character of the montage's font)
+        title = [f"self-check {case_id}: {verdict}", f"rule: {_rule(result)}", *textwrap.wrap(scores, TITLE_CHARS)]
+        title.append("difference: grey = 0")
         grid = label_grid(rows, labels, ["input", "re-projection", "difference"], title)
         save_grey_png(grid, self.output_dir / f"{case_id}.selfcheck.png")
