@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -134,6 +135,23 @@ def run_prepare(
     return subprocess.run(
         cmd, cwd=REPO, capture_output=True, encoding="utf-8", errors="replace", timeout=TIMEOUT_S, env=env
     )
+
+
+def run_prepare_measured(raw: Path, out: Path, *args: str) -> tuple[subprocess.CompletedProcess, float]:
+    """``run_prepare`` to its end, with the peak resident memory (GiB) of the largest process of that run: the
+    ``ru_maxrss`` that ``os.wait4`` reports for it and its workers. (``getrusage(RUSAGE_CHILDREN)`` would report
+    the largest child this pytest process ever waited for, a server or a training run of an earlier test.)"""
+    log = out.parent / f"{out.name}.log"
+    proc = run_prepare(raw, out, *args, popen=True, log=log)
+    timer = threading.Timer(TIMEOUT_S, proc.kill)
+    timer.start()
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    finally:
+        timer.cancel()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    text = log.read_text(encoding="utf-8", errors="replace")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, text, ""), usage.ru_maxrss / 2**20  # KiB -> GiB
 
 
 def output_text(p: subprocess.CompletedProcess) -> str:
@@ -496,8 +514,7 @@ def messy(tmp_path_factory, example_lungdx):
     os.symlink("loop.nii.gz", raw / "loop.nii.gz")
     os.symlink(".", raw / "self", target_is_directory=True)
     out = root / "out"
-    proc = run_prepare(raw, out, "--num_workers", "2", "--split", "[1,0,0]")
-    peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20  # KiB -> GiB, largest process so far
+    proc, peak_gb = run_prepare_measured(raw, out, "--num_workers", "2", "--split", "[1,0,0]")
     return raw, out, proc, peak_gb
 
 
