@@ -491,8 +491,6 @@ def _dicom_copy(files: list[Path], dst: Path, **tags) -> Path:
 def messy(tmp_path_factory, example_lungdx):
     """One good case beside a mixed-series folder, a 5-slice series, 10 mm and 2 mm pixel series, a looping
     link, a folder link to ".", an empty folder and a non-CT series; prepared once with 2 workers."""
-    import resource
-
     from pydicom.uid import generate_uid
 
     root = tmp_path_factory.mktemp("messy")
