@@ -1,6 +1,6 @@
 """The input plausibility check (scripts/inference/view_plausibility.py) on the example case's DRRs: the correct
-PA/lateral pair passes; swapped views and a mirrored lateral are flagged, by the check alone and through the
-self-check's ``consistent``; a constant image has no body; the PA's heart-side score has the documented sign."""
+PA/lateral pair passes; swapped views, a mirrored lateral, a mirrored PA and a view rotated 90 degrees are flagged,
+by the check alone and through the self-check's ``consistent``; a constant image has no body."""
 
 from __future__ import annotations
 
@@ -52,18 +52,24 @@ def test_correct_pair_passes_swapped_and_mirrored_lateral_flagged(example_views,
     good = views_plausible(torch.stack([pa, lat]))
     assert good["plausible"], good
     assert good["reasons"] == [] and set(good["margins"]) == set(PLAUSIBILITY_MARGINS)
-    # the documented sides: heart (PA) and spine (lateral) on the image's right, the PA the more symmetric view
+    # the documented sides: heart (PA) and spine (lateral) on the image's right, the PA the more symmetric view, the
+    # higher diaphragm dome (the patient's right) on the PA's left; the views' row profiles alike
     assert good["scores"]["swap_margin"] > 0.05 and good["scores"]["lateral_spine_side"] > 0.1
-    assert good["scores"]["pa_heart_side"] > 0
+    assert good["views"]["pa"]["heart_side"] > 0 and good["views"]["pa"]["diaphragm_side"] > -0.02  # domes level here
+    assert good["scores"]["pa_laterality"] > 0.5 and good["scores"]["row_consistency"] > 0.8
     swapped = views_plausible(torch.stack([lat, pa]))
     assert not swapped["plausible"] and swapped["scores"]["swap_margin"] < -0.05
     assert any("swap_margin" in r for r in swapped["reasons"])
     mirrored = views_plausible(torch.stack([pa, lat.flip(-1)]))
     assert not mirrored["plausible"] and mirrored["scores"]["lateral_spine_side"] < -0.1
-    # a mirrored PA: its heart-side score changes sign, but is not in the default rule (no safety gap measured)
+    # a mirrored PA: heart border and higher dome change sides, nothing else changes
     pa_mirrored = views_plausible(torch.stack([pa.flip(-1), lat]))
-    assert pa_mirrored["scores"]["pa_heart_side"] < 0 and pa_mirrored["plausible"]
-    assert not views_plausible(torch.stack([pa.flip(-1), lat]), margins={"pa_heart_side": 0.0})["plausible"]
+    assert not pa_mirrored["plausible"] and pa_mirrored["scores"]["pa_laterality"] < -0.5
+    assert [r.split(":")[-1].split()[0] for r in pa_mirrored["reasons"]] == ["pa_laterality"]
+    # the lateral rotated by 90 degrees (head to the image's left): its rows no longer follow the PA's
+    rotated = views_plausible(torch.stack([pa, lat.rot90(1, (0, 1))]))
+    assert not rotated["plausible"] and rotated["scores"]["row_consistency"] < 0.6
+    assert any("row_consistency" in r for r in rotated["reasons"])
 
 
 def test_constant_image_has_no_body_and_bad_input_refused(example_views):
@@ -100,4 +106,30 @@ def test_selfcheck_consistent_needs_plausible_views(example_views, tmp_path):
     assert report["views_plausible"]["plausible"] is True and set(report["views_plausible"]["scores"]) >= {
         "swap_margin",
         "lateral_spine_side",
+        "pa_laterality",
+        "row_consistency",
     }
+
+
+@pytest.mark.parametrize("configs", [("inference.json",), ("train.json", "evaluate.json")])
+def test_selfcheck_view_margins_option_reaches_the_rule(example_views, bundle_config, tmp_path, configs):
+    """``--selfcheck_view_margins``: null = the default tests, false = none, a mapping = only those; a wrong value is
+    refused when the config is built."""
+    pa, lat = example_views["training"]
+    cube = example_views["cube"]
+    pred = FRAME.hu_to_target(torch.from_numpy(cube))[None]
+    item = {"case_id": "m", "pred": pred, "image": torch.stack([pa.flip(-1), lat])}
+    verdicts = {}
+    for name, margins in (("default", None), ("off", False), ("lateral only", {"lateral_spine_side": 0.07})):
+        parser = bundle_config(*configs, selfcheck_view_margins=margins, output_dir=str(tmp_path / name))
+        key = "postprocessing" if configs == ("inference.json",) else "validate#postprocessing"
+        check = [t for t in parser.get_parsed_content(key).transforms if isinstance(t, SelfCheckd)][0]
+        check.output_dir = tmp_path / name
+        plausible = check(item)["selfcheck"]["views_plausible"]
+        verdicts[name] = None if plausible is None else (plausible["plausible"], sorted(plausible["margins"]))
+    # the ground-truth CT with a mirrored PA: only the PA laterality test objects
+    assert verdicts["default"] == (False, sorted(PLAUSIBILITY_MARGINS))
+    assert verdicts["off"] is None
+    assert verdicts["lateral only"] == (True, ["lateral_spine_side"])
+    with pytest.raises(ValueError, match="view_margins must be"):
+        SelfCheckd(view_margins="yes")

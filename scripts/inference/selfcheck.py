@@ -48,15 +48,16 @@ models; a better-trained model scores its correct inputs higher, and may deserve
 Input plausibility (``views_plausible`` in the result, :mod:`scripts.inference.view_plausibility`): because
 re-projection cannot catch swapped or mirrored views, ``consistent`` also needs the two inputs to look like a PA and
 a lateral chest radiograph in this order and orientation (model-independent anatomy: the PA more left-right symmetric
-than the lateral, the lateral's dense posterior side on the image's right). Measured by
-``tests/benchmarks/bench_view_plausibility.py`` (2026-12-01, 60 correct pairs: four real CTs by the torch projector
-and two by plastimatch, five set-ups, with and without geometry): 0 % false alarms (0 of 60), 100 % of swapped pairs
-(60) and of mirrored laterals (60) flagged, with a gap between correct and perturbed scores on both tests; mirrored
-PAs **not** flagged (0 of 60: the PA's heart-side score is positive on all correct PAs but with no safety gap, so it
-is reported and not part of the default rule). Combined with the re-projection rule: the rule's false alarms stay at
-most the sum of both (0 % + 0 % on the measured sets). The benchmark rerun with both checks (2026-12-02, both
-models at 100 iterations; the model card's table): 0 of 20 correct inputs flagged; swapped 100 %, lateral mirrored
-100 %, non-chest 92 %, PA rotated 90 degrees 50 %, PA mirrored 0 %, wrong geometry 0 %.
+than the lateral, the lateral's dense posterior side on the image's right, the PA's heart border on the image's right
+and its higher diaphragm dome on the left, and the two views' row profiles alike). Measured by
+``tests/benchmarks/bench_view_plausibility.py`` (2026-12-02, 60 correct pairs: four real CTs by the torch projector
+and two by plastimatch, five set-ups, with and without geometry; 15 non-chest pairs): 0 % false alarms (0 of 60),
+100 % of swapped pairs, mirrored PAs and mirrored laterals (60 each) and of non-chest pairs (15) flagged, with a gap
+between correct and perturbed scores on every test (the PA's laterality test was chosen on these same pairs: see
+that module). Combined with the re-projection rule: the rule's false alarms stay at most the sum of both. The
+benchmark rerun with both checks (2026-12-02, both models at 100 iterations; the model card's table): 0 of 20
+correct inputs flagged; swapped, PA mirrored, lateral mirrored and non-chest 100 %, PA rotated 90 degrees 75 %,
+wrong geometry 0 %.
 
 Outputs beside each reconstruction (:class:`SelfCheckd`): ``<case_id>.selfcheck.json`` (``consistent``, per view
 ``ncc``, ``ssim`` and ``gc``, the case ``scores``, ``views_plausible`` (scores, margins, reasons), the rule as
@@ -348,6 +349,9 @@ class SelfCheckd(MapTransform):
         views: the views, in channel order.
         enabled: False skips the check (e.g. a zoomed slice, which is no volume).
         frame: the output frame.
+        view_margins: the input plausibility part of the rule (:func:`self_check`): None = its default margins
+            (:data:`scripts.inference.view_plausibility.PLAUSIBILITY_MARGINS`), a mapping score -> margin (only those
+            tests), or False (not checked: e.g. for a patient with dextrocardia, which ``pa_laterality`` flags).
 
     Adds ``selfcheck`` (the JSON's content) and ``selfcheck_path`` to the item.
     """
@@ -364,8 +368,14 @@ class SelfCheckd(MapTransform):
         views: Sequence[str] = ("pa", "lateral"),
         enabled: bool = True,
         frame: VolumeFrame = FRAME,
+        view_margins: Mapping[str, float] | None | bool = None,
     ) -> None:
         super().__init__(keys)
+        if view_margins is True:
+            view_margins = None
+        if not (view_margins is None or view_margins is False or isinstance(view_margins, Mapping)):
+            raise ValueError(f"view_margins must be null, false or a mapping score -> margin, got {view_margins!r}")
+        self.view_margins = dict(view_margins) if isinstance(view_margins, Mapping) else view_margins
         self.image_key, self.geometry_key, self.acquisition_key = image_key, geometry_key, acquisition_key
         self.geometry = geometry if geometry is not None else ProjectionGeometry.from_preset("perx2ct")
         self.output_dir = Path(output_dir)
@@ -386,7 +396,13 @@ class SelfCheckd(MapTransform):
             vol = vol[0] if vol.ndim == 4 else vol
             hu = self.frame.target_to_hu(vol.clamp(0.0, 1.0))
             result = self_check(
-                hu, torch.as_tensor(d[self.image_key]), geometry, self.views, self.threshold, self.frame
+                hu,
+                torch.as_tensor(d[self.image_key]),
+                geometry,
+                self.views,
+                self.threshold,
+                self.frame,
+                view_margins=self.view_margins,
             )
             panels = result.pop("images")
             result["case_id"] = case_id

@@ -1,12 +1,14 @@
 """Rates of the input plausibility check (scripts/inference/view_plausibility.py): false alarms on correct PA/lateral
-pairs and detections of swapped, PA-mirrored and lateral-mirrored pairs.
+pairs and detections of swapped, PA-mirrored and lateral-mirrored pairs and of non-chest pairs.
 
 Correct pairs: (1) every real CT at hand (the example data and ../shared/data, tests/benchmarks/bench_real_radiographs.py
 ``ct_folders``) rendered by the bundle's torch projector at each of the benchmark's set-ups (``SETUPS``: training,
 clinical PA/lateral 1800/1800 and 1800/1500, off-centre, processed appearance), and (2) the plastimatch renders the
 real-radiograph benchmark left in runs/bench_real_radiographs/renders (oriented and loaded as that benchmark does),
 each as network inputs with its geometry (whole detector) and without (placed on the training detector by pixel
-pitch). Nothing is trained. Run: ``.venv/bin/python tests/benchmarks/bench_view_plausibility.py`` (about a minute).
+pitch). Non-chest pairs: ``bench_real_radiographs.non_chest_inputs`` (a limb phantom's DRRs, scikit-image's
+Shepp-Logan phantom and its "camera" photograph, each with its transpose as the lateral) at each set-up. Nothing is
+trained. Run: ``.venv/bin/python tests/benchmarks/bench_view_plausibility.py`` (about a minute).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from bench_real_radiographs import (  # noqa: E402
     SETUPS,
     ct_folders,
     network_inputs,
+    non_chest_inputs,
     processed_appearance,
     setup_geometry,
 )
@@ -38,6 +41,8 @@ from scripts.projection.itk_renderer import volume_centre_mm  # noqa: E402
 from scripts.projection.torch_renderer import project_hu  # noqa: E402
 
 KINDS = ("correct", "swapped", "PA mirrored", "lateral mirrored")
+#: The non-chest pairs are scored as given (not perturbed).
+NON_CHEST = "non-chest"
 
 
 def perturb(images: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -98,12 +103,24 @@ def _is_shifted(iso: str, files) -> bool:
     return not any(f.startswith("pm_pa_700_949_500_" + iso) for f in files)
 
 
-def measure(pairs: dict[str, torch.Tensor]) -> dict[str, list[dict]]:
-    out: dict[str, list[dict]] = {k: [] for k in KINDS}
+def non_chest_pairs() -> dict[str, torch.Tensor]:
+    """``{label: (2, 128, 128)}`` non-chest pairs at every set-up's geometry."""
+    return {
+        f"{name} | {setup_name}": images
+        for setup_name, setup in SETUPS.items()
+        for name, images in non_chest_inputs(setup_geometry(setup)).items()
+    }
+
+
+def measure(pairs: dict[str, torch.Tensor], non_chest: dict[str, torch.Tensor]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {k: [] for k in (*KINDS, NON_CHEST)}
     for label, images in pairs.items():
         for kind, imgs in perturb(images).items():
             r = views_plausible(imgs)
             out[kind].append({"label": label, **r["scores"], "plausible": r["plausible"]})
+    for label, images in non_chest.items():
+        r = views_plausible(images)
+        out[NON_CHEST].append({"label": label, **r["scores"], "plausible": r["plausible"]})
     return out
 
 
@@ -111,18 +128,21 @@ def report(res: dict[str, list[dict]]) -> None:
     n = len(res["correct"])
     print(f"\n{n} correct pairs; margins {PLAUSIBILITY_MARGINS}")
     for key in PLAUSIBILITY_SCORES:
-        for kind in KINDS:
+        for kind in (*KINDS, NON_CHEST):
             v = np.array([r[key] for r in res[kind]])
             print(
                 f"  {key:20s} {kind:17s} min {np.nanmin(v):+.3f} median {np.nanmedian(v):+.3f} max {np.nanmax(v):+.3f}"
             )
     print("\n| input | n | flagged |\n|---|---|---|")
-    for kind in KINDS:
+    for kind in (*KINDS, NON_CHEST):
         flagged = sum(not r["plausible"] for r in res[kind])
         print(f"| {kind} | {len(res[kind])} | {flagged} ({100 * flagged / len(res[kind]):.0f} %) |")
     bad = [r["label"] for r in res["correct"] if not r["plausible"]]
     if bad:
         print("false alarms:", *bad, sep="\n  ")
+    missed = [r["label"] for r in res[NON_CHEST] if r["plausible"]]
+    if missed:
+        print("non-chest pairs not flagged:", *missed, sep="\n  ")
 
 
 def main() -> None:
@@ -135,7 +155,7 @@ def main() -> None:
     print(f"{len(pairs)} plastimatch pairs")
     if not args.no_torch:
         pairs.update(torch_pairs())
-    report(measure(pairs))
+    report(measure(pairs, non_chest_pairs()))
 
 
 if __name__ == "__main__":
