@@ -45,15 +45,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # the plastimatch helpers shared with tests/test_drr.py
 
 from plastimatch_tools import NORMALS  # noqa: E402
-
-
-def _best(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
+from timing import best_of  # noqa: E402
 
 
 def _run(cmd: list[str], env: dict, cwd: Path = ROOT) -> None:
@@ -112,24 +104,24 @@ def main() -> None:
     t = time.perf_counter()
     arr, affine, meta = load_ct_array(args.ct, c_order=False)
     stages["load CT (load_ct_array, first call: ITK IO modules load)"] = time.perf_counter() - t
-    stages["load CT again"] = _best(lambda: load_ct_array(args.ct, c_order=False), args.repeat)
+    stages["load CT again"] = best_of(lambda: load_ct_array(args.ct, c_order=False), args.repeat)
     spacing, origin = affine_to_lps_grid(affine)
     iso = volume_centre_mm(arr.shape, spacing, origin)
     g = ProjectionGeometry.from_preset("perx2ct").with_isocentre(iso)
-    stages["HU -> attenuation"] = _best(lambda: hu_to_attenuation(arr), args.repeat)
+    stages["HU -> attenuation"] = best_of(lambda: hu_to_attenuation(arr), args.repeat)
     mu = hu_to_attenuation(arr)
     for backend in ("itk", "torch"):
         t = time.perf_counter()
         render_drr(arr, spacing, origin, g, args.view, backend=backend, attenuation=mu)
         first = time.perf_counter() - t
-        best = _best(
+        best = best_of(
             lambda: render_drr(arr, spacing, origin, g, args.view, backend=backend, attenuation=mu), args.repeat
         )
         stages[f"DRR {backend} (ray casting; first call {first:.2f} s)"] = best
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        stages["whole drr_cli in process (torch; load + render + write)"] = _best(
+        stages["whole drr_cli in process (torch; load + render + write)"] = best_of(
             lambda: drr_cli(args.ct, view=args.view, output=str(tmp / "inproc.nii.gz"), backend="torch"), args.repeat
         )
         print(f"CT {args.ct}: shape {arr.shape}, spacing {np.round(spacing, 3).tolist()} mm, view {args.view}")

@@ -41,22 +41,15 @@ from scripts.projection.attenuation import hu_to_attenuation  # noqa: E402
 from scripts.projection.geometry import ProjectionGeometry  # noqa: E402
 from scripts.projection.itk_renderer import ray_cast_drr  # noqa: E402
 from scripts.projection.torch_renderer import project, project_hu  # noqa: E402
+from timing import best_of  # noqa: E402
 
 VIEWS = ("pa", "lateral")
 
 
-def _sync(device: torch.device) -> None:
+def sync_device(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA); nothing on the CPU."""
     if device.type == "cuda":
         torch.cuda.synchronize()
-
-
-def _best(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def phantom_hu(n: int) -> np.ndarray:
@@ -101,16 +94,18 @@ def bench_drrs(args, vols: dict[int, np.ndarray]) -> None:
             vol = torch.from_numpy(mu).to(device)[None, None].expand(args.batch, 1, n, n, n)
             with torch.no_grad():
                 project(vol[:1], [spacing] * 3, origin, g, VIEWS)  # warm-up
-                _sync(device)
+                sync_device(device)
 
                 def run():
                     project(vol, [spacing] * 3, origin, g, VIEWS)
-                    _sync(device)
+                    sync_device(device)
 
-                t = _best(run, args.repeat)
+                t = best_of(run, args.repeat)
             k = args.batch * len(VIEWS)
             print(f"{label:<22}{'torch ' + dev_name:<30}{k / t:>10.1f}{t / k:>12.4f}")
-        t = _best(lambda: [ray_cast_drr(None, [spacing] * 3, origin, g, v, attenuation=mu) for v in VIEWS], args.repeat)
+        t = best_of(
+            lambda: [ray_cast_drr(None, [spacing] * 3, origin, g, v, attenuation=mu) for v in VIEWS], args.repeat
+        )
         print(f"{label:<22}{'ITK (in process)':<30}{2 / t:>10.1f}{t / 2:>12.4f}")
         if exe is None:
             print(f"{label:<22}{'plastimatch':<30}{'not installed':>22}")
@@ -148,7 +143,7 @@ def bench_drrs(args, vols: dict[int, np.ndarray]) -> None:
                 ]
                 for v, nrm in (("pa", "0 1 0"), ("lateral", "1 0 0"))
             ]
-            t = _best(lambda: [subprocess.run(c, check=True, capture_output=True) for c in cmds], args.repeat)
+            t = best_of(lambda: [subprocess.run(c, check=True, capture_output=True) for c in cmds], args.repeat)
         print(f"{label:<22}{'plastimatch (whole process)':<30}{2 / t:>10.1f}{t / 2:>12.4f}")
 
 
@@ -202,21 +197,21 @@ def bench_training(args, vols: dict[int, np.ndarray]) -> None:
             return torch.stack([views.finish(raw[i], *draws[i][1:]) for i in range(b)])
 
         step(fixed)  # warm-up
-        _sync(device)
+        sync_device(device)
         t0 = time.perf_counter()
         for _ in range(args.train_iters):
             step(fixed)
-        _sync(device)
+        sync_device(device)
         t_fixed = (time.perf_counter() - t0) / args.train_iters
         t0 = time.perf_counter()
         t_views = 0.0
         for _ in range(args.train_iters):
             tv = time.perf_counter()
             image = onthefly()
-            _sync(device)
+            sync_device(device)
             t_views += time.perf_counter() - tv
             step(image)
-        _sync(device)
+        sync_device(device)
         t_otf = (time.perf_counter() - t0) / args.train_iters
         t_views /= args.train_iters
         shape = f"{render[0]}^2" if render else "320^2"

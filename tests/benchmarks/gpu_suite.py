@@ -53,7 +53,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_diffdrr import diffdrr_version, render  # noqa: E402
-from bench_projector import phantom_hu  # noqa: E402
+from bench_projector import phantom_hu, sync_device  # noqa: E402
 from scripts.frame import FRAME  # noqa: E402
 from scripts.inference.inferers import ReconstructionInferer, SliceInferer  # noqa: E402
 from scripts.networks import PerspectiveSampler, build_perx2ct  # noqa: E402
@@ -62,6 +62,7 @@ from scripts.projection.geometry import ProjectionGeometry  # noqa: E402
 from scripts.projection.torch_renderer import project, project_hu  # noqa: E402
 from scripts.transforms.radiograph import postprocess_radiograph  # noqa: E402
 from scripts.transforms.rigid_views import RandRigidViewsBatch, RandRigidViewsd  # noqa: E402
+from timing import best_of  # noqa: E402
 
 RESULTS: list[dict] = []
 
@@ -72,22 +73,8 @@ def report(section: str, text: str, **values) -> None:
     RESULTS.append({"section": section, "text": text, **values})
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def _best(fn, device, repeat: int = 3, warmup: bool = True) -> float:
-    if warmup:
-        fn()
-        _sync(device)
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t)
-    return min(times)
+    return best_of(fn, repeat, sync=lambda: sync_device(device), warmup=warmup)
 
 
 def cube(n: int, ct: str | None, fine: dict) -> np.ndarray:
@@ -187,7 +174,7 @@ def bench_training(args, device, net, batches, preset: str) -> float:
         stamps = []
 
         def tick(engine):
-            _sync(device)
+            sync_device(device)
             stamps.append(time.perf_counter())
 
         trainer, loss_name = make_trainer(net, batches, device, amp, args.warmup + args.iters, tick)
