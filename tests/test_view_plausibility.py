@@ -113,8 +113,8 @@ def test_selfcheck_consistent_needs_plausible_views(example_views, tmp_path):
 
 @pytest.mark.parametrize("configs", [("inference.json",), ("train.json", "evaluate.json")])
 def test_selfcheck_view_margins_option_reaches_the_rule(example_views, bundle_config, tmp_path, configs):
-    """``--selfcheck_view_margins``: null = the default tests, false = none, a mapping = only those; a wrong value is
-    refused when the config is built."""
+    """``--selfcheck_view_margins`` reaches the configs' SelfCheckd: null = the default tests, false = none, a mapping
+    = only those; a value of another kind is refused."""
     pa, lat = example_views["training"]
     cube = example_views["cube"]
     pred = FRAME.hu_to_target(torch.from_numpy(cube))[None]
@@ -126,10 +126,18 @@ def test_selfcheck_view_margins_option_reaches_the_rule(example_views, bundle_co
         check = [t for t in parser.get_parsed_content(key).transforms if isinstance(t, SelfCheckd)][0]
         check.output_dir = tmp_path / name
         plausible = check(item)["selfcheck"]["views_plausible"]
-        verdicts[name] = None if plausible is None else (plausible["plausible"], sorted(plausible["margins"]))
+        verdicts[name] = (
+            None
+            if plausible is None
+            else (
+                plausible["plausible"],
+                sorted(plausible["margins"]),
+                [r.split(":")[-1].split()[0] for r in plausible["reasons"]],
+            )
+        )
     # the ground-truth CT with a mirrored PA: only the PA laterality test objects
-    assert verdicts["default"] == (False, sorted(PLAUSIBILITY_MARGINS))
+    assert verdicts["default"] == (False, sorted(PLAUSIBILITY_MARGINS), ["pa_laterality"])
     assert verdicts["off"] is None
-    assert verdicts["lateral only"] == (True, ["lateral_spine_side"])
+    assert verdicts["lateral only"] == (True, ["lateral_spine_side"], [])
     with pytest.raises(ValueError, match="view_margins must be"):
         SelfCheckd(view_margins="yes")
