@@ -18,11 +18,11 @@ NIfTI affines are RAS: :data:`LPS_TO_RAS` flips the first two world axes (the sa
 from __future__ import annotations
 
 import dataclasses
-import sys
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from scripts.utils.optional_torch import torch_of
 
 __all__ = ["LPS_TO_RAS", "VolumeFrame", "FRAME"]
 
@@ -90,9 +90,8 @@ class VolumeFrame:
     def hu_to_target(self, hu: Any) -> Any:
         """HU -> target scale ``clip(HU + offset, 0, range) / range``; numpy or torch."""
         x = hu + self.hu_offset
-        torch = sys.modules.get("torch")  # not imported here: the DRR command (lps.py's LPS_TO_RAS) runs without torch
-        is_tensor = torch is not None and isinstance(x, torch.Tensor)
-        x = x.clamp(0.0, self.hu_range) if is_tensor else np.clip(x, 0.0, self.hu_range)
+        # torch is not imported here: the DRR command (lps.py's LPS_TO_RAS) runs without it
+        x = x.clamp(0.0, self.hu_range) if torch_of(x) is not None else np.clip(x, 0.0, self.hu_range)
         return x / self.hu_range
 
     def target_to_hu(self, x: Any) -> Any:

@@ -11,9 +11,8 @@ an ITK cast with 0.0209 and plastimatch is 1.057 (MAD 2-3 % of the maximum); wit
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
+from scripts.utils.optional_torch import torch_of
 
 __all__ = ["MU_WATER_PER_CM", "HU_THRESHOLD", "hu_to_attenuation"]
 
@@ -27,8 +26,8 @@ def hu_to_attenuation(volume_hu, mu_water_per_cm: float = MU_WATER_PER_CM, hu_th
     """plastimatch's default HU -> linear attenuation (per cm): ``mu_w * (1 + HU/1000)`` where
     ``HU > hu_threshold``, else 0. Same shape; numpy in -> float32 numpy; torch in -> torch (same dtype
     and device for floating input, float32 otherwise; differentiable where ``HU > hu_threshold``)."""
-    torch = sys.modules.get("torch")  # a tensor implies torch is imported; numpy callers (the DRR command) skip it
-    if torch is not None and isinstance(volume_hu, torch.Tensor):
+    torch = torch_of(volume_hu)  # numpy callers (the DRR command) never import torch
+    if torch is not None:
         hu = volume_hu if volume_hu.is_floating_point() else volume_hu.float()
         mu = mu_water_per_cm * (1.0 + hu / 1000.0)
         return torch.where(hu > hu_threshold, mu, torch.zeros_like(mu))

@@ -46,11 +46,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
+from scripts.utils.optional_torch import torch_of  # torch only for tensors: the drr command runs without it
 
 __all__ = [
     "View",
@@ -89,13 +89,6 @@ def _pair(value: Any, what: str, positive: bool) -> tuple[float, float] | None:
     if a.shape != (2,) or not np.all(np.isfinite(a)) or (positive and np.any(a <= 0)):
         raise ValueError(f"{what} must be two {'positive' if positive else 'finite'} numbers in mm, got {value!r}")
     return (float(a[0]), float(a[1]))
-
-
-def _torch_of(x):
-    """``torch`` when ``x`` is a torch tensor, else None: torch is not imported here, so ``python -m scripts drr
-    --backend itk`` runs without it (1.2-1.5 s to import on 2 cores); a tensor means torch is already imported."""
-    torch = sys.modules.get("torch")
-    return torch if torch is not None and isinstance(x, torch.Tensor) else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -384,7 +377,7 @@ class ProjectionGeometry:
         a = self.view_acquisition(view)
         rows, cols = self.detector_shape
         sr, sc = self.view_pixel_spacing_mm(view)
-        torch = _torch_of(points_mm)
+        torch = torch_of(points_mm)
         if torch is not None:
             dtype = points_mm.dtype if points_mm.is_floating_point() else torch.float32
 
@@ -421,7 +414,7 @@ class ProjectionGeometry:
             or behind the source give non-finite or meaningless values: see :meth:`in_front`.
         """
         x, y, _ = self._project(points_mm, view)
-        torch = _torch_of(x)
+        torch = torch_of(x)
         if torch is not None:
             return torch.stack((x, y), dim=-1)
         return np.stack((x, y), axis=-1)
@@ -433,7 +426,7 @@ class ProjectionGeometry:
         rows, cols = self.detector_shape
         xn = (2 * x + 1) / cols - 1
         yn = (2 * y + 1) / rows - 1
-        torch = _torch_of(xn)
+        torch = torch_of(xn)
         if torch is not None:
             return torch.stack((xn, yn), dim=-1)
         return np.stack((xn, yn), axis=-1)

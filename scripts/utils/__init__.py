@@ -1,5 +1,6 @@
 """Cross-cutting helpers of the bundle's workflows: atomic writes, the command line as the user typed it,
-torchrun shards, the worker pool, the configs' default ``bundle_root``, caches of recent cases, lazy re-exports.
+torchrun shards, the worker pool, the configs' default ``bundle_root``, caches of recent cases, lazy re-exports,
+torch for tensors without importing it.
 """
 
 from scripts.utils.exports import lazy_exports
@@ -19,6 +20,7 @@ _EXPORTS = {
     "RANK_FILE": "shards",
     "is_rank0": "shards",
     "RecentCache": "recent",
+    "torch_of": "optional_torch",
     "WorkerPool": "worker_pool",
     "die_with_parent": "worker_pool",
 }
