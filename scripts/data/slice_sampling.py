@@ -287,9 +287,14 @@ class SliceDataset(Dataset):
         (CPython's ``mmap`` duplicates it: ``Modules/mmapmodule.c``, ``new_mmap_object``) and its X-ray pair 128 KB,
         so an unbounded set would grow with the number of cases (LIDC-IDRI: ~825 training cases, near a common
         1024-descriptor limit per process)."""
-        d = Path(self.cases[c]["dir"])
-        volume = self.cases[c].get("volume", "ct_1mm.npy" if self.cases[c]["kind"] == "1mm" else "target.npy")
-        return self._open.get_or_make(c, lambda: (np.load(d / "image.npy"), np.load(d / volume, mmap_mode="r")))
+
+        def open_case() -> tuple[np.ndarray, np.ndarray]:
+            case = self.cases[c]
+            d = Path(case["dir"])
+            volume = case.get("volume", "ct_1mm.npy" if case["kind"] == "1mm" else "target.npy")
+            return np.load(d / "image.npy"), np.load(d / volume, mmap_mode="r")
+
+        return self._open.get_or_make(c, open_case)
 
     def target(self, c: int, positions: torch.Tensor) -> torch.Tensor:
         """Ground truth of case ``c`` at voxel ``positions`` (h, w, 3) of the 128 grid -> (h, w) target scale.
