@@ -141,3 +141,5 @@ def test_selfcheck_view_margins_option_reaches_the_rule(example_views, bundle_co
     assert verdicts["lateral only"] == (True, ["lateral_spine_side"], [])
     with pytest.raises(ValueError, match="view_margins must be"):
         SelfCheckd(view_margins="yes")
+    with pytest.raises(ValueError, match="unknown view-plausibility scores"):
+        SelfCheckd(view_margins={"pa_heart_side": 0.0})

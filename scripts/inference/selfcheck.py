@@ -27,14 +27,16 @@ relative tests on the same reconstruction: ``swap_margin`` (each re-projection m
 other view's input by this much) and ``mirror_margin`` (each input matches its re-projection better than its own
 mirror image does).
 
-``consistent`` (:func:`is_consistent`, rule :data:`THRESHOLDS`): every view's NCC >= 0.55 and ``mirror_margin`` >= 0.
+The re-projection rule (:func:`is_consistent`, :data:`THRESHOLDS`; ``consistent`` also needs plausible views, below):
+every view's NCC >= 0.55 and ``mirror_margin`` >= 0.
 Chosen from the rates measured by ``tests/benchmarks/bench_real_radiographs.py`` (2026-12-01: two test CTs rendered by
 plastimatch at five set-ups, the ``small`` models trained in ``fixed`` mode for 100 and in ``clinical`` mode for 50
 iterations on two other CTs): no false alarm on the 20 correct inputs (their lowest NCC 0.56, lowest mirror margin
 0.006), and flagged: 75 % of non-chest inputs (12), 62 % of PAs rotated 90 degrees (8), **0 %** of swapped views,
-of mirrored PAs or laterals (8 each) and of wrong geometries (20). The target (95 % of swapped, mirrored and
-non-chest inputs at 5 % false alarms) is **not met**: a trained network reconstructs a CT that re-projects like
-whatever it is given (swapped or mirrored views score NCC 0.56-0.84, a limb phantom's DRRs 0.94-0.96), so consistency
+of mirrored PAs or laterals (8 each) and of wrong geometries (20). By re-projection alone the target (95 % of
+swapped, mirrored and non-chest inputs at 5 % false alarms) is **not met**: a trained network reconstructs a CT
+that re-projects like whatever it is given (swapped or mirrored views score NCC 0.56-0.84, a limb phantom's DRRs
+0.94-0.96), so consistency
 between input and re-projection cannot tell these inputs apart from correct ones; only an anatomical prior could.
 What re-projection does catch: inputs the network cannot reproduce (non-radiographs, rotated views), and, with an
 exact reconstruction, swaps and mirrors (ground truth CT as the reconstruction, tests/test_selfcheck*.py: correct
@@ -81,7 +83,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 from scripts.evaluation.montage import label_grid
 from scripts.frame import FRAME, VolumeFrame
-from scripts.inference.view_plausibility import views_plausible
+from scripts.inference.view_plausibility import PLAUSIBILITY_SCORES, views_plausible
 from scripts.projection.acquisition import geometry_from_json
 from scripts.projection.geometry import ProjectionGeometry, data_pipeline, drr_geometry
 from scripts.projection.torch_renderer import project, project_hu
@@ -375,6 +377,11 @@ class SelfCheckd(MapTransform):
             view_margins = None
         if not (view_margins is None or view_margins is False or isinstance(view_margins, Mapping)):
             raise ValueError(f"view_margins must be null, false or a mapping score -> margin, got {view_margins!r}")
+        unknown = sorted(set(view_margins or ()) - set(PLAUSIBILITY_SCORES))
+        if unknown:  # refused when the config is built, not at the first case
+            raise ValueError(
+                f"unknown view-plausibility scores {unknown} in view_margins; known: {list(PLAUSIBILITY_SCORES)}"
+            )
         self.view_margins = dict(view_margins) if isinstance(view_margins, Mapping) else view_margins
         self.image_key, self.geometry_key, self.acquisition_key = image_key, geometry_key, acquisition_key
         self.geometry = geometry if geometry is not None else ProjectionGeometry.from_preset("perx2ct")
