@@ -6,16 +6,12 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
-from scripts.ct.loader import load_ct_array
-from scripts.ct.lps import affine_to_lps_grid
 from scripts.frame import FRAME
 from scripts.inference.selfcheck import SelfCheckd, self_check
 from scripts.inference.view_plausibility import PLAUSIBILITY_MARGINS, view_measures, views_plausible
 from scripts.projection.geometry import ProjectionGeometry
-from scripts.projection.itk_renderer import volume_centre_mm
 from scripts.projection.torch_renderer import project_hu
 from scripts.transforms.radiograph import postprocess_radiograph
 
@@ -26,23 +22,15 @@ CLINICAL = TRAINING.with_view("pa", sad_mm=1650.0, sid_mm=1800.0, detector_size_
 
 
 @pytest.fixture(scope="module")
-def example_views(example_lungdx):
+def example_views(example_lungdx_in_frame):
     """LungDx-A0001's DRRs as network inputs ``(2, 128, 128)`` at the training and a clinical set-up, and the CT
     resampled (trilinear) into the output frame as ``"cube"`` (HU, ``(X, Y, Z)`` LPS)."""
-    from scipy.ndimage import map_coordinates
-
-    arr, affine, _ = load_ct_array(example_lungdx)
-    spacing, origin = affine_to_lps_grid(affine)
-    arr = np.asarray(arr, dtype=np.float32)
-    iso = volume_centre_mm(arr.shape, spacing, origin)
+    arr, spacing, origin, iso, cube = example_lungdx_in_frame
     out = {}
     for name, g in (("training", TRAINING), ("clinical", CLINICAL)):
         raw = project_hu(torch.from_numpy(arr)[None, None], spacing, origin, g.with_isocentre(iso))[0]
         out[name] = torch.stack([postprocess_radiograph(r) for r in raw])
-    mm = FRAME.voxel_to_mm(np.arange(FRAME.shape, dtype=np.float64))
-    grid = np.stack(np.meshgrid(mm, mm, mm, indexing="ij")) + np.asarray(iso)[:, None, None, None]
-    vox = (grid - np.asarray(origin)[:, None, None, None]) / np.asarray(spacing)[:, None, None, None]
-    out["cube"] = map_coordinates(arr, vox, order=1, cval=-1024.0).astype(np.float32)
+    out["cube"] = cube
     return out
 
 
