@@ -15,7 +15,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -108,10 +107,12 @@ def run_prepare(
     popen: bool = False,
     log: Path | None = None,
     new_session: bool = False,
+    wrapper: list[str] | None = None,
 ):
     """``python -m monai.bundle run`` on ``raw``; with ``popen``, started in the background (output to ``log``,
-    in a process group of its own with ``new_session``), otherwise run to its end."""
-    cmd = [sys.executable]
+    in a process group of its own with ``new_session``), otherwise run to its end; ``wrapper``: a command line the
+    command is handed to (e.g. :data:`_PEAK_WRAPPER`)."""
+    cmd = [*(wrapper or []), sys.executable]
     if torchrun:
         cmd += ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(torchrun)]
     cmd += [
@@ -137,21 +138,32 @@ def run_prepare(
     )
 
 
+#: Runs the command in argv[2:] and writes the peak resident memory (KiB) of it and its workers to argv[1]: a small
+#: process of its own, because Linux carries a parent's high-water RSS into its child across fork/vfork and exec, so
+#: a child started from pytest directly reports pytest's own peak whenever that is larger.
+_PEAK_WRAPPER = (
+    "import os, subprocess, sys\n"
+    "p = subprocess.Popen(sys.argv[2:])\n"
+    "_, status, usage = os.wait4(p.pid, 0)\n"
+    "open(sys.argv[1], 'w').write(str(usage.ru_maxrss))\n"
+    "sys.exit(os.waitstatus_to_exitcode(status))\n"
+)
+
+
 def run_prepare_measured(raw: Path, out: Path, *args: str) -> tuple[subprocess.CompletedProcess, float]:
-    """``run_prepare`` to its end, with the peak resident memory (GiB) of the largest process of that run: the
-    ``ru_maxrss`` that ``os.wait4`` reports for it and its workers. (``getrusage(RUSAGE_CHILDREN)`` would report
-    the largest child this pytest process ever waited for, a server or a training run of an earlier test.)"""
-    log = out.parent / f"{out.name}.log"
-    proc = run_prepare(raw, out, *args, popen=True, log=log)
-    timer = threading.Timer(TIMEOUT_S, proc.kill)
-    timer.start()
+    """``run_prepare`` to its end, with the peak resident memory (GiB) of the largest process of that run, measured
+    by :data:`_PEAK_WRAPPER` (``getrusage(RUSAGE_CHILDREN)`` or ``os.wait4`` in pytest would report pytest's own
+    peak, or an earlier test's server, whenever larger)."""
+    log, peak = out.parent / f"{out.name}.log", out.parent / f"{out.name}.peak_kib"
+    proc = run_prepare(raw, out, *args, popen=True, log=log, wrapper=[sys.executable, "-c", _PEAK_WRAPPER, str(peak)])
     try:
-        _, status, usage = os.wait4(proc.pid, 0)
-    finally:
-        timer.cancel()
-    proc.returncode = os.waitstatus_to_exitcode(status)
+        proc.wait(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
     text = log.read_text(encoding="utf-8", errors="replace")
-    return subprocess.CompletedProcess(proc.args, proc.returncode, text, ""), usage.ru_maxrss / 2**20  # KiB -> GiB
+    peak_gb = int(peak.read_text()) / 2**20 if peak.is_file() else float("nan")  # KiB -> GiB
+    return subprocess.CompletedProcess(proc.args, proc.returncode, text, ""), peak_gb
 
 
 def output_text(p: subprocess.CompletedProcess) -> str:
